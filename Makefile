@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what is missing.
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+EXAMPLES := examples/target/$(WASM_TARGET)/release
+BIN := $(or $(CARGO_TARGET_DIR),target)/debug
+
+.PHONY: setup build examples test lint demo bench clean
+
+setup:
+	@deploy/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+examples: setup
+	cd examples && $(CARGO) build --release --target $(WASM_TARGET)
+
+# The whole suite: formatting, unit tests beside the code, end-to-end tests with real processes.
+test: build examples
+	$(CARGO) fmt --all --check
+	$(CARGO) test --workspace
+
+lint: setup
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# A one-node cluster, the hello-http example with 5 replicas, served through the proxy.
+demo: build examples
+	@BIN=$(BIN) EXAMPLES=$(EXAMPLES) deploy/demo.sh
+
+# Performance figures (instantiate latency, deploy-to-ready, proxy vs bare throughput).
+bench: build examples
+	$(BIN)/wasmkube-bench --wasm $(EXAMPLES)/hello_http.wasm
+
+clean:
+	$(CARGO) clean
+	cd examples && $(CARGO) clean

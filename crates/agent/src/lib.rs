@@ -1,0 +1,137 @@
+//! The node agent (the kubelet of wasmkube): makes this node's sandboxes match the pods bound
+//! to it, reports their status, and keeps the Node object's heartbeat.
+//!
+//! It never decides where pods go or how many there are; it only runs what the control plane
+//! says and reports what happened. Every write goes through Raft.
+
+mod node;
+mod sandbox;
+mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use wasmkube_api::{Pod, PodStatus};
+use wasmkube_raft::ClusterHandle;
+use wasmkube_runtime::{Runtime, SandboxRegistry};
+use wasmkube_store::{BlobStore, Command, ObjectKey};
+
+use crate::sandbox::Sandbox;
+
+/// How often statuses are re-checked without a change (cli pods change on their own).
+const STATUS_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// This node's API URL and proxy URL, published on the Node object.
+    pub api_url: String,
+    pub proxy_url: String,
+    pub max_pods: usize,
+    pub heartbeat: Duration,
+}
+
+pub struct Agent {
+    config: AgentConfig,
+    cluster: ClusterHandle,
+    runtime: Arc<Runtime>,
+    blobs: Arc<BlobStore>,
+    registry: SandboxRegistry,
+    running: HashMap<String, Sandbox>,
+    rng: StdRng,
+}
+
+impl Agent {
+    pub fn new(
+        config: AgentConfig,
+        cluster: ClusterHandle,
+        runtime: Arc<Runtime>,
+        blobs: Arc<BlobStore>,
+        registry: SandboxRegistry,
+    ) -> Self {
+        Agent { config, cluster, runtime, blobs, registry, running: HashMap::new(), rng: StdRng::from_os_rng() }
+    }
+
+    /// Runs until `shutdown` resolves, then stops every sandbox.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut changes = self.cluster.store().subscribe_all();
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = changes.recv() => {}
+                _ = tokio::time::sleep(STATUS_POLL) => {}
+            }
+            while changes.try_recv().is_ok() {}
+            self.sync().await;
+        }
+        for key in self.running.keys() {
+            self.registry.remove(key);
+        }
+        self.running.clear();
+    }
+
+    /// One pass: start what is bound here and not running, stop what is running and no longer
+    /// bound, and report statuses that changed.
+    async fn sync(&mut self) {
+        let pods = match self.cluster.store().list("Pod", None) {
+            Ok((items, _)) => items,
+            Err(e) => {
+                tracing::error!("agent cannot read pods: {e}");
+                return;
+            }
+        };
+        let mine: Vec<Pod> = pods
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<Pod>(v).ok())
+            .filter(|p| p.spec.node_name.as_deref() == Some(self.config.node_name.as_str()))
+            .collect();
+        let wanted: HashMap<String, &Pod> = mine.iter().map(|p| (pod_key(p), p)).collect();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(k, s)| wanted.get(*k).is_none_or(|p| p.metadata.uid.as_deref() != Some(s.uid())))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            tracing::info!(pod = %key, "stopping sandbox");
+            self.registry.remove(&key);
+            self.running.remove(&key);
+        }
+        for pod in &mine {
+            let key = pod_key(pod);
+            if !self.running.contains_key(&key) {
+                let sandbox = self.start(pod).await;
+                self.running.insert(key.clone(), sandbox);
+            }
+            if let Some(sandbox) = self.running.get(&key) {
+                let status = status::of(sandbox, &self.config.node_name);
+                if pod.status.as_ref() != Some(&status) {
+                    self.report(pod, status).await;
+                }
+            }
+        }
+    }
+
+    async fn report(&self, pod: &Pod, status: PodStatus) {
+        let key = ObjectKey::new("Pod", pod.metadata.namespace.as_deref(), &pod.metadata.name);
+        let status = serde_json::to_value(&status).unwrap_or_default();
+        if let Err(e) = self.cluster.propose(Command::UpdateStatus { key, status, precondition: None }).await {
+            tracing::debug!(pod = %pod.metadata.name, "status not reported yet: {e}");
+        }
+    }
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(wasmkube_api::DEFAULT_NAMESPACE), p.metadata.name)
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

@@ -1,0 +1,120 @@
+//! Starting a pod's sandbox from its spec.
+
+use std::sync::Arc;
+
+use wasmkube_api::{ModuleWorld, ObjectReference, Pod};
+use wasmkube_controllers::{PlanContext, event_for};
+use wasmkube_runtime::{CliPod, HttpPod, LocalPod, LogBuffer, PreparedModule, SandboxSpec};
+use wasmkube_store::Command;
+
+use crate::{Agent, now, pod_key};
+
+/// A pod as this node runs it.
+pub(crate) enum Sandbox {
+    Http { uid: String, pod: Arc<HttpPod>, started: String },
+    Cli { uid: String, pod: CliPod, started: String },
+    /// Could not be started; the reason is reported and the start is not retried until the
+    /// pod is replaced.
+    Failed { uid: String, reason: String, message: String },
+}
+
+impl Sandbox {
+    pub(crate) fn uid(&self) -> &str {
+        match self {
+            Sandbox::Http { uid, .. } | Sandbox::Cli { uid, .. } | Sandbox::Failed { uid, .. } => uid,
+        }
+    }
+}
+
+impl Agent {
+    pub(crate) async fn start(&mut self, pod: &Pod) -> Sandbox {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let key = pod_key(pod);
+        let sandbox = match self.prepare(pod).await {
+            Ok(module) => self.launch(pod, &module),
+            Err((reason, message)) => Sandbox::Failed { uid: uid.clone(), reason, message },
+        };
+        let logs = match &sandbox {
+            Sandbox::Http { pod, .. } => pod.logs().clone(),
+            Sandbox::Cli { pod, .. } => pod.logs().clone(),
+            Sandbox::Failed { .. } => LogBuffer::new(0),
+        };
+        let http = match &sandbox {
+            Sandbox::Http { pod, .. } => Some(pod.clone()),
+            _ => None,
+        };
+        self.registry.insert(key.clone(), LocalPod { uid, http, logs });
+        let (type_, reason, message) = match &sandbox {
+            Sandbox::Failed { reason, message, .. } => ("Warning", reason.clone(), message.clone()),
+            _ => ("Normal", "Started".to_string(), format!("Started sandbox on node {}", self.config.node_name)),
+        };
+        tracing::info!(pod = %key, %reason, "{message}");
+        self.record_event(pod, type_, &reason, message).await;
+        sandbox
+    }
+
+    fn launch(&self, pod: &Pod, module: &PreparedModule) -> Sandbox {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let spec = self.sandbox_spec(pod);
+        let logs = LogBuffer::new(self.runtime.config().log_capacity);
+        let started = now();
+        let result = match module.world {
+            ModuleWorld::Http => HttpPod::new(self.runtime.clone(), module, spec, logs)
+                .map(|p| Sandbox::Http { uid: uid.clone(), pod: Arc::new(p), started }),
+            ModuleWorld::Cli => {
+                let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
+                CliPod::start(self.runtime.clone(), module, spec, logs, policy)
+                    .map(|p| Sandbox::Cli { uid: uid.clone(), pod: p, started })
+            }
+        };
+        result.unwrap_or_else(|e| Sandbox::Failed { uid, reason: "InvalidModule".into(), message: e.to_string() })
+    }
+
+    /// The pod's module, compiled and pre-instantiated (from the node's cache when it can).
+    async fn prepare(&self, pod: &Pod) -> Result<Arc<PreparedModule>, (String, String)> {
+        let digest = pod.spec.containers.first().and_then(|c| c.module_digest()).unwrap_or_default().to_string();
+        if let Some(module) = self.runtime.prepared(&digest) {
+            return Ok(module);
+        }
+        let bytes = match self.blobs.get(&digest) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(("ModuleNotFound".into(), format!("module sha256:{digest} is not on this node"))),
+            Err(e) => return Err(("ModuleUnreadable".into(), e.to_string())),
+        };
+        let runtime = self.runtime.clone();
+        match tokio::task::spawn_blocking(move || runtime.prepare(&digest, &bytes)).await {
+            Ok(Ok(module)) => Ok(module),
+            Ok(Err(e)) => Err(("InvalidModule".into(), e.to_string())),
+            Err(e) => Err(("InvalidModule".into(), format!("compilation task failed: {e}"))),
+        }
+    }
+
+    fn sandbox_spec(&self, pod: &Pod) -> SandboxSpec {
+        let container = pod.spec.containers.first().cloned().unwrap_or_default();
+        let limits = self.runtime.config();
+        let memory_limit = container.memory_limit().unwrap_or(limits.default_memory_limit).min(limits.max_memory);
+        let mut env: Vec<(String, String)> = container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+        env.push(("WASMKUBE_POD_NAME".into(), pod.metadata.name.clone()));
+        env.push(("WASMKUBE_POD_NAMESPACE".into(), pod.metadata.namespace.clone().unwrap_or_default()));
+        env.push(("WASMKUBE_NODE_NAME".into(), self.config.node_name.clone()));
+        let mut args = vec![container.name.clone()];
+        args.extend(container.args.iter().cloned());
+        SandboxSpec { pod: pod_key(pod), args, env, memory_limit }
+    }
+
+    pub(crate) async fn record_event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) {
+        let involved = ObjectReference {
+            kind: "Pod".into(),
+            namespace: pod.metadata.namespace.clone(),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+        };
+        let mut ctx = PlanContext { now: now(), rng: &mut self.rng };
+        let source = format!("wasmlet/{}", self.config.node_name);
+        let event = event_for(&mut ctx, involved, type_, reason, message, &source);
+        let object = serde_json::to_value(&event).unwrap_or_default();
+        if let Err(e) = self.cluster.propose(Command::Create { object }).await {
+            tracing::debug!("event not recorded: {e}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! What the agent reports for each sandbox.
+
+use wasmkube_api::{Condition, PodPhase, PodStatus};
+
+use crate::sandbox::Sandbox;
+
+pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
+    let mut status = PodStatus { host_ip: Some(node.to_string()), ..Default::default() };
+    match sandbox {
+        Sandbox::Http { started, .. } => {
+            status.phase = Some(PodPhase::Running.as_str().into());
+            status.start_time = Some(started.clone());
+            status.conditions = vec![Condition::new("Ready", true)];
+        }
+        Sandbox::Cli { pod, started, .. } => {
+            let state = pod.state().borrow().clone();
+            status.start_time = Some(started.clone());
+            status.restart_count = state.restarts;
+            let phase = match (state.finished, state.last_exit.as_deref()) {
+                (true, Some("exit code 0")) => PodPhase::Succeeded,
+                (true, _) => PodPhase::Failed,
+                _ => PodPhase::Running,
+            };
+            status.phase = Some(phase.as_str().into());
+            status.conditions = vec![Condition::new("Ready", state.running)];
+            if state.backing_off {
+                status.reason = Some("CrashLoopBackOff".into());
+                status.message = state.last_exit.clone();
+            }
+        }
+        Sandbox::Failed { reason, message, .. } => {
+            status.phase = Some(PodPhase::Failed.as_str().into());
+            status.conditions = vec![Condition::new("Ready", false)];
+            status.reason = Some(reason.clone());
+            status.message = Some(message.clone());
+        }
+    }
+    status
+}

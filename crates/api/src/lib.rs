@@ -1,0 +1,51 @@
+//! Kubernetes-shaped resource types for wasmkube, their validation, and the kind registry.
+//!
+//! This crate is the vocabulary every other crate speaks. It must never do I/O: no files, no
+//! network, no clocks except through values handed in. Unsupported fields are rejected on
+//! deserialisation (`deny_unknown_fields`) so a manifest never loses a field silently.
+
+mod kinds;
+mod meta;
+mod module;
+mod node;
+mod pod;
+mod quantity;
+mod status;
+mod validation;
+mod workload;
+
+pub use kinds::{KindInfo, KINDS, find_kind, find_kind_by_plural};
+pub use meta::{
+    Condition, LabelSelector, ListMeta, ObjectList, ObjectMeta, ObjectReference, OwnerReference,
+    WatchEvent, labels_match,
+};
+pub use module::{Module, ModuleSpec, ModuleWorld};
+pub use node::{Node, NodeAddress, NodeSpec, NodeStatus};
+pub use pod::{Container, EnvVar, Pod, PodPhase, PodSpec, PodStatus, ResourceRequirements};
+pub use quantity::parse_memory;
+pub use status::Status;
+pub use validation::{ValidationError, validate_object};
+pub use workload::{
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, PodTemplateSpec,
+    RollingUpdate, Service, ServicePort, ServiceSpec,
+};
+
+/// The namespace objects land in when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Label put on every pod a Deployment owns, naming the Deployment.
+pub const DEPLOYMENT_LABEL: &str = "wasmkube.io/deployment";
+/// Label carrying the hash of the pod template a pod was created from.
+pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// A typed resource: something that has a kind, metadata and can be validated.
+pub trait Resource: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static {
+    /// The registry entry for this type.
+    const KIND: &'static KindInfo;
+    fn meta(&self) -> &ObjectMeta;
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+    /// Kind-specific checks beyond what the type system enforces.
+    fn validate(&self) -> Result<(), ValidationError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! Nodes: the machines running a `wasmlet`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Resource;
+use crate::kinds::info;
+use crate::meta::{Condition, ObjectMeta};
+use crate::validation::{ValidationError, check_name};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Node {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: NodeSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NodeStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Cordoned: no new pods are placed here.
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeStatus {
+    /// `memory` (bytes as a quantity) and `pods` (slots).
+    #[serde(default)]
+    pub capacity: BTreeMap<String, String>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// `API` (the node's API/peer URL) and `Proxy` (its service proxy URL).
+    #[serde(default)]
+    pub addresses: Vec<NodeAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeAddress {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub address: String,
+}
+
+impl Node {
+    pub fn is_ready(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
+    }
+
+    /// Pod slots this node offers (0 when unknown).
+    pub fn pod_capacity(&self) -> usize {
+        self.status
+            .as_ref()
+            .and_then(|s| s.capacity.get("pods"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn address(&self, type_: &str) -> Option<&str> {
+        let status = self.status.as_ref()?;
+        status.addresses.iter().find(|a| a.type_ == type_).map(|a| a.address.as_str())
+    }
+}
+
+impl Resource for Node {
+    const KIND: &'static crate::KindInfo = info::NODE;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_name("metadata.name", &self.metadata.name)
+    }
+}

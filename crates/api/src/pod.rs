@@ -1,0 +1,191 @@
+//! Pods: one wasm component instance slot bound to a node.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::info;
+use crate::meta::{Condition, ObjectMeta};
+use crate::validation::{ValidationError, check_name};
+use crate::{Resource, parse_memory};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pod {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: PodSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PodStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Always (default), OnFailure or Never; applies to cli-world pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Container {
+    pub name: String,
+    /// `sha256:<hex digest>` of an uploaded Module.
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Container {
+    /// The memory limit in bytes, if one is set (validated on admission).
+    pub fn memory_limit(&self) -> Option<u64> {
+        let limits = &self.resources.as_ref()?.limits;
+        limits.get("memory").and_then(|q| parse_memory(q).ok())
+    }
+
+    /// The module digest (hex) this container runs, if the image names one.
+    pub fn module_digest(&self) -> Option<&str> {
+        self.image.strip_prefix("sha256:")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRequirements {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+}
+
+/// Pod phases as in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl PodPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodPhase::Pending => "Pending",
+            PodPhase::Running => "Running",
+            PodPhase::Succeeded => "Succeeded",
+            PodPhase::Failed => "Failed",
+        }
+    }
+}
+
+/// What the node agent reports. A pragmatic subset of Kubernetes' PodStatus: the single
+/// container's restart count and waiting reason are hoisted to the pod.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Why the pod is not running as wanted (`CrashLoopBackOff`, `ModuleNotFound`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+}
+
+impl Pod {
+    /// True when the pod's Ready condition is True.
+    pub fn is_ready(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
+    }
+
+    pub fn phase(&self) -> &str {
+        self.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+    }
+}
+
+impl Resource for Pod {
+    const KIND: &'static crate::KindInfo = info::POD;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_name("metadata.name", &self.metadata.name)?;
+        self.spec.validate("spec")
+    }
+}
+
+impl PodSpec {
+    pub(crate) fn validate(&self, at: &str) -> Result<(), ValidationError> {
+        if self.containers.len() != 1 {
+            return Err(ValidationError::new(
+                format!("{at}.containers"),
+                format!("exactly one container is supported, found {}", self.containers.len()),
+            ));
+        }
+        let c = &self.containers[0];
+        let cat = format!("{at}.containers[0]");
+        check_name(&format!("{cat}.name"), &c.name)?;
+        match c.module_digest() {
+            Some(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+            _ => {
+                return Err(ValidationError::new(
+                    format!("{cat}.image"),
+                    format!("{:?} is not a module reference; expected sha256:<64 hex digits>", c.image),
+                ));
+            }
+        }
+        if let Some(res) = &c.resources {
+            for (map, name) in [(&res.limits, "limits"), (&res.requests, "requests")] {
+                for (k, v) in map {
+                    if k != "memory" {
+                        return Err(ValidationError::new(
+                            format!("{cat}.resources.{name}.{k}"),
+                            "only memory is supported".to_string(),
+                        ));
+                    }
+                    parse_memory(v).map_err(|e| ValidationError::new(format!("{cat}.resources.{name}.memory"), e))?;
+                }
+            }
+        }
+        match self.restart_policy.as_deref() {
+            None | Some("Always" | "OnFailure" | "Never") => Ok(()),
+            Some(other) => Err(ValidationError::new(
+                format!("{at}.restartPolicy"),
+                format!("{other:?} is not one of Always, OnFailure, Never"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Deployments, Services and Events.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Resource;
+use crate::kinds::info;
+use crate::meta::{LabelSelector, ObjectMeta, ObjectReference, labels_match};
+use crate::pod::PodSpec;
+use crate::validation::{ValidationError, check_name};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Deployment {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: DeploymentSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeploymentStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentSpec {
+    #[serde(default = "one")]
+    pub replicas: u32,
+    pub selector: LabelSelector,
+    pub template: PodTemplateSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<DeploymentStrategy>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodTemplateSpec {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: PodSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentStrategy {
+    /// Only RollingUpdate is supported.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollingUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentStatus {
+    #[serde(default)]
+    pub observed_generation: i64,
+    #[serde(default)]
+    pub replicas: u32,
+    #[serde(default)]
+    pub updated_replicas: u32,
+    #[serde(default)]
+    pub ready_replicas: u32,
+    #[serde(default)]
+    pub available_replicas: u32,
+}
+
+impl Resource for Deployment {
+    const KIND: &'static crate::KindInfo = info::DEPLOYMENT;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_name("metadata.name", &self.metadata.name)?;
+        let selector = &self.spec.selector.match_labels;
+        if selector.is_empty() {
+            return Err(ValidationError::new("spec.selector.matchLabels", "must not be empty".into()));
+        }
+        if !labels_match(selector, &self.spec.template.metadata.labels) {
+            return Err(ValidationError::new(
+                "spec.template.metadata.labels",
+                "must match spec.selector.matchLabels".into(),
+            ));
+        }
+        if let Some(kind) = self.spec.strategy.as_ref().and_then(|s| s.type_.as_deref())
+            && kind != "RollingUpdate"
+        {
+            return Err(ValidationError::new("spec.strategy.type", format!("{kind:?} is not supported; use RollingUpdate")));
+        }
+        self.spec.template.spec.validate("spec.template.spec")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ServiceSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+    /// ClusterIP (default). NodePort is planned, not yet served.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+impl Resource for Service {
+    const KIND: &'static crate::KindInfo = info::SERVICE;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_name("metadata.name", &self.metadata.name)?;
+        if self.spec.selector.is_empty() {
+            return Err(ValidationError::new("spec.selector", "must not be empty".into()));
+        }
+        match self.spec.type_.as_deref() {
+            None | Some("ClusterIP") => Ok(()),
+            Some(other) => Err(ValidationError::new(
+                "spec.type",
+                format!("{other:?} is not supported yet; only ClusterIP services are served"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Event {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub involved_object: ObjectReference,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// Normal or Warning.
+    #[serde(rename = "type", default)]
+    pub type_: String,
+    #[serde(default)]
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_timestamp: Option<String>,
+    /// The component that reported it (`deployment-controller`, `wasmlet/<node>`).
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Resource for Event {
+    const KIND: &'static crate::KindInfo = info::EVENT;
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        if self.reason.is_empty() {
+            return Err(ValidationError::new("reason", "must not be empty".into()));
+        }
+        Ok(())
+    }
+}

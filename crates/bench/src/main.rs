@@ -1,0 +1,99 @@
+//! `wasmkube-bench`: prints the figures the project tracks, measured side by side in one run.
+//!
+//! - per-request instantiate latency of the hello-http component (p50/p99);
+//! - deploy-to-ready time for 5 replicas on a real `wasmlet`;
+//! - requests/s through the wasmkube proxy next to a bare hyper+wasmtime server on the same
+//!   component, both driven by the same load generator, alternating rounds.
+
+mod bare;
+mod load;
+mod node;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use wasmkube_runtime::{HttpPod, LogBuffer, Runtime, RuntimeConfig, SandboxSpec};
+
+#[derive(Parser)]
+struct Flags {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// The http component to measure.
+    #[arg(long, default_value = "examples/target/wasm32-wasip2/release/hello_http.wasm")]
+    wasm: PathBuf,
+    /// Seconds per throughput round.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Internal: serve the component bare (hyper + wasmtime, no wasmkube) and print the address.
+    ServeBare,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    if let Some(Mode::ServeBare) = flags.mode {
+        return bare::serve(&flags.wasm).await;
+    }
+    let bytes = std::fs::read(&flags.wasm).map_err(|e| anyhow::anyhow!("reading {}: {e} (run `make examples`)", flags.wasm.display()))?;
+    instantiate_latency(&bytes).await?;
+    let node = node::Node::start()?;
+    node::deploy_to_ready(&node, &flags.wasm).await?;
+    throughput(&flags, &node).await?;
+    Ok(())
+}
+
+async fn instantiate_latency(bytes: &[u8]) -> anyhow::Result<()> {
+    let runtime = Runtime::new(RuntimeConfig::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let module = runtime.prepare("bench", bytes)?;
+    let spec = SandboxSpec { pod: "bench/hello".into(), args: vec![], env: vec![], memory_limit: 64 << 20 };
+    let pod = HttpPod::new(runtime.clone(), &module, spec, LogBuffer::new(4096))?;
+    for _ in 0..1000 {
+        pod.instantiate_once().await?;
+    }
+    let n = 10_000;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        pod.instantiate_once().await?;
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "instantiate (fresh store + instance, hello-http): p50 {:.1} µs   p99 {:.1} µs   (n={n}, pooling allocator: {})",
+        micros(samples[n / 2]),
+        micros(samples[n * 99 / 100]),
+        runtime.pooling
+    );
+    Ok(())
+}
+
+async fn throughput(flags: &Flags, node: &node::Node) -> anyhow::Result<()> {
+    let bare = bare::BareServer::spawn(&flags.wasm)?;
+    let duration = Duration::from_secs(flags.seconds);
+    let proxy_addr = node.proxy_addr();
+    let (mut bare_rps, mut proxy_rps) = (Vec::new(), Vec::new());
+    // Alternate rounds so drift in machine load hits both sides alike.
+    for _ in 0..2 {
+        bare_rps.push(load::run(bare.addr, "bare", flags.connections, duration).await?);
+        proxy_rps.push(load::run(proxy_addr, "hello", flags.connections, duration).await?);
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let (b, p) = (best(&bare_rps), best(&proxy_rps));
+    println!("requests/s, {} connections, best of 2 × {}s rounds:", flags.connections, flags.seconds);
+    println!("  bare hyper + wasmtime handler   {b:>10.0} req/s   (rounds: {bare_rps:.0?})");
+    println!("  through the wasmkube proxy      {p:>10.0} req/s   (rounds: {proxy_rps:.0?})");
+    println!("  proxy / bare                    {:>10.0} %", 100.0 * p / b.max(1.0));
+    Ok(())
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

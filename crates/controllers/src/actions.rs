@@ -1,0 +1,65 @@
+//! What a plan asks for, and the context (clock, randomness) plans are made with.
+
+use rand::Rng;
+use wasmkube_api::{DeploymentStatus, Event, ObjectMeta, ObjectReference, Pod};
+
+/// One write the controllers want committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    CreatePod(Box<Pod>),
+    /// Delete, but only if the pod is still at `resource_version`.
+    DeletePod { namespace: String, name: String, resource_version: u64 },
+    /// Bind an existing pod to `node`.
+    BindPod { pod: Box<Pod>, node: String },
+    UpdateDeploymentStatus { namespace: String, name: String, status: DeploymentStatus },
+    RecordEvent(Box<Event>),
+}
+
+/// Injected clock and randomness, so plans are reproducible in tests.
+pub struct PlanContext<R: Rng> {
+    pub now: String,
+    pub rng: R,
+}
+
+impl<R: Rng> PlanContext<R> {
+    /// A random lower-case alphanumeric suffix, as Kubernetes uses for generated names.
+    pub fn suffix(&mut self, len: usize) -> String {
+        const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        (0..len).map(|_| CHARS[self.rng.random_range(0..CHARS.len())] as char).collect()
+    }
+
+    pub fn uid(&mut self) -> String {
+        let bytes: [u8; 16] = self.rng.random();
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    }
+}
+
+/// An Event about `involved` (kind, namespace, name, uid).
+pub fn event_for<R: Rng>(
+    ctx: &mut PlanContext<R>,
+    involved: ObjectReference,
+    type_: &str,
+    reason: &str,
+    message: String,
+    source: &str,
+) -> Event {
+    let name = format!("{}.{}", involved.name, ctx.suffix(10));
+    let namespace = involved.namespace.clone().unwrap_or_else(|| wasmkube_api::DEFAULT_NAMESPACE.to_string());
+    Event {
+        api_version: "v1".into(),
+        kind: "Event".into(),
+        metadata: ObjectMeta {
+            uid: Some(ctx.uid()),
+            creation_timestamp: Some(ctx.now.clone()),
+            ..ObjectMeta::named(Some(&namespace), &name)
+        },
+        involved_object: involved,
+        reason: reason.into(),
+        message,
+        type_: type_.into(),
+        count: 1,
+        first_timestamp: Some(ctx.now.clone()),
+        last_timestamp: Some(ctx.now.clone()),
+        source: source.into(),
+    }
+}

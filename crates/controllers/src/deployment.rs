@@ -1,0 +1,270 @@
+//! The deployment controller's decisions: how many pods of which template to create or
+//! delete, rolling old templates out within maxSurge/maxUnavailable, and the status to report.
+
+use rand::Rng;
+use wasmkube_api::{
+    DEPLOYMENT_LABEL, Deployment, DeploymentStatus, ObjectMeta, ObjectReference, OwnerReference, Pod,
+    TEMPLATE_HASH_LABEL,
+};
+
+use crate::actions::{Action, PlanContext, event_for};
+
+const SOURCE: &str = "deployment-controller";
+
+/// A stable short hash of the pod template (FNV-1a over its canonical JSON): pods carry it, so
+/// a template change is seen as a new revision to roll out.
+pub fn template_hash(d: &Deployment) -> String {
+    let json = serde_json::to_vec(&d.spec.template).unwrap_or_default();
+    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{:010x}", hash & 0xff_ffff_ffff)
+}
+
+fn owned_by<'a>(d: &Deployment, pods: &'a [Pod]) -> Vec<&'a Pod> {
+    let uid = d.metadata.uid.as_deref();
+    pods.iter()
+        .filter(|p| {
+            p.metadata.namespace == d.metadata.namespace
+                && p.metadata.owner_references.iter().any(|o| o.kind == "Deployment" && Some(o.uid.as_str()) == uid)
+        })
+        .collect()
+}
+
+/// Plans one Deployment against the pods that exist.
+pub fn plan_deployment<R: Rng>(d: &Deployment, pods: &[Pod], ctx: &mut PlanContext<R>) -> Vec<Action> {
+    let hash = template_hash(d);
+    let owned = owned_by(d, pods);
+    let (current, old): (Vec<&Pod>, Vec<&Pod>) =
+        owned.iter().partition(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL) == Some(&hash));
+    let want = d.spec.replicas as usize;
+    let (max_surge, max_unavailable) = rollout_bounds(d);
+    let mut actions = Vec::new();
+
+    // Grow the current template, within the surge budget while old pods remain.
+    let allowed = (want + max_surge).saturating_sub(owned.len());
+    let to_create = want.saturating_sub(current.len()).min(allowed);
+    for _ in 0..to_create {
+        actions.push(Action::CreatePod(Box::new(new_pod(d, &hash, ctx))));
+    }
+
+    // Retire old-template pods: unready ones at once, ready ones while enough stay available.
+    let ready = owned.iter().filter(|p| p.is_ready()).count();
+    let mut removable_ready = ready.saturating_sub(want.saturating_sub(max_unavailable));
+    for p in sorted_for_deletion(old) {
+        if !p.is_ready() {
+            actions.push(delete(p));
+        } else if removable_ready > 0 {
+            removable_ready -= 1;
+            actions.push(delete(p));
+        }
+    }
+
+    // Shrink the current template to the wanted count, unready and newest first.
+    let excess = current.len().saturating_sub(want);
+    let deleting: Vec<Action> = sorted_for_deletion(current.clone()).into_iter().take(excess).map(delete).collect();
+    actions.extend(deleting);
+
+    if to_create > 0 || excess > 0 {
+        let verb = if to_create > 0 { "up" } else { "down" };
+        let involved = reference(d);
+        let msg = format!("Scaled {verb} pods of {} to {want} (template {hash})", d.metadata.name);
+        actions.push(Action::RecordEvent(Box::new(event_for(ctx, involved, "Normal", "ScalingReplicaSet", msg, SOURCE))));
+    }
+
+    let status = DeploymentStatus {
+        observed_generation: d.metadata.generation.unwrap_or(0),
+        replicas: owned.len() as u32,
+        updated_replicas: current.len() as u32,
+        ready_replicas: ready as u32,
+        available_replicas: ready as u32,
+    };
+    if d.status.as_ref() != Some(&status) {
+        actions.push(Action::UpdateDeploymentStatus {
+            namespace: d.metadata.namespace.clone().unwrap_or_default(),
+            name: d.metadata.name.clone(),
+            status,
+        });
+    }
+    actions
+}
+
+/// Pods owned by a Deployment that no longer exists are deleted (garbage collection).
+pub fn plan_orphans(deployments: &[Deployment], pods: &[Pod]) -> Vec<Action> {
+    pods.iter()
+        .filter(|p| {
+            let owners: Vec<&OwnerReference> =
+                p.metadata.owner_references.iter().filter(|o| o.kind == "Deployment").collect();
+            !owners.is_empty()
+                && !owners.iter().any(|o| deployments.iter().any(|d| d.metadata.uid.as_deref() == Some(o.uid.as_str())))
+        })
+        .map(delete)
+        .collect()
+}
+
+/// maxSurge and maxUnavailable, defaulting to Kubernetes' 25% (surge rounded up, at least 1).
+fn rollout_bounds(d: &Deployment) -> (usize, usize) {
+    let replicas = d.spec.replicas as usize;
+    let ru = d.spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+    let surge = ru.and_then(|r| r.max_surge).map_or(replicas.div_ceil(4).max(1), |s| s as usize);
+    let unavailable = ru.and_then(|r| r.max_unavailable).map_or(replicas / 4, |u| u as usize);
+    (surge, unavailable)
+}
+
+fn sorted_for_deletion(mut pods: Vec<&Pod>) -> Vec<&Pod> {
+    // Unready first, then newest first (names break ties deterministically).
+    pods.sort_by(|a, b| {
+        a.is_ready()
+            .cmp(&b.is_ready())
+            .then_with(|| b.metadata.creation_timestamp.cmp(&a.metadata.creation_timestamp))
+            .then_with(|| b.metadata.name.cmp(&a.metadata.name))
+    });
+    pods
+}
+
+fn delete(p: &Pod) -> Action {
+    Action::DeletePod {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone(),
+        resource_version: p.metadata.revision().unwrap_or(0),
+    }
+}
+
+fn reference(d: &Deployment) -> ObjectReference {
+    ObjectReference {
+        kind: "Deployment".into(),
+        namespace: d.metadata.namespace.clone(),
+        name: d.metadata.name.clone(),
+        uid: d.metadata.uid.clone(),
+    }
+}
+
+fn new_pod<R: Rng>(d: &Deployment, hash: &str, ctx: &mut PlanContext<R>) -> Pod {
+    let template = &d.spec.template;
+    let mut labels = template.metadata.labels.clone();
+    labels.insert(TEMPLATE_HASH_LABEL.into(), hash.to_string());
+    labels.insert(DEPLOYMENT_LABEL.into(), d.metadata.name.clone());
+    let name = format!("{}-{}-{}", d.metadata.name, &hash[..8], ctx.suffix(5));
+    Pod {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        metadata: ObjectMeta {
+            uid: Some(ctx.uid()),
+            labels,
+            annotations: template.metadata.annotations.clone(),
+            creation_timestamp: Some(ctx.now.clone()),
+            owner_references: vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: d.metadata.name.clone(),
+                uid: d.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+            }],
+            ..ObjectMeta::named(d.metadata.namespace.as_deref(), &name)
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use wasmkube_api::{Condition, Container, LabelSelector, PodSpec, PodStatus, PodTemplateSpec};
+
+    fn ctx() -> PlanContext<StdRng> {
+        PlanContext { now: "2026-01-01T00:00:00Z".into(), rng: StdRng::seed_from_u64(7) }
+    }
+
+    fn deployment(replicas: u32, image_char: char) -> Deployment {
+        let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), "hello".to_string())].into();
+        Deployment {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            metadata: ObjectMeta { uid: Some("d-uid".into()), generation: Some(1), ..ObjectMeta::named(Some("default"), "hello") },
+            spec: wasmkube_api::DeploymentSpec {
+                replicas,
+                selector: LabelSelector { match_labels: labels.clone() },
+                template: PodTemplateSpec {
+                    metadata: ObjectMeta { labels, ..Default::default() },
+                    spec: PodSpec {
+                        containers: vec![Container {
+                            name: "app".into(),
+                            image: format!("sha256:{}", image_char.to_string().repeat(64)),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                },
+                strategy: None,
+            },
+            status: None,
+        }
+    }
+
+    fn existing(d: &Deployment, ready: bool, rv: &str, ctx: &mut PlanContext<StdRng>) -> Pod {
+        let mut p = new_pod(d, &template_hash(d), ctx);
+        p.metadata.resource_version = Some(rv.into());
+        p.status = Some(PodStatus { conditions: vec![Condition::new("Ready", ready)], ..Default::default() });
+        p
+    }
+
+    fn count(actions: &[Action]) -> (usize, usize) {
+        let creates = actions.iter().filter(|a| matches!(a, Action::CreatePod(_))).count();
+        let deletes = actions.iter().filter(|a| matches!(a, Action::DeletePod { .. })).count();
+        (creates, deletes)
+    }
+
+    #[test]
+    fn creates_missing_replicas_owned_and_labelled() {
+        let d = deployment(5, 'a');
+        let actions = plan_deployment(&d, &[], &mut ctx());
+        assert_eq!(count(&actions), (5, 0));
+        let Some(Action::CreatePod(p)) = actions.first() else { panic!("first action creates a pod") };
+        assert_eq!(p.metadata.owner_references[0].uid, "d-uid");
+        assert_eq!(p.metadata.labels.get("app").map(String::as_str), Some("hello"));
+        assert_eq!(p.metadata.labels.get(TEMPLATE_HASH_LABEL), Some(&template_hash(&d)));
+        assert!(actions.iter().any(|a| matches!(a, Action::RecordEvent(e) if e.reason == "ScalingReplicaSet")));
+    }
+
+    #[test]
+    fn scales_down_unready_first_and_is_idle_when_converged() {
+        let d = deployment(2, 'a');
+        let mut c = ctx();
+        let pods = vec![existing(&d, true, "1", &mut c), existing(&d, false, "2", &mut c), existing(&d, true, "3", &mut c)];
+        let actions = plan_deployment(&d, &pods, &mut c);
+        assert_eq!(count(&actions), (0, 1));
+        assert!(actions.iter().any(|a| matches!(a, Action::DeletePod { resource_version: 2, .. })));
+
+        let mut settled = d.clone();
+        let two = &pods[..1].iter().chain(&pods[2..]).cloned().collect::<Vec<_>>();
+        settled.status = Some(DeploymentStatus {
+            observed_generation: 1,
+            replicas: 2,
+            updated_replicas: 2,
+            ready_replicas: 2,
+            available_replicas: 2,
+        });
+        assert!(plan_deployment(&settled, two, &mut c).is_empty(), "a converged deployment needs nothing");
+    }
+
+    #[test]
+    fn template_change_rolls_within_surge_and_availability() {
+        let old = deployment(4, 'a');
+        let mut c = ctx();
+        let pods: Vec<Pod> = (0..4).map(|i| existing(&old, true, &i.to_string(), &mut c)).collect();
+        let new = deployment(4, 'b');
+        assert_ne!(template_hash(&old), template_hash(&new));
+        // maxSurge 1, maxUnavailable 1: one new pod, one old pod retired.
+        assert_eq!(count(&plan_deployment(&new, &pods, &mut c)), (1, 1));
+    }
+
+    #[test]
+    fn orphans_are_collected() {
+        let d = deployment(1, 'a');
+        let mut c = ctx();
+        let pod = existing(&d, true, "4", &mut c);
+        assert!(plan_orphans(std::slice::from_ref(&d), std::slice::from_ref(&pod)).is_empty());
+        assert_eq!(plan_orphans(&[], &[pod]).len(), 1);
+    }
+}

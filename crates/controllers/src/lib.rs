@@ -1,0 +1,19 @@
+//! Reconcile loops that run on the Raft leader: the deployment controller (replicas and
+//! rolling replacement), pod placement through the scheduler, and garbage collection of pods
+//! whose Deployment is gone.
+//!
+//! Decisions are pure functions from a `Snapshot` to a list of `Action`s (tested directly);
+//! the loop in `runner` reads the snapshot, executes the actions through Raft, and repeats on
+//! every change. Leadership is the lease: a node that is not leader decides nothing.
+
+mod actions;
+mod deployment;
+mod placement;
+mod runner;
+mod snapshot;
+
+pub use actions::{Action, PlanContext, event_for};
+pub use deployment::{plan_deployment, plan_orphans, template_hash};
+pub use placement::plan_placement;
+pub use runner::run;
+pub use snapshot::Snapshot;

@@ -1,0 +1,100 @@
+//! The reconcile loop: on the leader, read a snapshot, plan, commit the plan; repeat on every
+//! change (and on a resync timer, in case a change was missed).
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use futures::future::join_all;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::broadcast::error::RecvError;
+use wasmkube_raft::{ClusterHandle, ProposeError};
+use wasmkube_store::{Command, ObjectKey};
+
+use crate::actions::{Action, PlanContext};
+use crate::deployment::{plan_deployment, plan_orphans};
+use crate::placement::plan_placement;
+use crate::snapshot::Snapshot;
+
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// Runs the controllers until `shutdown` resolves.
+pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut changes = cluster.store().subscribe_all();
+    let mut leader = cluster.leader();
+    let mut rng = StdRng::from_os_rng();
+    loop {
+        if !leader.borrow().is_leader {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                r = leader.changed() => if r.is_err() { return } else { continue },
+            }
+        }
+        match reconcile_once(&cluster, &mut rng).await {
+            Ok(0) => {}
+            // It acted: its own writes will wake it to check the result.
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = changes.recv() => if let Err(RecvError::Closed) = r { return },
+            _ = tokio::time::sleep(RESYNC) => {}
+            _ = leader.changed() => {}
+        }
+        // Coalesce a burst of changes into one pass.
+        while changes.try_recv().is_ok() {}
+    }
+}
+
+/// One pass over everything; returns how many actions were committed.
+async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<usize, String> {
+    let snapshot = Snapshot::read(cluster.store()).map_err(|e| e.to_string())?;
+    let seed: u64 = rand::Rng::random(rng);
+    let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };
+    let mut actions: Vec<Action> = snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)).collect();
+    actions.extend(plan_orphans(&snapshot.deployments, &snapshot.pods));
+    plan_placement(&snapshot, &mut actions, &mut ctx);
+    let n = actions.len();
+    let results = join_all(actions.into_iter().map(|a| execute(cluster, a))).await;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            // Someone changed the object since the snapshot: the next pass sees the new state.
+            Err(ProposeError::Rejected(e)) => tracing::debug!("action skipped: {e}"),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(n)
+}
+
+async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeError> {
+    let command = match action {
+        Action::CreatePod(pod) => Command::Create { object: json(&*pod) },
+        Action::DeletePod { namespace, name, resource_version } => {
+            Command::Delete { key: ObjectKey::new("Pod", Some(&namespace), &name), precondition: Some(resource_version) }
+        }
+        Action::BindPod { mut pod, node } => {
+            let precondition = pod.metadata.revision();
+            pod.spec.node_name = Some(node);
+            Command::Update { object: json(&*pod), precondition }
+        }
+        Action::UpdateDeploymentStatus { namespace, name, status } => Command::UpdateStatus {
+            key: ObjectKey::new("Deployment", Some(&namespace), &name),
+            status: json(&status),
+            precondition: None,
+        },
+        Action::RecordEvent(event) => Command::Create { object: json(&*event) },
+    };
+    cluster.propose(command).await.map(drop)
+}
+
+/// Serialising our own types cannot fail: no maps with non-string keys, no I/O.
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

@@ -1,0 +1,15 @@
+//! The service proxy every node runs: routes a request by its Host header to a ready pod of
+//! the named Service, least-outstanding-requests first, and stamps the response with the pod
+//! and node that served it.
+//!
+//! The routing table is rebuilt from the store and the local sandbox registry whenever either
+//! changes; the request path only reads an immutable table. The proxy never changes cluster
+//! state.
+
+mod routes;
+mod server;
+mod table;
+
+pub use routes::{ServiceName, parse_host};
+pub use server::{ProxyState, router};
+pub use table::{Endpoint, EndpointTable, ServiceEntry};

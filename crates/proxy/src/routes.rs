@@ -1,0 +1,51 @@
+//! Host-header names: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`.
+
+use wasmkube_api::DEFAULT_NAMESPACE;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The Service a Host header names, or `None` for a name that is not a service address.
+pub fn parse_host(host: &str) -> Option<ServiceName> {
+    let host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
+    let parts: Vec<&str> = host.split('.').collect();
+    let (name, namespace) = match parts.as_slice() {
+        [name] => (*name, DEFAULT_NAMESPACE),
+        [name, ns] | [name, ns, "svc"] | [name, ns, "svc", "cluster", "local"] => (*name, *ns),
+        _ => return None,
+    };
+    if name.is_empty() || namespace.is_empty() {
+        return None;
+    }
+    Some(ServiceName { namespace: namespace.to_string(), name: name.to_string() })
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(ns: &str, name: &str) -> Option<ServiceName> {
+        Some(ServiceName { namespace: ns.into(), name: name.into() })
+    }
+
+    #[test]
+    fn every_documented_form_resolves() {
+        assert_eq!(parse_host("hello"), svc("default", "hello"));
+        assert_eq!(parse_host("hello:8080"), svc("default", "hello"));
+        assert_eq!(parse_host("hello.prod"), svc("prod", "hello"));
+        assert_eq!(parse_host("hello.prod.svc"), svc("prod", "hello"));
+        assert_eq!(parse_host("Hello.prod.svc.cluster.local."), svc("prod", "hello"));
+        assert_eq!(parse_host("hello.prod.example.com"), None);
+        assert_eq!(parse_host(".prod"), None);
+    }
+}

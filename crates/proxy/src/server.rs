@@ -1,0 +1,113 @@
+//! The proxy's HTTP front: Host → Service → pod, and the table refresher.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use wasmkube_runtime::{RequestError, SandboxRegistry};
+use wasmkube_store::ObjectStore;
+
+use crate::table::EndpointTable;
+use crate::{ServiceName, parse_host};
+
+#[derive(Clone)]
+pub struct ProxyState {
+    table: Arc<RwLock<Arc<EndpointTable>>>,
+    node: HeaderValue,
+}
+
+impl ProxyState {
+    pub fn new(node_name: &str) -> Self {
+        ProxyState {
+            table: Arc::default(),
+            node: HeaderValue::from_str(node_name).unwrap_or(HeaderValue::from_static("unknown")),
+        }
+    }
+
+    fn table(&self) -> Arc<EndpointTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rebuilds the table now, and again whenever the store or the local sandboxes change,
+    /// until `shutdown` resolves.
+    pub async fn keep_table_fresh(self, store: Arc<ObjectStore>, local: SandboxRegistry, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut changes = store.subscribe_all();
+        let mut sandboxes = local.subscribe();
+        loop {
+            match EndpointTable::build(&store, &local) {
+                Ok(table) => *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table),
+                Err(e) => tracing::error!("proxy table not rebuilt: {e}"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = changes.recv() => {}
+                r = sandboxes.changed() => if r.is_err() { return },
+            }
+            while changes.try_recv().is_ok() {}
+        }
+    }
+}
+
+pub fn router(state: ProxyState) -> Router {
+    Router::new().fallback(proxy).with_state(state)
+}
+
+async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
+    let Some(service) = parse_host(host) else {
+        return error(StatusCode::NOT_FOUND, format!("{host:?} does not name a service (use <service>[.<namespace>])"));
+    };
+    let table = state.table();
+    let Some(entry) = table.lookup(&service) else {
+        return error(StatusCode::NOT_FOUND, format!("service {} not found", display(&service)));
+    };
+    if entry.endpoints.is_empty() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("service {} has no ready pods", display(&service)));
+    }
+    // Only a request that was never sent moves on to the next pod: admission comes first.
+    let Some((endpoint, admission)) = entry.candidates().into_iter().find_map(|i| {
+        let ep = &entry.endpoints[i];
+        ep.http.try_admit().map(|a| (ep, a))
+    }) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("every pod of service {} is at its concurrency limit", display(&service)),
+        );
+    };
+    let req = req.map(|body| body.map_err(|e| wasmtime_error(e.to_string())));
+    let pod_header = HeaderValue::from_str(&endpoint.pod).unwrap_or(HeaderValue::from_static("unknown"));
+    let mut response = match endpoint.http.serve(admission, req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(e) => request_error(&endpoint.pod, &e),
+    };
+    response.headers_mut().insert("x-wasmkube-pod", pod_header);
+    response.headers_mut().insert("x-wasmkube-node", state.node.clone());
+    response
+}
+
+fn wasmtime_error(msg: String) -> wasmkube_runtime::BodyError {
+    wasmkube_runtime::BodyError::InternalError(Some(msg))
+}
+
+fn request_error(pod: &str, e: &RequestError) -> Response {
+    let status = match e {
+        RequestError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        RequestError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RequestError::Trap(_) | RequestError::NoResponse(_) => StatusCode::BAD_GATEWAY,
+    };
+    error(status, format!("pod {pod}: {e}"))
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("wasmkube proxy: {message}\n")).into_response()
+}
+
+fn display(s: &ServiceName) -> String {
+    format!("{}/{}", s.namespace, s.name)
+}

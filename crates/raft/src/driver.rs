@@ -1,0 +1,309 @@
+//! The Ready loop, on a dedicated thread: RocksDB fsyncs block, and must not stall the async
+//! runtime that serves the API and the pods.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::{Config, RawNode, StateRole};
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+use wasmkube_store::{Command, ObjectStore, RaftLog, StoreError};
+
+use crate::handle::{ClusterHandle, LeaderState, ProposeError, Request};
+use crate::logger::raft_logger;
+
+/// Most requests drained into one Ready cycle: bounds the latency one batch adds.
+const MAX_BATCH: usize = 512;
+
+pub struct DriverConfig {
+    pub node_id: u64,
+    pub tick: Duration,
+    pub propose_timeout: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig { node_id: 1, tick: Duration::from_millis(100), propose_timeout: Duration::from_secs(10) }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Value, ProposeError>>;
+
+struct Driver {
+    node: RawNode<RaftLog>,
+    log: RaftLog,
+    store: Arc<ObjectStore>,
+    leader: watch::Sender<LeaderState>,
+    pending: HashMap<u64, Reply>,
+    next_proposal: u64,
+    node_id: u64,
+}
+
+/// Starts the driver for a node whose log is in `log` and state machine in `store`. A node
+/// with no membership yet bootstraps a cluster of one voter: itself.
+///
+/// The returned receiver resolves when the driver stops, with the fatal error if it failed.
+pub fn start(
+    config: DriverConfig,
+    log: RaftLog,
+    store: Arc<ObjectStore>,
+) -> Result<(ClusterHandle, oneshot::Receiver<Result<(), StoreError>>), raft::Error> {
+    if !log.is_initialized() {
+        let cs = raft::prelude::ConfState { voters: vec![config.node_id], ..Default::default() };
+        log.set_conf_state(cs).map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+    }
+    let raft_config = Config {
+        id: config.node_id,
+        election_tick: 10,
+        heartbeat_tick: 3,
+        applied: store.applied_index(),
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    };
+    raft_config.validate()?;
+    let mut node = RawNode::new(&raft_config, log.clone(), &raft_logger())?;
+    if log.conf_state().voters == [config.node_id] {
+        // The only voter need not wait out an election timeout.
+        node.campaign()?;
+    }
+    let (leader_tx, leader_rx) = watch::channel(LeaderState::default());
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let handle = ClusterHandle {
+        tx,
+        store: store.clone(),
+        leader: leader_rx,
+        node_id: config.node_id,
+        propose_timeout: config.propose_timeout,
+    };
+    let mut driver =
+        Driver { node, log, store, leader: leader_tx, pending: HashMap::new(), next_proposal: 1, node_id: config.node_id };
+    let tick = config.tick;
+    std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            let result = driver.run(rx, tick);
+            if let Err(e) = &result {
+                tracing::error!("raft driver stopped: {e}");
+            }
+            let _ = done_tx.send(result);
+        })
+        .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+    Ok((handle, done_rx))
+}
+
+impl Driver {
+    fn run(&mut self, rx: mpsc::Receiver<Request>, tick: Duration) -> Result<(), StoreError> {
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(req) => {
+                    self.handle(req);
+                    for req in rx.try_iter().take(MAX_BATCH) {
+                        self.handle(req);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Every handle is gone: the node is shutting down.
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if Instant::now() >= next_tick {
+                self.node.tick();
+                next_tick += tick;
+            }
+            self.on_ready()?;
+            self.publish_leader();
+        }
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Propose { command, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::NotLeader));
+                    return;
+                }
+                let id = self.next_proposal;
+                self.next_proposal += 1;
+                let context = proposal_context(self.node_id, id);
+                match self.node.propose(context, command) {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(ProposeError::NotLeader));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), StoreError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        // Single-voter groups have no peers to message; the transport arrives with clustering.
+        self.apply(ready.take_committed_entries())?;
+        if !ready.entries().is_empty() || ready.hs().is_some() {
+            self.log.append(ready.entries(), ready.hs())?;
+        }
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.log.set_commit(commit)?;
+        }
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        for entry in entries {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => self.store.skip(entry.index)?,
+                EntryType::EntryNormal => self.apply_command(&entry)?,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(&entry)?;
+                    self.store.skip(entry.index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_command(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        let outcome = match serde_json::from_slice::<Command>(&entry.data) {
+            Ok(command) => self.store.apply(entry.index, &command)?.map_err(ProposeError::Rejected),
+            Err(e) => {
+                // A command this version cannot read: consume the entry, refuse the write.
+                self.store.skip(entry.index)?;
+                Err(ProposeError::Rejected(wasmkube_store::ApplyError::Invalid(e.to_string())))
+            }
+        };
+        if let Some((node, id)) = parse_context(&entry.context)
+            && node == self.node_id
+            && let Some(reply) = self.pending.remove(&id)
+        {
+            let _ = reply.send(outcome);
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), StoreError> {
+        use protobuf::Message as _;
+        let cs = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| StoreError::Corrupt {
+                what: "conf change".into(),
+                detail: e.to_string(),
+            })?;
+            self.node.apply_conf_change(&cc)
+        } else {
+            let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| StoreError::Corrupt {
+                what: "conf change".into(),
+                detail: e.to_string(),
+            })?;
+            self.node.apply_conf_change(&cc)
+        };
+        match cs {
+            Ok(cs) => self.log.set_conf_state(cs),
+            Err(e) => {
+                tracing::warn!("conf change at index {} refused: {e}", entry.index);
+                Ok(())
+            }
+        }
+    }
+
+    fn publish_leader(&mut self) {
+        let raft = &self.node.raft;
+        let state = LeaderState { leader_id: raft.leader_id, term: raft.term, is_leader: raft.state == StateRole::Leader };
+        self.leader.send_if_modified(|old| {
+            let changed = *old != state;
+            *old = state;
+            changed
+        });
+        if !state.is_leader && !self.pending.is_empty() {
+            // Lost leadership: what we proposed may or may not commit. Tell the writers so
+            // rather than letting them wait out the timeout.
+            for (_, reply) in self.pending.drain() {
+                let _ = reply.send(Err(ProposeError::Timeout(Duration::ZERO)));
+            }
+        }
+    }
+}
+
+fn proposal_context(node: u64, id: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&node.to_be_bytes());
+    ctx.extend_from_slice(&id.to_be_bytes());
+    ctx
+}
+
+fn parse_context(ctx: &[u8]) -> Option<(u64, u64)> {
+    let node = u64::from_be_bytes(ctx.get(..8)?.try_into().ok()?);
+    let id = u64::from_be_bytes(ctx.get(8..16)?.try_into().ok()?);
+    Some((node, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wasmkube_store::{ApplyError, ObjectKey};
+
+    fn open(dir: &std::path::Path) -> (RaftLog, Arc<ObjectStore>) {
+        let db = wasmkube_store::open_db(dir).expect("db");
+        (RaftLog::open(db.clone()).expect("log"), Arc::new(ObjectStore::open(db).expect("store")))
+    }
+
+    fn node(name: &str) -> Command {
+        Command::Create { object: json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}) }
+    }
+
+    async fn wait_leader(handle: &ClusterHandle) {
+        let mut rx = handle.leader();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.is_leader))
+            .await
+            .expect("leader within 5s")
+            .expect("driver alive");
+    }
+
+    #[tokio::test]
+    async fn single_voter_commits_and_survives_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (log, store) = open(dir.path());
+            let (handle, done) = start(DriverConfig::default(), log, store).expect("start");
+            wait_leader(&handle).await;
+            let a = handle.propose(node("a")).await.expect("commit");
+            assert_eq!(a["metadata"]["name"], "a");
+            let dup = handle.propose(node("a")).await;
+            assert!(matches!(dup, Err(ProposeError::Rejected(ApplyError::AlreadyExists(_)))));
+            let writes: Vec<_> = (0..20)
+                .map(|i| {
+                    let h = handle.clone();
+                    tokio::spawn(async move { h.propose(node(&format!("n{i}"))).await })
+                })
+                .collect();
+            for w in writes {
+                w.await.expect("task").expect("concurrent write commits");
+            }
+            drop(handle);
+            // The driver stops once every handle is gone, closing RocksDB.
+            done.await.expect("driver reports").expect("clean stop");
+        }
+        let (log, store) = open(dir.path());
+        assert_eq!(store.list("Node", None).expect("list").0.len(), 21);
+        let (handle, _done) = start(DriverConfig::default(), log, store).expect("restart");
+        wait_leader(&handle).await;
+        let b = handle.propose(node("b")).await.expect("commit after restart");
+        assert_eq!(b["metadata"]["resourceVersion"], "22");
+        assert!(handle.store().get(&ObjectKey::new("Node", None, "a")).expect("get").is_some());
+    }
+}

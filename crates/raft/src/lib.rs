@@ -1,0 +1,13 @@
+//! The Raft driver: feeds raft-rs ticks, proposals and messages, runs its Ready loop
+//! (persist to the `RaftLog`, apply committed commands to the `ObjectStore`, advance), and
+//! answers each proposal with the outcome of applying it.
+//!
+//! raft-rs owns the algorithm; this crate owns only the plumbing around it. It must never
+//! decide cluster state on its own: every write goes through a proposal and the log.
+
+mod driver;
+mod handle;
+mod logger;
+
+pub use driver::{DriverConfig, start};
+pub use handle::{ClusterHandle, LeaderState, ProposeError};

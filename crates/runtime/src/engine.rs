@@ -1,0 +1,134 @@
+//! The node's single wasmtime `Engine`, its linker, and the epoch clock for deadlines.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::host::HostState;
+use crate::modules::PreparedModule;
+
+/// One epoch tick. Request deadlines are counted in ticks, so this is their resolution.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached between restarts (wasmtime's cache); `None` disables.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances alive at once across all pods (pooling allocator slots).
+    pub max_instances: u32,
+    /// Ceiling for any one instance's linear memory; a pod's own limit may only be lower.
+    pub max_memory: u64,
+    /// Memory limit for pods that set none.
+    pub default_memory_limit: u64,
+    /// A request's instance is interrupted after this long.
+    pub request_timeout: Duration,
+    /// Concurrent requests one http pod serves before refusing more.
+    pub pod_concurrency: usize,
+    /// Bytes of stdout/stderr kept per pod.
+    pub log_capacity: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_instances: 1000,
+            max_memory: 1 << 30,
+            default_memory_limit: 128 << 20,
+            request_timeout: Duration::from_secs(30),
+            pod_concurrency: 256,
+            log_capacity: 256 * 1024,
+        }
+    }
+}
+
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) prepared: Mutex<HashMap<String, Arc<PreparedModule>>>,
+    /// One permit per pooling slot, so bursts queue instead of failing to instantiate.
+    pub(crate) instance_slots: Arc<Semaphore>,
+    /// Whether the pooling allocator could be used on this machine.
+    pub pooling: bool,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> wasmtime::Result<Arc<Self>> {
+        let (engine, pooling) = match Engine::new(&engine_config(&config, true)?) {
+            Ok(engine) => (engine, true),
+            Err(e) => {
+                // Some sandboxes refuse the large virtual reservations pooling needs.
+                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                (Engine::new(&engine_config(&config, false)?)?, false)
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        spawn_epoch_clock(&engine);
+        let slots = config.max_instances as usize;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            config,
+            prepared: Mutex::new(HashMap::new()),
+            instance_slots: Arc::new(Semaphore::new(slots)),
+            pooling,
+        }))
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Deadline in epoch ticks for `timeout`.
+    pub(crate) fn ticks(timeout: Duration) -> u64 {
+        (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+fn engine_config(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<Config> {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    if let Some(dir) = &config.cache_dir {
+        std::fs::create_dir_all(dir)?;
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir);
+        c.cache(Some(wasmtime::Cache::new(cache)?));
+    }
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        pool.total_component_instances(n);
+        // A Rust wasip2 component holds a few core modules (program, adapter shims).
+        pool.total_core_instances(n * 4);
+        pool.total_memories(n);
+        pool.total_tables(n * 4);
+        pool.total_stacks(n);
+        pool.max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Ok(c)
+}
+
+/// Advances the engine's epoch every tick until the engine is dropped.
+fn spawn_epoch_clock(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch clock; guest deadlines will not fire: {e}");
+    }
+}

@@ -1,0 +1,191 @@
+//! http-world pods: a slot that answers each request with a fresh instance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::{Semaphore, oneshot};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::host::HostState;
+use crate::modules::{ModuleError, PreparedModule};
+use crate::{LogBuffer, Runtime, SandboxSpec};
+
+pub type PodResponse = hyper::Response<HyperOutgoingBody>;
+
+/// Instances one request's store may create (a component holds a few core instances).
+const INSTANCES_PER_STORE: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The pod is at its concurrency limit; the request was not started.
+    #[error("pod {0} is at its concurrency limit")]
+    Overloaded(String),
+    #[error("the request exceeded its {0:?} deadline and was cut off")]
+    Timeout(Duration),
+    #[error("the module trapped: {0}")]
+    Trap(String),
+    #[error("the module did not produce a response: {0}")]
+    NoResponse(String),
+}
+
+impl RequestError {
+    /// True when the request never reached the guest, so retrying elsewhere is safe.
+    pub fn never_sent(&self) -> bool {
+        matches!(self, RequestError::Overloaded(_))
+    }
+}
+
+pub struct HttpPod {
+    runtime: Arc<Runtime>,
+    proxy: ProxyPre<HostState>,
+    spec: SandboxSpec,
+    logs: LogBuffer,
+    concurrency: Arc<Semaphore>,
+    outstanding: AtomicUsize,
+    served: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl HttpPod {
+    pub fn new(runtime: Arc<Runtime>, module: &PreparedModule, spec: SandboxSpec, logs: LogBuffer) -> Result<Self, ModuleError> {
+        let proxy = module.proxy.clone().ok_or_else(|| {
+            ModuleError::UnsupportedWorld(format!("module {} is a cli component, not an http one", module.digest))
+        })?;
+        let concurrency = Arc::new(Semaphore::new(runtime.config.pod_concurrency));
+        Ok(HttpPod {
+            runtime,
+            proxy,
+            spec,
+            logs,
+            concurrency,
+            outstanding: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests in flight: the load balancer's least-outstanding signal.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered and requests failed so far.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.served.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+
+    pub fn logs(&self) -> &LogBuffer {
+        &self.logs
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let mut store = Store::new(&self.runtime.engine, HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(Runtime::ticks(self.runtime.config.request_timeout));
+        store
+    }
+
+    /// Creates and drops one instance without calling it: what per-request instantiation costs.
+    pub async fn instantiate_once(&self) -> Result<(), RequestError> {
+        let mut store = self.new_store();
+        self.proxy.instantiate_async(&mut store).await.map(drop).map_err(|e| RequestError::Trap(format!("{e:#}")))
+    }
+
+    /// Reserves a concurrency slot, or `None` when the pod is at its limit. A caller holding
+    /// no admission has sent nothing, so it may safely try another pod.
+    pub fn try_admit(&self) -> Option<Admission> {
+        self.concurrency.clone().try_acquire_owned().ok().map(Admission)
+    }
+
+    /// Serves one request with a fresh instance.
+    pub async fn handle<B>(&self, req: hyper::Request<B>) -> Result<PodResponse, RequestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let admission = self.try_admit().ok_or_else(|| RequestError::Overloaded(self.spec.pod.clone()))?;
+        self.serve(admission, req).await
+    }
+
+    /// Serves one request in a slot reserved by `try_admit`.
+    pub async fn serve<B>(&self, admission: Admission, req: hyper::Request<B>) -> Result<PodResponse, RequestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let _outstanding = Outstanding::enter(&self.outstanding);
+        let result = self.invoke(req, admission.0).await;
+        let counter = if result.is_ok() { &self.served } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn invoke<B>(&self, req: hyper::Request<B>, permit: tokio::sync::OwnedSemaphorePermit) -> Result<PodResponse, RequestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let timeout = self.runtime.config.request_timeout;
+        let slot = self.runtime.instance_slots.clone().acquire_owned().await.map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?;
+        let mut store = self.new_store();
+        let (tx, rx) = oneshot::channel();
+        let host_err = |e: wasmtime::Error| RequestError::NoResponse(format!("{e:#}"));
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(host_err)?;
+        let out = store.data_mut().http().new_response_outparam(tx).map_err(host_err)?;
+        let pre = self.proxy.clone();
+        // The instance runs in its own task: it may keep streaming the body after it has
+        // handed back the response head. The permits live as long as the instance.
+        let task = tokio::spawn(async move {
+            let _held = (slot, permit);
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(resp))) => Ok(resp.map(|body| body.map_err(|e| e).boxed_unsync())),
+            Ok(Ok(Err(code))) => Err(RequestError::NoResponse(format!("the module answered with error {code:?}"))),
+            Ok(Err(_)) => Err(match task.await {
+                Ok(Ok(())) => RequestError::NoResponse("the handler returned without setting a response".into()),
+                Ok(Err(e)) => classify_trap(&e, timeout),
+                Err(e) => RequestError::NoResponse(format!("the instance task failed: {e}")),
+            }),
+            Err(_) => {
+                // Blocked in the host (a sleep, a slow body): the epoch cannot fire there.
+                abort.abort();
+                Err(RequestError::Timeout(timeout))
+            }
+        }
+    }
+}
+
+pub(crate) fn classify_trap(e: &wasmtime::Error, timeout: Duration) -> RequestError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RequestError::Timeout(timeout),
+        _ => RequestError::Trap(format!("{e:#}")),
+    }
+}
+
+/// A reserved concurrency slot of one pod.
+pub struct Admission(tokio::sync::OwnedSemaphorePermit);
+
+struct Outstanding<'a>(&'a AtomicUsize);
+
+impl<'a> Outstanding<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Outstanding(counter)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,37 @@
+//! The wasm sandbox: one wasmtime `Engine` per node, modules compiled once (and cached on
+//! disk), and pods as sandboxes over a pre-instantiated component.
+//!
+//! - http-world pods get a fresh instance per request, as `wasmtime serve` and Spin do.
+//! - cli-world pods run one long-lived instance, restarted with back-off when it exits.
+//!
+//! Limits are enforced here, never trusted to the guest: memory through a `ResourceLimiter`,
+//! CPU time through epoch deadlines, no filesystem, sockets or outgoing HTTP, and bounded
+//! stdout/stderr. This crate knows nothing of Raft or the API; the node agent drives it.
+
+mod cli_pod;
+mod engine;
+mod host;
+mod http_pod;
+mod logs;
+mod modules;
+mod registry;
+
+pub use cli_pod::{CliPod, CliPodState};
+pub use engine::{Runtime, RuntimeConfig};
+pub use http_pod::{Admission, HttpPod, PodResponse, RequestError};
+pub use logs::LogBuffer;
+/// The error type of request and response bodies crossing the sandbox boundary.
+pub use wasmtime_wasi_http::Error as BodyError;
+pub use modules::{ModuleError, PreparedModule};
+pub use registry::{LocalPod, SandboxRegistry};
+
+/// What the node agent asks the runtime to run.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// `namespace/name` of the pod; used in logs and errors.
+    pub pod: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Memory limit in bytes for one instance.
+    pub memory_limit: u64,
+}

@@ -1,0 +1,63 @@
+//! Durable state for a wasmlet: the Raft log and hard state, the revisioned object store the
+//! log is applied to, and the content-addressed blob store for module bytes.
+//!
+//! Everything lives in one RocksDB instance (column families `raft_log`, `raft_state`,
+//! `objects`, `meta`), except blobs, which are plain files named by their sha256 digest.
+//! This crate decides how bytes are laid out on disk; it never decides *what* to write:
+//! ordering and consensus belong to the raft driver.
+
+mod blobs;
+mod command;
+mod keys;
+mod objects;
+mod raftlog;
+mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use blobs::BlobStore;
+pub use command::{ApplyError, Command};
+pub use keys::ObjectKey;
+pub use objects::ObjectStore;
+pub use raftlog::RaftLog;
+pub use watch::{EventType, StoreEvent, Watch, WatchError};
+
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
+pub(crate) const CF_RAFT_STATE: &str = "raft_state";
+pub(crate) const CF_OBJECTS: &str = "objects";
+pub(crate) const CF_META: &str = "meta";
+
+/// Failures of the storage layer itself; these are fatal for the node, never the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt record {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("blob store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: impl Into<String>, detail: impl ToString) -> Self {
+        StoreError::Corrupt { what: what.into(), detail: detail.to_string() }
+    }
+}
+
+/// Opens (creating if needed) the node's RocksDB with every column family this crate uses.
+pub fn open_db(path: &Path) -> Result<Arc<rocksdb::DB>, StoreError> {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Small footprint: this runs on laptops and edge boxes next to the workloads.
+    opts.set_max_background_jobs(2);
+    opts.set_write_buffer_size(8 << 20);
+    let cfs = [CF_RAFT_LOG, CF_RAFT_STATE, CF_OBJECTS, CF_META];
+    Ok(Arc::new(rocksdb::DB::open_cf(&opts, path, cfs)?))
+}
+
+pub(crate) fn cf<'a>(db: &'a rocksdb::DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    // Every handle is created in `open_db`; a missing one is a programming error.
+    db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} was not opened"))
+}

@@ -1,0 +1,359 @@
+//! The revisioned object store: the Raft state machine.
+//!
+//! Like etcd's mvcc, every successful write bumps one global revision, and the object's
+//! `metadata.resourceVersion` becomes that revision. Each applied log entry is written in
+//! one RocksDB batch together with the applied index and the revision, so a crash leaves
+//! the state machine at an entry boundary and replay resumes from `applied_index + 1`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rocksdb::{DB, IteratorMode, WriteBatch};
+use serde_json::Value;
+
+use crate::watch::{WatchFilter, WatchHub};
+use crate::{
+    ApplyError, CF_META, CF_OBJECTS, Command, EventType, ObjectKey, StoreError, StoreEvent, Watch, WatchError, cf,
+};
+
+const META_REVISION: &[u8] = b"revision";
+const META_APPLIED: &[u8] = b"applied_index";
+
+pub struct ObjectStore {
+    db: Arc<DB>,
+    /// Held while a change is written *and* published, and while a watcher subscribes, so a
+    /// watcher never misses or doubles a change.
+    hub: Mutex<WatchHub>,
+    revision: AtomicU64,
+    applied_index: AtomicU64,
+}
+
+impl ObjectStore {
+    pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
+        let revision = read_u64(&db, META_REVISION)?;
+        let applied_index = read_u64(&db, META_APPLIED)?;
+        Ok(ObjectStore {
+            db,
+            hub: Mutex::new(WatchHub::new(revision)),
+            revision: AtomicU64::new(revision),
+            applied_index: AtomicU64::new(applied_index),
+        })
+    }
+
+    /// The global revision: the resourceVersion of the newest change.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Index of the last Raft entry applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        match self.db.get_cf(cf(&self.db, CF_OBJECTS), key.encode())? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every object of `kind` (in `namespace`, if given), with the revision they were read at.
+    pub fn list(&self, kind: &str, namespace: Option<&str>) -> Result<(Vec<Value>, u64), StoreError> {
+        let snapshot = self.db.snapshot();
+        let revision = match snapshot.get_cf(cf(&self.db, CF_META), META_REVISION)? {
+            Some(b) => decode_u64(&b)?,
+            None => 0,
+        };
+        let prefix = ObjectKey::prefix(kind, namespace);
+        let mut items = Vec::new();
+        let iter = snapshot.iterator_cf(cf(&self.db, CF_OBJECTS), IteratorMode::From(&prefix, rocksdb::Direction::Forward));
+        for entry in iter {
+            let (k, v) = entry?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            items.push(decode(&v)?);
+        }
+        Ok((items, revision))
+    }
+
+    /// Watches `kind` (in `namespace`) from `since`, or — when `since` is `None` — from now,
+    /// starting with an ADDED event per existing object, as Kubernetes does.
+    pub fn watch(&self, kind: &str, namespace: Option<&str>, since: Option<u64>) -> Result<Watch, WatchError> {
+        let filter = WatchFilter { kind: kind.to_string(), namespace: namespace.map(str::to_string) };
+        let hub = self.lock_hub();
+        match since {
+            Some(since) => {
+                let (past, rx) = hub.subscribe(since, &filter)?;
+                let up_to = past.last().map_or(since, |e| e.revision);
+                Ok(Watch::new(past, rx, filter, up_to))
+            }
+            None => {
+                let current = self.revision();
+                let (_, rx) = hub.subscribe(current, &filter)?;
+                // The hub lock is held, so no change can land between this list and the subscribe.
+                let (items, _) = self.list(kind, namespace).unwrap_or_default();
+                let added = items
+                    .into_iter()
+                    .filter_map(|object| {
+                        let key = ObjectKey::of(&object)?;
+                        let revision = revision_of(&object);
+                        Some(Arc::new(StoreEvent { revision, type_: EventType::Added, key, object }))
+                    })
+                    .collect();
+                Ok(Watch::new(added, rx, filter, current))
+            }
+        }
+    }
+
+    /// A receiver of every change to every kind: a wake-up signal for controllers and caches.
+    pub fn subscribe_all(&self) -> tokio::sync::broadcast::Receiver<Arc<StoreEvent>> {
+        self.lock_hub().subscribe_all()
+    }
+
+    /// Records that entry `index` carried no command (an empty or configuration entry).
+    pub fn skip(&self, index: u64) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_META), META_APPLIED, index.to_be_bytes());
+        self.db.write(batch)?;
+        self.applied_index.store(index, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies the command of log entry `index`. The outer error is a node failure; the inner
+    /// one is the answer to the client (conflict, not found, …) and still consumes the entry.
+    pub fn apply(&self, index: u64, command: &Command) -> Result<Result<Value, ApplyError>, StoreError> {
+        let mut hub = self.lock_hub();
+        let revision = self.revision() + 1;
+        let outcome = match self.plan(command, revision)? {
+            Ok(change) => change,
+            Err(e) => {
+                self.skip(index)?;
+                return Ok(Err(e));
+            }
+        };
+        let mut batch = WriteBatch::default();
+        let objects = cf(&self.db, CF_OBJECTS);
+        match outcome.type_ {
+            EventType::Deleted => batch.delete_cf(objects, outcome.key.encode()),
+            _ => batch.put_cf(objects, outcome.key.encode(), encode(&outcome.object)?),
+        }
+        let meta = cf(&self.db, CF_META);
+        batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
+        batch.put_cf(meta, META_APPLIED, index.to_be_bytes());
+        self.db.write(batch)?;
+        self.revision.store(revision, Ordering::Release);
+        self.applied_index.store(index, Ordering::Release);
+        let result = outcome.object.clone();
+        hub.publish(outcome);
+        Ok(Ok(result))
+    }
+
+    /// Decides what `command` changes, without writing anything.
+    fn plan(&self, command: &Command, revision: u64) -> Result<Result<StoreEvent, ApplyError>, StoreError> {
+        let invalid = |m: &str| Ok(Err(ApplyError::Invalid(m.to_string())));
+        let (key, current) = match command {
+            Command::Create { object } | Command::Update { object, .. } => match ObjectKey::of(object) {
+                Some(key) => {
+                    let current = self.get(&key)?;
+                    (key, current)
+                }
+                None => return invalid("object has no kind or metadata.name"),
+            },
+            Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => (key.clone(), self.get(key)?),
+        };
+        let precondition = match command {
+            Command::Update { precondition, .. }
+            | Command::UpdateStatus { precondition, .. }
+            | Command::Delete { precondition, .. } => *precondition,
+            Command::Create { .. } => None,
+        };
+        if let (Some(expected), Some(cur)) = (precondition, &current) {
+            let actual = revision_of(cur);
+            if actual != expected {
+                return Ok(Err(ApplyError::Conflict { key, expected, actual }));
+            }
+        }
+        let (type_, mut object) = match (command, current) {
+            (Command::Create { .. }, Some(_)) => return Ok(Err(ApplyError::AlreadyExists(key))),
+            (Command::Create { object }, None) => (EventType::Added, created(object.clone())),
+            (_, None) => return Ok(Err(ApplyError::NotFound(key))),
+            (Command::Update { object, .. }, Some(cur)) => (EventType::Modified, updated(cur, object)),
+            (Command::UpdateStatus { status, .. }, Some(mut cur)) => {
+                cur["status"] = status.clone();
+                (EventType::Modified, cur)
+            }
+            (Command::Delete { .. }, Some(cur)) => (EventType::Deleted, cur),
+        };
+        object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+        Ok(Ok(StoreEvent { revision, type_, key, object }))
+    }
+
+    fn lock_hub(&self) -> MutexGuard<'_, WatchHub> {
+        // A panic while holding the hub cannot leave it half-updated in a way that matters more
+        // than losing the node; recover the guard rather than cascading the panic.
+        self.hub.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn created(mut object: Value) -> Value {
+    if object["metadata"].get("generation").is_none() {
+        object["metadata"]["generation"] = Value::from(1);
+    }
+    object
+}
+
+/// An update replaces labels, annotations, owners and spec; identity, creation time and status
+/// are kept from the stored object; generation moves when the spec changes.
+fn updated(current: Value, incoming: &Value) -> Value {
+    let mut next = incoming.clone();
+    for field in ["uid", "creationTimestamp"] {
+        match current["metadata"].get(field) {
+            Some(v) => next["metadata"][field] = v.clone(),
+            None => remove(&mut next["metadata"], field),
+        }
+    }
+    let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+    let spec_changed = current.get("spec") != incoming.get("spec");
+    next["metadata"]["generation"] = Value::from(if spec_changed { generation + 1 } else { generation });
+    match current.get("status") {
+        Some(status) => next["status"] = status.clone(),
+        None => remove(&mut next, "status"),
+    }
+    next
+}
+
+fn remove(value: &mut Value, field: &str) {
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove(field);
+    }
+}
+
+fn revision_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn read_u64(db: &DB, key: &[u8]) -> Result<u64, StoreError> {
+    match db.get_cf(cf(db, CF_META), key)? {
+        Some(bytes) => decode_u64(&bytes),
+        None => Ok(0),
+    }
+}
+
+fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| StoreError::corrupt("meta", "not 8 bytes"))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn encode(value: &Value) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::corrupt("object", e))
+}
+
+fn decode(bytes: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("object", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, image: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "uid": "u1"},
+               "spec": {"containers": [{"name": "c", "image": image}]}})
+    }
+
+    fn open(dir: &std::path::Path) -> ObjectStore {
+        ObjectStore::open(crate::open_db(dir).expect("db")).expect("store")
+    }
+
+    #[test]
+    fn revisions_preconditions_and_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let a = store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("created");
+        assert_eq!(a["metadata"]["resourceVersion"], "1");
+        assert_eq!(a["metadata"]["generation"], 1);
+        let dup = store.apply(2, &Command::Create { object: pod("a", "x") }).expect("io");
+        assert!(matches!(dup, Err(ApplyError::AlreadyExists(_))));
+
+        let stale = Command::Update { object: pod("a", "y"), precondition: Some(7) };
+        assert!(matches!(store.apply(3, &stale).expect("io"), Err(ApplyError::Conflict { actual: 1, .. })));
+        let fresh = Command::Update { object: pod("a", "y"), precondition: Some(1) };
+        let b = store.apply(4, &fresh).expect("io").expect("updated");
+        assert_eq!(b["metadata"]["resourceVersion"], "2");
+        assert_eq!(b["metadata"]["generation"], 2);
+        assert_eq!(store.revision(), 2);
+        assert_eq!(store.applied_index(), 4);
+
+        let key = ObjectKey::new("Pod", Some("default"), "a");
+        let status = Command::UpdateStatus { key: key.clone(), status: json!({"phase": "Running"}), precondition: None };
+        let c = store.apply(5, &status).expect("io").expect("status");
+        assert_eq!(c["metadata"]["generation"], 2, "status writes do not bump generation");
+        let again = Command::Update { object: pod("a", "y"), precondition: None };
+        let d = store.apply(6, &again).expect("io").expect("updated");
+        assert_eq!(d["status"]["phase"], "Running", "a spec update keeps status");
+        assert_eq!(d["metadata"]["generation"], 2, "unchanged spec keeps generation");
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(dir.path());
+            store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+            store.apply(2, &Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
+            store.skip(3).expect("skip");
+        }
+        let store = open(dir.path());
+        assert_eq!(store.applied_index(), 3);
+        assert_eq!(store.revision(), 2);
+        let (items, rev) = store.list("Pod", Some("default")).expect("list");
+        assert_eq!(items.len(), 2);
+        assert_eq!(rev, 2);
+        assert!(store.list("Pod", Some("other")).expect("list").0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn watch_resumes_from_a_revision_and_lists_from_now() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+        store.apply(2, &Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
+
+        let mut from_one = store.watch("Pod", None, Some(1)).expect("watch");
+        let mut from_now = store.watch("Pod", Some("default"), None).expect("watch");
+        let key = ObjectKey::new("Pod", Some("default"), "a");
+        store.apply(3, &Command::Delete { key, precondition: None }).expect("io").expect("ok");
+
+        let e = from_one.next().await.expect("open").expect("event");
+        assert_eq!((e.revision, e.type_, e.key.name.as_str()), (2, EventType::Added, "b"));
+        let e = from_one.next().await.expect("open").expect("event");
+        assert_eq!((e.revision, e.type_), (3, EventType::Deleted));
+
+        let names: Vec<_> = [from_now.next().await, from_now.next().await, from_now.next().await]
+            .into_iter()
+            .map(|e| {
+                let e = e.expect("open").expect("event");
+                (e.type_, e.key.name.clone())
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![(EventType::Added, "a".into()), (EventType::Added, "b".into()), (EventType::Deleted, "a".into())]
+        );
+    }
+
+    #[test]
+    fn watch_from_before_the_history_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(dir.path());
+            store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+        }
+        // After a restart the history is empty: revision 0 can no longer be resumed.
+        let store = open(dir.path());
+        assert!(matches!(store.watch("Pod", None, Some(0)), Err(WatchError::Gone { oldest: 1, .. })));
+        assert!(store.watch("Pod", None, Some(1)).is_ok());
+    }
+}

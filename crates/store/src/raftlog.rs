@@ -1,0 +1,267 @@
+//! Raft log and hard state in RocksDB, implementing `raft::Storage`.
+//!
+//! Entries are keyed by big-endian index in `raft_log`; hard state, conf state and the
+//! snapshot boundary live in `raft_state`. Appends are written with `sync = true`: an entry
+//! is durable before the node acknowledges it to a peer or counts it toward commit.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use rocksdb::{DB, WriteBatch, WriteOptions};
+
+use crate::{CF_RAFT_LOG, CF_RAFT_STATE, StoreError, cf};
+
+const HARD_STATE: &[u8] = b"hard_state";
+const CONF_STATE: &[u8] = b"conf_state";
+
+#[derive(Default)]
+struct LogBounds {
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the entry just before the first one kept (0 with no compaction).
+    base_index: u64,
+    base_term: u64,
+    last_index: u64,
+}
+
+/// Cheap to clone: clones share the database and the cached bounds (raft-rs owns one clone,
+/// the driver another).
+#[derive(Clone)]
+pub struct RaftLog {
+    db: Arc<DB>,
+    bounds: Arc<RwLock<LogBounds>>,
+}
+
+impl RaftLog {
+    pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
+        let state = cf(&db, CF_RAFT_STATE);
+        let mut bounds = LogBounds::default();
+        if let Some(b) = db.get_cf(state, HARD_STATE)? {
+            bounds.hard_state = HardState::parse_from_bytes(&b).map_err(|e| StoreError::corrupt("hard state", e))?;
+        }
+        if let Some(b) = db.get_cf(state, CONF_STATE)? {
+            bounds.conf_state = ConfState::parse_from_bytes(&b).map_err(|e| StoreError::corrupt("conf state", e))?;
+        }
+        let log = cf(&db, CF_RAFT_LOG);
+        let mut first = db.iterator_cf(log, rocksdb::IteratorMode::Start);
+        if let Some(item) = first.next() {
+            let (_, v) = item?;
+            let e = decode_entry(&v)?;
+            bounds.base_index = e.index - 1;
+        }
+        let mut last = db.iterator_cf(log, rocksdb::IteratorMode::End);
+        if let Some(item) = last.next() {
+            let (_, v) = item?;
+            bounds.last_index = decode_entry(&v)?.index;
+        }
+        drop((first, last));
+        Ok(RaftLog { db, bounds: Arc::new(RwLock::new(bounds)) })
+    }
+
+    /// True once the node has a membership (bootstrapped or joined).
+    pub fn is_initialized(&self) -> bool {
+        !self.read().conf_state.voters.is_empty()
+    }
+
+    /// Persists the membership. Used at bootstrap and after every applied conf change.
+    pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
+        let bytes = cs.write_to_bytes().map_err(|e| StoreError::corrupt("conf state", e))?;
+        self.db.put_cf_opt(cf(&self.db, CF_RAFT_STATE), CONF_STATE, bytes, &synced())?;
+        self.write().conf_state = cs;
+        Ok(())
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.read().conf_state.clone()
+    }
+
+    /// Appends `entries` (truncating any conflicting tail) and stores `hard_state`, in one
+    /// fsynced batch.
+    pub fn append(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), StoreError> {
+        let mut bounds = self.write();
+        let mut batch = WriteBatch::default();
+        let log = cf(&self.db, CF_RAFT_LOG);
+        for e in entries {
+            let bytes = e.write_to_bytes().map_err(|err| StoreError::corrupt("entry", err))?;
+            batch.put_cf(log, e.index.to_be_bytes(), bytes);
+        }
+        let new_last = entries.last().map(|e| e.index);
+        if let Some(new_last) = new_last
+            && new_last < bounds.last_index
+        {
+            batch.delete_range_cf(log, (new_last + 1).to_be_bytes(), (bounds.last_index + 1).to_be_bytes());
+        }
+        if let Some(hs) = hard_state {
+            let bytes = hs.write_to_bytes().map_err(|e| StoreError::corrupt("hard state", e))?;
+            batch.put_cf(cf(&self.db, CF_RAFT_STATE), HARD_STATE, bytes);
+        }
+        self.db.write_opt(batch, &synced())?;
+        if let Some(new_last) = new_last {
+            bounds.last_index = new_last;
+        }
+        if let Some(hs) = hard_state {
+            bounds.hard_state = hs.clone();
+        }
+        Ok(())
+    }
+
+    /// Stores a new commit index (hard state) durably.
+    pub fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
+        let mut hs = self.read().hard_state.clone();
+        if hs.commit >= commit {
+            return Ok(());
+        }
+        hs.commit = commit;
+        self.append(&[], Some(&hs))
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, LogBounds> {
+        self.bounds.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, LogBounds> {
+        self.bounds.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn synced() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    opts
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
+    Entry::parse_from_bytes(bytes).map_err(|e| StoreError::corrupt("entry", e))
+}
+
+fn storage_error(e: StoreError) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let b = self.read();
+        Ok(RaftState::new(b.hard_state.clone(), b.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let (base, last) = {
+            let b = self.read();
+            (b.base_index, b.last_index)
+        };
+        if low <= base {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > last + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let log = cf(&self.db, CF_RAFT_LOG);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let iter = self.db.iterator_cf(log, rocksdb::IteratorMode::From(&low.to_be_bytes(), rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(|e| storage_error(e.into()))?;
+            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| raft::Error::Store(StorageError::Unavailable))?);
+            if idx >= high {
+                break;
+            }
+            size += v.len() as u64;
+            // raft-rs expects at least one entry even when it alone exceeds max_size.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(decode_entry(&v).map_err(storage_error)?);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (base, base_term, last) = {
+            let b = self.read();
+            (b.base_index, b.base_term, b.last_index)
+        };
+        if idx == base {
+            return Ok(base_term);
+        }
+        if idx < base {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > last {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        match self.db.get_cf(cf(&self.db, CF_RAFT_LOG), idx.to_be_bytes()) {
+            Ok(Some(v)) => Ok(decode_entry(&v).map_err(storage_error)?.term),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => Err(storage_error(e.into())),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.read().base_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        let b = self.read();
+        Ok(b.last_index.max(b.base_index))
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots arrive with multi-node replication; a single voter never asks for one.
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("e{index}").into_bytes().into();
+        e
+    }
+
+    #[test]
+    fn append_truncate_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::open_db(dir.path()).expect("db");
+        let log = RaftLog::open(db.clone()).expect("log");
+        assert!(!log.is_initialized());
+        log.set_conf_state(ConfState { voters: vec![1], ..Default::default() }).expect("cs");
+        let mut hs = HardState::default();
+        hs.term = 2;
+        hs.vote = 1;
+        hs.commit = 2;
+        log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)], Some(&hs)).expect("append");
+        // A new leader overwrites index 3 onwards.
+        log.append(&[entry(3, 2)], None).expect("append");
+        assert_eq!(log.last_index().expect("last"), 3);
+        assert_eq!(log.term(3).expect("term"), 2);
+        let got = log.entries(1, 4, None, GetEntriesContext::empty(false)).expect("entries");
+        assert_eq!(got.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(1, 1), (2, 1), (3, 2)]);
+        assert_eq!(log.entries(1, 4, 1, GetEntriesContext::empty(false)).expect("entries").len(), 1);
+        assert!(log.entries(1, 5, None, GetEntriesContext::empty(false)).is_err());
+        drop(log);
+        drop(db);
+
+        let db = crate::open_db(dir.path()).expect("db");
+        let log = RaftLog::open(db).expect("log");
+        let state = log.initial_state().expect("state");
+        assert_eq!(state.hard_state.term, 2);
+        assert_eq!(state.hard_state.commit, 2);
+        assert_eq!(state.conf_state.voters, vec![1]);
+        assert_eq!((log.first_index().expect("first"), log.last_index().expect("last")), (1, 3));
+    }
+}

@@ -1,0 +1,143 @@
+//! Change notification: a bounded history of applied changes plus a broadcast of new ones,
+//! so a watcher can resume from a resourceVersion after a reconnect (like etcd's watch cache).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::ObjectKey;
+
+/// How many past changes are kept for resuming watches.
+const HISTORY: usize = 8192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One applied change: the object as it is after the change (for deletes, as it was, with the
+/// deletion's resourceVersion).
+#[derive(Debug, Clone)]
+pub struct StoreEvent {
+    pub revision: u64,
+    pub type_: EventType,
+    pub key: ObjectKey,
+    pub object: Value,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WatchError {
+    /// The requested revision is older than the history kept: list again, then watch.
+    #[error("resourceVersion {requested} is too old; the oldest watchable is {oldest}")]
+    Gone { requested: u64, oldest: u64 },
+    /// The watcher fell too far behind the broadcast and must list again.
+    #[error("watch fell behind by {0} events")]
+    Lagged(u64),
+}
+
+pub(crate) struct WatchHub {
+    history: VecDeque<Arc<StoreEvent>>,
+    /// Events after this revision are all in `history` (or yet to come).
+    oldest_resumable: u64,
+    tx: broadcast::Sender<Arc<StoreEvent>>,
+}
+
+impl WatchHub {
+    pub(crate) fn new(current_revision: u64) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        WatchHub { history: VecDeque::new(), oldest_resumable: current_revision, tx }
+    }
+
+    pub(crate) fn publish(&mut self, event: StoreEvent) {
+        let event = Arc::new(event);
+        if self.history.len() == HISTORY
+            && let Some(old) = self.history.pop_front()
+        {
+            self.oldest_resumable = old.revision;
+        }
+        self.history.push_back(event.clone());
+        // No receivers is normal: nobody is watching.
+        let _ = self.tx.send(event);
+    }
+
+    /// Subscribes, returning the past events after `since` that match `filter`.
+    pub(crate) fn subscribe(
+        &self,
+        since: u64,
+        filter: &WatchFilter,
+    ) -> Result<(Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>), WatchError> {
+        if since < self.oldest_resumable {
+            return Err(WatchError::Gone { requested: since, oldest: self.oldest_resumable });
+        }
+        let past = self.history.iter().filter(|e| e.revision > since && filter.matches(&e.key)).cloned().collect();
+        Ok((past, self.tx.subscribe()))
+    }
+
+    pub(crate) fn subscribe_all(&self) -> broadcast::Receiver<Arc<StoreEvent>> {
+        self.tx.subscribe()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct WatchFilter {
+    pub kind: String,
+    pub namespace: Option<String>,
+}
+
+impl WatchFilter {
+    fn matches(&self, key: &ObjectKey) -> bool {
+        key.kind == self.kind && self.namespace.as_deref().is_none_or(|ns| key.namespace == ns)
+    }
+}
+
+/// A stream of changes to one kind (optionally one namespace).
+pub struct Watch {
+    pending: VecDeque<Arc<StoreEvent>>,
+    rx: broadcast::Receiver<Arc<StoreEvent>>,
+    filter: WatchFilter,
+    /// Events at or below this revision were already delivered (in `pending`).
+    delivered_up_to: u64,
+}
+
+impl Watch {
+    pub(crate) fn new(
+        pending: Vec<Arc<StoreEvent>>,
+        rx: broadcast::Receiver<Arc<StoreEvent>>,
+        filter: WatchFilter,
+        delivered_up_to: u64,
+    ) -> Self {
+        Watch { pending: pending.into(), rx, filter, delivered_up_to }
+    }
+
+    /// The next matching change; `None` when the store is gone.
+    pub async fn next(&mut self) -> Option<Result<Arc<StoreEvent>, WatchError>> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(Ok(e));
+        }
+        loop {
+            match self.rx.recv().await {
+                Ok(e) if e.revision > self.delivered_up_to && self.filter.matches(&e.key) => {
+                    self.delivered_up_to = e.revision;
+                    return Some(Ok(e));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => return Some(Err(WatchError::Lagged(n))),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `wasmctl deploy app.wasm --replicas 5 [--wait]`: uploads the module, then creates (or
+//! updates) a Deployment and, for http components, a Service of the same name.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use wasmkube_api::{
+    Container, Deployment, DeploymentSpec, EnvVar, LabelSelector, Node, ObjectMeta, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Service, ServicePort, ServiceSpec,
+};
+use wasmkube_client::Client;
+
+#[derive(Args)]
+#[command(about = "Deploy a wasm component: module + Deployment (+ Service for http components)")]
+pub struct Deploy {
+    /// The component file (.wasm).
+    file: PathBuf,
+    /// Name of the deployment and service (default: the file stem).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    /// Memory limit per instance (e.g. 64Mi).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Environment variables, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Wait until every replica is ready, showing progress.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+impl Deploy {
+    pub async fn run(self, client: &Client, namespace: &str) -> anyhow::Result<()> {
+        let name = self.deployment_name()?;
+        let bytes = std::fs::read(&self.file).with_context(|| format!("reading {}", self.file.display()))?;
+        let size = bytes.len();
+        let module = client.upload_module(bytes).await.context("uploading the module")?;
+        println!("module/{} uploaded ({} world, {} KiB)", &module.metadata.name[..12], module.spec.world, size.div_ceil(1024));
+
+        let deployment = self.deployment(&name, namespace, &module.spec.digest)?;
+        let started = Instant::now();
+        match client.get::<Deployment>(Some(namespace), &name).await {
+            Ok(mut existing) => {
+                existing.spec.replicas = deployment.spec.replicas;
+                existing.spec.template = deployment.spec.template;
+                client.update(&existing).await?;
+                println!("deployment.apps/{name} configured");
+            }
+            Err(e) if e.code() == Some(404) => {
+                client.create(&deployment).await?;
+                println!("deployment.apps/{name} created");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if module.spec.world == "http" {
+            match client.get::<Service>(Some(namespace), &name).await {
+                Ok(_) => println!("service/{name} unchanged"),
+                Err(e) if e.code() == Some(404) => {
+                    client.create(&service(&name, namespace)).await?;
+                    println!("service/{name} created");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.wait {
+            wait_ready(client, namespace, &name, self.timeout).await?;
+            println!("deployment.apps/{name} ready: {} replicas in {} ms", self.replicas, started.elapsed().as_millis());
+            if module.spec.world == "http" {
+                let proxy = proxy_url(client).await.unwrap_or_else(|| "http://127.0.0.1:8080".into());
+                println!("try: curl -H 'Host: {name}' {proxy}/");
+            }
+        }
+        Ok(())
+    }
+
+    fn deployment_name(&self) -> anyhow::Result<String> {
+        if let Some(n) = &self.name {
+            return Ok(n.clone());
+        }
+        let stem = self.file.file_stem().and_then(|s| s.to_str()).context("the file has no name; pass --name")?;
+        Ok(stem.to_ascii_lowercase().replace('_', "-"))
+    }
+
+    fn deployment(&self, name: &str, namespace: &str, image: &str) -> anyhow::Result<Deployment> {
+        let labels: BTreeMap<String, String> = [("app".to_string(), name.to_string())].into();
+        let env = self
+            .env
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+                Ok(EnvVar { name: k.into(), value: v.into() })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let resources = self.memory.as_ref().map(|m| ResourceRequirements {
+            limits: [("memory".to_string(), m.clone())].into(),
+            requests: BTreeMap::new(),
+        });
+        Ok(Deployment {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            metadata: ObjectMeta { labels: labels.clone(), ..ObjectMeta::named(Some(namespace), name) },
+            spec: DeploymentSpec {
+                replicas: self.replicas,
+                selector: LabelSelector { match_labels: labels.clone() },
+                template: PodTemplateSpec {
+                    metadata: ObjectMeta { labels, ..Default::default() },
+                    spec: PodSpec {
+                        containers: vec![Container { name: name.into(), image: image.into(), args: vec![], env, resources }],
+                        ..Default::default()
+                    },
+                },
+                strategy: None,
+            },
+            status: None,
+        })
+    }
+}
+
+fn service(name: &str, namespace: &str) -> Service {
+    Service {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        metadata: ObjectMeta::named(Some(namespace), name),
+        spec: ServiceSpec {
+            selector: [("app".to_string(), name.to_string())].into(),
+            ports: vec![ServicePort { name: Some("http".into()), port: 80, protocol: Some("TCP".into()) }],
+            type_: None,
+        },
+    }
+}
+
+/// Polls until the deployment's current template has all replicas ready.
+async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let d: Deployment = client.get(Some(namespace), name).await?;
+        let st = d.status.clone().unwrap_or_default();
+        let want = d.spec.replicas;
+        let done = st.observed_generation >= d.metadata.generation.unwrap_or(0)
+            && st.updated_replicas == want
+            && st.ready_replicas == want
+            && st.replicas == want;
+        let progress = format!("{}/{want} ready, {}/{want} up to date", st.ready_replicas, st.updated_replicas);
+        if progress != last {
+            println!("  {name}: {progress}");
+            last = progress;
+        }
+        if done {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("deployment {name} was not ready within {timeout:?} ({last}); see `wasmctl get pods` and `wasmctl get events`");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn proxy_url(client: &Client) -> Option<String> {
+    let nodes: Vec<Node> = client.list(None).await.ok()?;
+    nodes.iter().find_map(|n| n.address("Proxy").map(str::to_string))
+}

@@ -1,0 +1,149 @@
+//! `wasmctl get TYPE [NAME]`: tables, or the objects as JSON/YAML.
+
+use clap::Args;
+use serde_json::Value;
+use wasmkube_client::Client;
+
+use crate::output::{self, Format, age};
+use crate::resources;
+
+#[derive(Args)]
+#[command(about = "List objects: nodes, pods, deployments, services, events, modules")]
+pub struct Get {
+    /// Resource type (or TYPE/NAME).
+    resource: String,
+    /// One object's name.
+    name: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Format,
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Only objects with these labels (key=value[,key=value]).
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+}
+
+impl Get {
+    pub async fn run(self, client: &Client, namespace: &str) -> anyhow::Result<()> {
+        let (kind, name) = resources::target(&self.resource, self.name.as_deref())?;
+        let ns = (kind.namespaced && !self.all_namespaces).then_some(namespace);
+        let items: Vec<Value> = match &name {
+            Some(n) => vec![client.get_path(&kind.object_path(ns, n)).await?],
+            None => {
+                let mut path = kind.collection_path(ns);
+                if let Some(sel) = &self.selector {
+                    path.push_str(&format!("?labelSelector={sel}"));
+                }
+                let list = client.get_path(&path).await?;
+                list["items"].as_array().cloned().unwrap_or_default()
+            }
+        };
+        if self.output != Format::Table {
+            let value = if name.is_some() { items.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(items) };
+            return output::structured(&value, self.output);
+        }
+        if items.is_empty() {
+            eprintln!("No {} found{}.", kind.plural, ns.map(|n| format!(" in namespace {n}")).unwrap_or_default());
+            return Ok(());
+        }
+        let (header, rows) = columns(kind.kind, &items);
+        output::table(&header, &rows);
+        Ok(())
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn created(v: &Value) -> String {
+    age(v["metadata"]["creationTimestamp"].as_str())
+}
+
+fn ready_condition(v: &Value) -> bool {
+    v["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// The table columns of each kind, as kubectl shows them.
+pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let rows = |f: &dyn Fn(&Value) -> Vec<String>| items.iter().map(f).collect::<Vec<_>>();
+    match kind {
+        "Pod" => (
+            vec!["NAME", "READY", "STATUS", "RESTARTS", "NODE", "AGE"],
+            rows(&|p| {
+                let status = p["status"]["reason"].as_str().or(p["status"]["phase"].as_str()).unwrap_or("Pending");
+                vec![
+                    s(&p["metadata"]["name"]),
+                    format!("{}/1", u8::from(ready_condition(p))),
+                    status.to_string(),
+                    p["status"]["restartCount"].as_u64().unwrap_or(0).to_string(),
+                    p["spec"]["nodeName"].as_str().unwrap_or("<none>").to_string(),
+                    created(p),
+                ]
+            }),
+        ),
+        "Deployment" => (
+            vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+            rows(&|d| {
+                let st = &d["status"];
+                vec![
+                    s(&d["metadata"]["name"]),
+                    format!("{}/{}", st["readyReplicas"].as_u64().unwrap_or(0), d["spec"]["replicas"].as_u64().unwrap_or(0)),
+                    st["updatedReplicas"].as_u64().unwrap_or(0).to_string(),
+                    st["availableReplicas"].as_u64().unwrap_or(0).to_string(),
+                    created(d),
+                ]
+            }),
+        ),
+        "Service" => (
+            vec!["NAME", "TYPE", "SELECTOR", "PORTS", "AGE"],
+            rows(&|v| {
+                let selector = v["spec"]["selector"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, val)| format!("{k}={}", s(val))).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default();
+                let ports = v["spec"]["ports"]
+                    .as_array()
+                    .map(|ps| ps.iter().map(|p| format!("{}/TCP", s(&p["port"]))).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default();
+                vec![s(&v["metadata"]["name"]), v["spec"]["type"].as_str().unwrap_or("ClusterIP").into(), selector, ports, created(v)]
+            }),
+        ),
+        "Node" => (
+            vec!["NAME", "STATUS", "PODS", "API", "AGE"],
+            rows(&|n| {
+                let api = n["status"]["addresses"].as_array().and_then(|a| a.iter().find(|x| x["type"] == "API")).map(|x| s(&x["address"]));
+                vec![
+                    s(&n["metadata"]["name"]),
+                    if ready_condition(n) { "Ready" } else { "NotReady" }.into(),
+                    s(&n["status"]["capacity"]["pods"]),
+                    api.unwrap_or_default(),
+                    created(n),
+                ]
+            }),
+        ),
+        "Event" => (
+            vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+            rows(&|e| {
+                let obj = &e["involvedObject"];
+                vec![
+                    age(e["lastTimestamp"].as_str()),
+                    s(&e["type"]),
+                    s(&e["reason"]),
+                    format!("{}/{}", s(&obj["kind"]).to_ascii_lowercase(), s(&obj["name"])),
+                    s(&e["message"]),
+                ]
+            }),
+        ),
+        _ => (
+            vec!["NAME", "WORLD", "SIZE", "AGE"],
+            rows(&|m| vec![s(&m["metadata"]["name"]), s(&m["spec"]["world"]), s(&m["spec"]["size"]), created(m)]),
+        ),
+    }
+}

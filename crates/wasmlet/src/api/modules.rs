@@ -1,0 +1,55 @@
+//! Module upload: `POST /apis/wasmkube.io/v1/modules` with the component's bytes.
+//!
+//! The bytes are checked and compiled *before* anything is stored, so a bad upload leaves
+//! nothing behind. Uploads are idempotent: the name is the sha256 digest.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::StatusCode;
+use wasmkube_api::{Module, ModuleSpec, ObjectMeta};
+use wasmkube_store::{BlobStore, Command, ObjectKey};
+
+use super::{ApiError, ApiState};
+
+pub async fn upload(state: &ApiState, body: Bytes) -> Result<Response, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the upload is empty: send the component's bytes as the body"));
+    }
+    if body.first() == Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "modules are created by uploading the wasm bytes (Content-Type: application/wasm), not JSON",
+        ));
+    }
+    let digest = BlobStore::digest(&body);
+    if let Some(existing) = state.inner.store.get(&ObjectKey::new("Module", None, &digest))? {
+        return Ok(Json(existing).into_response());
+    }
+    let runtime = state.inner.runtime.clone();
+    let (d, bytes) = (digest.clone(), body.clone());
+    let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&d, &bytes))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad_request(format!("the module was refused: {e}")))?;
+    state.inner.blobs.put(&body)?;
+    let module = Module {
+        api_version: "wasmkube.io/v1".into(),
+        kind: "Module".into(),
+        metadata: ObjectMeta {
+            uid: Some(uuid::Uuid::new_v4().to_string()),
+            creation_timestamp: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+            ..ObjectMeta::named(None, &digest)
+        },
+        spec: ModuleSpec { digest: format!("sha256:{digest}"), size: body.len() as u64, world: prepared.world.as_str().into() },
+    };
+    let object = serde_json::to_value(&module).map_err(ApiError::internal)?;
+    match state.inner.cluster.propose(Command::Create { object }).await {
+        Ok(created) => Ok((StatusCode::CREATED, Json(created)).into_response()),
+        // A concurrent upload of the same bytes won the race: same module, same answer.
+        Err(wasmkube_raft::ProposeError::Rejected(wasmkube_store::ApplyError::AlreadyExists(key))) => {
+            let existing = state.inner.store.get(&key)?.ok_or_else(|| ApiError::internal("module vanished"))?;
+            Ok(Json(existing).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

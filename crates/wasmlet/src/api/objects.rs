@@ -1,0 +1,199 @@
+//! Generic CRUD over every kind: list, get, create, update, delete, the status and scale
+//! subresources, and watches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use wasmkube_api::{DEFAULT_NAMESPACE, labels_match, validate_object};
+use wasmkube_store::{Command, ObjectKey};
+
+use super::paths::Target;
+use super::{ApiError, ApiState, logs, modules, watch};
+
+/// Largest JSON object accepted (modules have their own, larger limit).
+const MAX_OBJECT_BYTES: usize = 3 << 20;
+
+pub async fn dispatch(
+    State(state): State<ApiState>,
+    method: Method,
+    Path(params): Path<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let target = Target::from_params(&params)?;
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::too_large(state.inner.max_module_bytes),
+        other => ApiError::bad_request(other.body_text()),
+    })?;
+    if target.kind.kind != "Module" && body.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::too_large(MAX_OBJECT_BYTES));
+    }
+    match (target.sub.as_deref(), target.name.is_some(), &method) {
+        (None, false, &Method::GET) if is_watch(&query) => watch::stream(&state, &target, &query),
+        (None, false, &Method::GET) => list(&state, &target, &query),
+        (None, false, &Method::POST) if target.kind.kind == "Module" => modules::upload(&state, body).await,
+        (None, false, &Method::POST) => create(&state, &target, &body).await,
+        (None, true, &Method::GET) => get(&state, &target).map(|v| Json(v).into_response()),
+        (None, true, &Method::PUT) => update(&state, &target, &body).await,
+        (None, true, &Method::DELETE) => delete(&state, &target).await,
+        (Some("status"), true, &Method::GET) => get(&state, &target).map(|v| Json(v).into_response()),
+        (Some("status"), true, &Method::PUT) => update_status(&state, &target, &body).await,
+        (Some("scale"), true, _) if target.kind.kind == "Deployment" => scale(&state, &target, &method, &body).await,
+        (Some("log"), true, &Method::GET) if target.kind.kind == "Pod" => logs::pod_log(&state, &target, &query),
+        (Some(sub), _, _) => Err(ApiError::not_found(format!("{} has no subresource {sub:?}", target.kind.plural))),
+        (None, _, m) => Err(ApiError::method_not_allowed(format!("{m} is not supported on {}", target.describe()))),
+    }
+}
+
+fn is_watch(query: &HashMap<String, String>) -> bool {
+    matches!(query.get("watch").map(String::as_str), Some("true" | "1"))
+}
+
+fn key(target: &Target) -> Result<ObjectKey, ApiError> {
+    Ok(ObjectKey::new(target.kind.kind, target.namespace.as_deref(), target.name()?))
+}
+
+fn get(state: &ApiState, target: &Target) -> Result<Value, ApiError> {
+    state.inner.store.get(&key(target)?)?.ok_or_else(|| ApiError::not_found(format!("{} not found", target.describe())))
+}
+
+fn list(state: &ApiState, target: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let selector = parse_selector(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let (items, revision) = state.inner.store.list(target.kind.kind, target.namespace.as_deref())?;
+    let items: Vec<Value> = items
+        .into_iter()
+        .filter(|v| selector.is_empty() || labels_match(&selector, &labels_of(v)))
+        .collect();
+    Ok(Json(json!({
+        "apiVersion": target.kind.api_version,
+        "kind": format!("{}List", target.kind.kind),
+        "metadata": {"resourceVersion": revision.to_string()},
+        "items": items,
+    }))
+    .into_response())
+}
+
+/// `a=b,c=d` equality selectors.
+fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim_start_matches('=').trim().to_string()))
+                .ok_or_else(|| ApiError::bad_request(format!("labelSelector {p:?}: only key=value selectors are supported")))
+        })
+        .collect()
+}
+
+fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(v["metadata"]["labels"].clone()).unwrap_or_default()
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))
+}
+
+/// Parses and validates `body` as an object at `target`, with the path's namespace and name.
+fn admit(target: &Target, body: &Bytes) -> Result<Value, ApiError> {
+    let mut value = parse_body(body)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let meta = &mut value["metadata"];
+    if meta.is_null() {
+        *meta = json!({});
+    }
+    if target.kind.namespaced {
+        let path_ns = target.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        match meta.get("namespace").and_then(Value::as_str) {
+            None => meta["namespace"] = Value::String(path_ns),
+            Some(ns) if ns == path_ns => {}
+            Some(ns) => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the object ({ns}) does not match the namespace of the path ({path_ns})"
+                )));
+            }
+        }
+    }
+    if let Some(name) = &target.name
+        && meta.get("name").and_then(Value::as_str) != Some(name.as_str())
+    {
+        return Err(ApiError::bad_request(format!("metadata.name must be {name:?}, the name in the path")));
+    }
+    validate_object(target.kind, value).map_err(|e| ApiError::invalid(format!("{} is invalid: {e}", target.kind.kind)))
+}
+
+async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
+    if target.kind.namespaced && target.namespace.is_none() {
+        return Err(ApiError::bad_request(format!("create {} in a namespace: POST .../namespaces/<ns>/{}", target.kind.plural, target.kind.plural)));
+    }
+    let mut object = admit(target, body)?;
+    let meta = &mut object["metadata"];
+    if meta.get("resourceVersion").is_some() {
+        return Err(ApiError::bad_request("metadata.resourceVersion must not be set on objects to be created"));
+    }
+    meta["uid"] = Value::String(uuid::Uuid::new_v4().to_string());
+    meta["creationTimestamp"] = Value::String(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+    let created = state.inner.cluster.propose(Command::Create { object }).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn update(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
+    let object = admit(target, body)?;
+    let precondition = revision_in(&object)?;
+    let updated = state.inner.cluster.propose(Command::Update { object, precondition }).await?;
+    Ok(Json(updated).into_response())
+}
+
+async fn update_status(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
+    let object = admit(target, body)?;
+    let precondition = revision_in(&object)?;
+    let status = object.get("status").cloned().unwrap_or(Value::Null);
+    let updated = state.inner.cluster.propose(Command::UpdateStatus { key: key(target)?, status, precondition }).await?;
+    Ok(Json(updated).into_response())
+}
+
+async fn delete(state: &ApiState, target: &Target) -> Result<Response, ApiError> {
+    let deleted = state.inner.cluster.propose(Command::Delete { key: key(target)?, precondition: None }).await?;
+    Ok(Json(deleted).into_response())
+}
+
+fn revision_in(object: &Value) -> Result<Option<u64>, ApiError> {
+    match object["metadata"].get("resourceVersion").and_then(Value::as_str) {
+        None | Some("") => Ok(None),
+        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("resourceVersion {rv:?} is not one this server issued"))),
+    }
+}
+
+/// The `autoscaling/v1` Scale view of a Deployment.
+async fn scale(state: &ApiState, target: &Target, method: &Method, body: &Bytes) -> Result<Response, ApiError> {
+    let mut deployment = get(state, target)?;
+    if method == Method::PUT {
+        let scale = parse_body(body)?;
+        let replicas = scale["spec"]["replicas"]
+            .as_u64()
+            .and_then(|r| u32::try_from(r).ok())
+            .ok_or_else(|| ApiError::invalid("Scale is invalid: spec.replicas must be a non-negative integer"))?;
+        let precondition = revision_in(&scale)?;
+        deployment["spec"]["replicas"] = Value::from(replicas);
+        deployment = state.inner.cluster.propose(Command::Update { object: deployment, precondition }).await?;
+    } else if method != Method::GET {
+        return Err(ApiError::method_not_allowed(format!("{method} is not supported on scale")));
+    }
+    let meta = &deployment["metadata"];
+    Ok(Json(json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "resourceVersion": meta["resourceVersion"]},
+        "spec": {"replicas": deployment["spec"]["replicas"]},
+        "status": {"replicas": deployment["status"]["replicas"].as_u64().unwrap_or(0)},
+    }))
+    .into_response())
+}

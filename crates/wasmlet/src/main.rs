@@ -1,0 +1,53 @@
+//! `wasmlet`, the node daemon: parses flags, builds the parts, runs them until a signal.
+
+mod api;
+mod bootstrap;
+mod node;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "The wasmkube node daemon. With no flags: a complete one-node cluster.")]
+pub struct Flags {
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the Raft log, object store, modules and compile cache live.
+    #[arg(long, env = "WASMKUBE_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// API (and, later, peer) address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: String,
+    /// Service proxy address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub proxy_listen: String,
+    /// Where to write the client settings wasmctl reads (default: the user's config dir).
+    #[arg(long, env = "WASMKUBE_CONFIG")]
+    pub client_config: Option<std::path::PathBuf>,
+    /// A pod request's instance is interrupted after this long (e.g. 30s, 500ms).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Largest module upload accepted, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub max_module_mib: usize,
+    /// Pods this node accepts.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: usize,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match node::run(Flags::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wasmlet: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Wiring: open storage, start Raft, the controllers, the agent, the proxy and the API, and
+//! stop them all together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wasmkube_agent::{Agent, AgentConfig};
+use wasmkube_proxy::ProxyState;
+use wasmkube_raft::DriverConfig;
+use wasmkube_runtime::{Runtime, RuntimeConfig, SandboxRegistry};
+use wasmkube_store::{BlobStore, ObjectStore, RaftLog};
+
+use crate::Flags;
+use crate::api::{self, ApiState};
+use crate::bootstrap::{DataDir, host_name, write_client_config};
+
+/// Time given to in-flight requests after a stop signal.
+const GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    let data = DataDir::open(flags.data_dir.clone())?;
+    let node_name = flags.name.clone().unwrap_or_else(host_name);
+    let db = wasmkube_store::open_db(&data.db()).context("opening the node database (is another wasmlet using this --data-dir?)")?;
+    let log = RaftLog::open(db.clone())?;
+    let store = Arc::new(ObjectStore::open(db)?);
+    let blobs = Arc::new(BlobStore::open(&data.modules())?);
+    let token = data.admin_token()?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(data.compile_cache()),
+        request_timeout: flags.request_timeout,
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
+
+    let api_listener = TcpListener::bind(&flags.listen).await.with_context(|| format!("binding the API to {}", flags.listen))?;
+    let proxy_listener =
+        TcpListener::bind(&flags.proxy_listen).await.with_context(|| format!("binding the proxy to {}", flags.proxy_listen))?;
+    let api_url = format!("http://{}", api_listener.local_addr()?);
+    let proxy_url = format!("http://{}", proxy_listener.local_addr()?);
+
+    let (cluster, mut raft_done) = wasmkube_raft::start(DriverConfig::default(), log, store.clone())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let registry = SandboxRegistry::default();
+    let agent_config =
+        AgentConfig { node_name: node_name.clone(), api_url: api_url.clone(), proxy_url: proxy_url.clone(), max_pods: flags.max_pods, heartbeat: Duration::from_secs(10) };
+    let agent = Agent::new(agent_config, cluster.clone(), runtime.clone(), blobs.clone(), registry.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(agent.run(stopped()));
+    tasks.spawn(wasmkube_controllers::run(cluster.clone(), stopped()));
+    let proxy = ProxyState::new(&node_name);
+    tasks.spawn(proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped()));
+
+    let api_state = ApiState::new(cluster.clone(), store, blobs, runtime, registry, token.clone(), flags.max_module_mib << 20);
+    let api_server = axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(stopped());
+    let proxy_server = axum::serve(proxy_listener, wasmkube_proxy::router(proxy)).with_graceful_shutdown(stopped());
+    tasks.spawn(async move {
+        if let Err(e) = api_server.await {
+            tracing::error!("API server failed: {e}");
+        }
+    });
+    tasks.spawn(async move {
+        if let Err(e) = proxy_server.await {
+            tracing::error!("proxy failed: {e}");
+        }
+    });
+
+    let config_path = write_client_config(flags.client_config.clone(), &api_url, &token)?;
+    tracing::info!(node = %node_name, data = %data.root.display(), config = %config_path.display(), "started");
+    // A machine-readable line for scripts and tests: where this node listens.
+    println!("wasmlet ready node={node_name} api={api_url} proxy={proxy_url}");
+
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        r = &mut raft_done => Some(match r {
+            Ok(Err(e)) => anyhow::anyhow!("control plane stopped: {e}"),
+            _ => anyhow::anyhow!("control plane stopped unexpectedly"),
+        }),
+    };
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    drop(cluster);
+    if tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("some tasks did not stop within {GRACE:?}");
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,191 @@
+//! Harness for end-to-end tests and benchmarks: starts real `wasmlet` processes on loopback
+//! (free ports chosen by the OS), runs the real `wasmctl`, and cleans up on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use wasmkube_client::{Client, ClientConfig};
+
+/// How long a wasmlet may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `target/<profile>`: where the test binary and the wasmlet/wasmctl binaries live.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    // Test binaries live in target/<profile>/deps; other binaries one level up.
+    if dir.ends_with("deps") { dir.parent().unwrap_or(dir).to_path_buf() } else { dir.to_path_buf() }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A built example component, e.g. `hello_http`.
+pub fn example(name: &str) -> PathBuf {
+    let path = repo_root().join(format!("examples/target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `make examples` first", path.display());
+    path
+}
+
+/// One running `wasmlet` process.
+pub struct Wasmlet {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub api: String,
+    pub proxy: String,
+    pub token: String,
+    extra_args: Vec<String>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl Wasmlet {
+    /// Starts a one-node cluster in a fresh temporary directory.
+    pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let scratch = tempfile::tempdir()?;
+        let mut node = Self::start_in(scratch.path().to_path_buf(), extra_args)?;
+        node._scratch = Some(scratch);
+        Ok(node)
+    }
+
+    /// Starts a node on `data_dir` (which may hold an earlier node's state).
+    pub fn start_in(data_dir: PathBuf, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, api, proxy) = spawn(&data_dir, &extra_args)?;
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))?.trim().to_string();
+        Ok(Wasmlet { child: Some(child), data_dir, api, proxy, token, extra_args, _scratch: None })
+    }
+
+    /// kill -9: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node again on the same data directory (new ports).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        let (child, api, proxy) = spawn(&self.data_dir, &self.extra_args)?;
+        self.child = Some(child);
+        self.api = api;
+        self.proxy = proxy;
+        Ok(())
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&ClientConfig { server: self.api.clone(), token: self.token.clone() }).expect("client")
+    }
+
+    /// Runs the real `wasmctl` against this node.
+    pub fn wasmctl(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("wasmctl"))
+            .args(args)
+            .env("WASMKUBE_SERVER", &self.api)
+            .env("WASMKUBE_TOKEN", &self.token)
+            .env("WASMKUBE_CONFIG", self.data_dir.join("no-such-config.json"))
+            .output()
+            .expect("wasmctl runs")
+    }
+
+    /// Runs `wasmctl`, failing the test with its output unless it succeeds; returns stdout.
+    pub fn wasmctl_ok(&self, args: &[&str]) -> String {
+        let out = self.wasmctl(args);
+        assert!(
+            out.status.success(),
+            "wasmctl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Wasmlet {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String, String)> {
+    let mut child = Command::new(bin_dir().join("wasmlet"))
+        .arg("--name")
+        .arg("node-a")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
+        .arg("--client-config")
+        .arg(data_dir.join("client.json"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(data_dir.join("wasmlet.log")).or_else(|_| std::fs::File::create("/dev/null"))?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin_dir().join("wasmlet").display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("wasmlet ready") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(data_dir.join("wasmlet.log")).unwrap_or_default();
+            bail!("wasmlet did not become ready within {START_TIMEOUT:?}; its log:\n{log}");
+        }
+    };
+    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
+    let api = field("api=").context("ready line has api=")?;
+    let proxy = field("proxy=").context("ready line has proxy=")?;
+    Ok((child, api, proxy))
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `n` GETs for `/` to service `host` through the proxy; returns (status, pod) pairs.
+pub async fn through_proxy(proxy: &str, host: &str, path: &str, n: usize) -> Vec<(u16, String)> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let resp = http.get(format!("{proxy}{path}")).header("host", host).timeout(Duration::from_secs(10)).send().await;
+        match resp {
+            Ok(r) => {
+                let pod = r.headers().get("x-wasmkube-pod").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                out.push((r.status().as_u16(), pod));
+            }
+            Err(_) => out.push((0, String::new())),
+        }
+    }
+    out
+}
+
+/// The distinct pods that answered 200.
+pub fn distinct_pods(responses: &[(u16, String)]) -> std::collections::BTreeSet<String> {
+    responses.iter().filter(|(s, _)| *s == 200).map(|(_, p)| p.clone()).collect()
+}
