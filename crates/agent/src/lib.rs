@@ -53,7 +53,15 @@ impl Agent {
         blobs: Arc<BlobStore>,
         registry: SandboxRegistry,
     ) -> Self {
-        Agent { config, cluster, runtime, blobs, registry, running: HashMap::new(), rng: StdRng::from_os_rng() }
+        Agent {
+            config,
+            cluster,
+            runtime,
+            blobs,
+            registry,
+            running: HashMap::new(),
+            rng: StdRng::from_os_rng(),
+        }
     }
 
     /// Runs until `shutdown` resolves, then stops every sandbox.
@@ -122,14 +130,19 @@ impl Agent {
     async fn report(&self, pod: &Pod, status: PodStatus) {
         let key = ObjectKey::new("Pod", pod.metadata.namespace.as_deref(), &pod.metadata.name);
         let status = serde_json::to_value(&status).unwrap_or_default();
-        if let Err(e) = self.cluster.propose(Command::UpdateStatus { key, status, precondition: None }).await {
+        if let Err(e) = self.cluster.propose(Command::UpdateStatus { key, status, precondition: None }).await
+        {
             tracing::debug!(pod = %pod.metadata.name, "status not reported yet: {e}");
         }
     }
 }
 
 fn pod_key(p: &Pod) -> String {
-    format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(wasmkube_api::DEFAULT_NAMESPACE), p.metadata.name)
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or(wasmkube_api::DEFAULT_NAMESPACE),
+        p.metadata.name
+    )
 }
 
 fn now() -> String {

@@ -13,8 +13,11 @@ impl Agent {
         ready.reason = Some("WasmletReady".into());
         ready.last_heartbeat_time = Some(now());
         let status = NodeStatus {
-            capacity: [("pods".to_string(), self.config.max_pods.to_string()), ("memory".to_string(), memory_total())]
-                .into(),
+            capacity: [
+                ("pods".to_string(), self.config.max_pods.to_string()),
+                ("memory".to_string(), memory_total()),
+            ]
+            .into(),
             conditions: vec![ready],
             addresses: vec![
                 NodeAddress { type_: "API".into(), address: self.config.api_url.clone() },

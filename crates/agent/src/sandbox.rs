@@ -11,11 +11,23 @@ use crate::{Agent, now, pod_key};
 
 /// A pod as this node runs it.
 pub(crate) enum Sandbox {
-    Http { uid: String, pod: Arc<HttpPod>, started: String },
-    Cli { uid: String, pod: CliPod, started: String },
+    Http {
+        uid: String,
+        pod: Arc<HttpPod>,
+        started: String,
+    },
+    Cli {
+        uid: String,
+        pod: CliPod,
+        started: String,
+    },
     /// Could not be started; the reason is reported and the start is not retried until the
     /// pod is replaced.
-    Failed { uid: String, reason: String, message: String },
+    Failed {
+        uid: String,
+        reason: String,
+        message: String,
+    },
 }
 
 impl Sandbox {
@@ -46,7 +58,11 @@ impl Agent {
         self.registry.insert(key.clone(), LocalPod { uid, http, logs });
         let (type_, reason, message) = match &sandbox {
             Sandbox::Failed { reason, message, .. } => ("Warning", reason.clone(), message.clone()),
-            _ => ("Normal", "Started".to_string(), format!("Started sandbox on node {}", self.config.node_name)),
+            _ => (
+                "Normal",
+                "Started".to_string(),
+                format!("Started sandbox on node {}", self.config.node_name),
+            ),
         };
         tracing::info!(pod = %key, %reason, "{message}");
         self.record_event(pod, type_, &reason, message).await;
@@ -63,22 +79,32 @@ impl Agent {
                 .map(|p| Sandbox::Http { uid: uid.clone(), pod: Arc::new(p), started }),
             ModuleWorld::Cli => {
                 let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
-                CliPod::start(self.runtime.clone(), module, spec, logs, policy)
-                    .map(|p| Sandbox::Cli { uid: uid.clone(), pod: p, started })
+                CliPod::start(self.runtime.clone(), module, spec, logs, policy).map(|p| Sandbox::Cli {
+                    uid: uid.clone(),
+                    pod: p,
+                    started,
+                })
             }
         };
-        result.unwrap_or_else(|e| Sandbox::Failed { uid, reason: "InvalidModule".into(), message: e.to_string() })
+        result.unwrap_or_else(|e| Sandbox::Failed {
+            uid,
+            reason: "InvalidModule".into(),
+            message: e.to_string(),
+        })
     }
 
     /// The pod's module, compiled and pre-instantiated (from the node's cache when it can).
     async fn prepare(&self, pod: &Pod) -> Result<Arc<PreparedModule>, (String, String)> {
-        let digest = pod.spec.containers.first().and_then(|c| c.module_digest()).unwrap_or_default().to_string();
+        let digest =
+            pod.spec.containers.first().and_then(|c| c.module_digest()).unwrap_or_default().to_string();
         if let Some(module) = self.runtime.prepared(&digest) {
             return Ok(module);
         }
         let bytes = match self.blobs.get(&digest) {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => return Err(("ModuleNotFound".into(), format!("module sha256:{digest} is not on this node"))),
+            Ok(None) => {
+                return Err(("ModuleNotFound".into(), format!("module sha256:{digest} is not on this node")));
+            }
             Err(e) => return Err(("ModuleUnreadable".into(), e.to_string())),
         };
         let runtime = self.runtime.clone();
@@ -92,8 +118,10 @@ impl Agent {
     fn sandbox_spec(&self, pod: &Pod) -> SandboxSpec {
         let container = pod.spec.containers.first().cloned().unwrap_or_default();
         let limits = self.runtime.config();
-        let memory_limit = container.memory_limit().unwrap_or(limits.default_memory_limit).min(limits.max_memory);
-        let mut env: Vec<(String, String)> = container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+        let memory_limit =
+            container.memory_limit().unwrap_or(limits.default_memory_limit).min(limits.max_memory);
+        let mut env: Vec<(String, String)> =
+            container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
         env.push(("WASMKUBE_POD_NAME".into(), pod.metadata.name.clone()));
         env.push(("WASMKUBE_POD_NAMESPACE".into(), pod.metadata.namespace.clone().unwrap_or_default()));
         env.push(("WASMKUBE_NODE_NAME".into(), self.config.node_name.clone()));

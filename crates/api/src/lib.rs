@@ -14,10 +14,10 @@ mod status;
 mod validation;
 mod workload;
 
-pub use kinds::{KindInfo, KINDS, find_kind, find_kind_by_plural};
+pub use kinds::{KINDS, KindInfo, find_kind, find_kind_by_plural};
 pub use meta::{
-    Condition, LabelSelector, ListMeta, ObjectList, ObjectMeta, ObjectReference, OwnerReference,
-    WatchEvent, labels_match,
+    Condition, LabelSelector, ListMeta, ObjectList, ObjectMeta, ObjectReference, OwnerReference, WatchEvent,
+    labels_match,
 };
 pub use module::{Module, ModuleSpec, ModuleWorld};
 pub use node::{Node, NodeAddress, NodeSpec, NodeStatus};
@@ -26,8 +26,8 @@ pub use quantity::parse_memory;
 pub use status::Status;
 pub use validation::{ValidationError, validate_object};
 pub use workload::{
-    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, PodTemplateSpec,
-    RollingUpdate, Service, ServicePort, ServiceSpec,
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, PodTemplateSpec, RollingUpdate,
+    Service, ServicePort, ServiceSpec,
 };
 
 /// The namespace objects land in when none is given.

@@ -63,10 +63,16 @@ impl Resource for Module {
     }
     fn validate(&self) -> Result<(), ValidationError> {
         if ModuleWorld::parse(&self.spec.world).is_none() {
-            return Err(ValidationError::new("spec.world", format!("{:?} is not http or cli", self.spec.world)));
+            return Err(ValidationError::new(
+                "spec.world",
+                format!("{:?} is not http or cli", self.spec.world),
+            ));
         }
         if self.spec.digest.strip_prefix("sha256:") != Some(self.metadata.name.as_str()) {
-            return Err(ValidationError::new("metadata.name", "must be the hex digest of spec.digest".to_string()));
+            return Err(ValidationError::new(
+                "metadata.name",
+                "must be the hex digest of spec.digest".to_string(),
+            ));
         }
         Ok(())
     }

@@ -55,18 +55,12 @@ pub struct NodeAddress {
 
 impl Node {
     pub fn is_ready(&self) -> bool {
-        self.status
-            .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
+        self.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
     }
 
     /// Pod slots this node offers (0 when unknown).
     pub fn pod_capacity(&self) -> usize {
-        self.status
-            .as_ref()
-            .and_then(|s| s.capacity.get("pods"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0)
+        self.status.as_ref().and_then(|s| s.capacity.get("pods")).and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 
     pub fn address(&self, type_: &str) -> Option<&str> {

@@ -123,9 +123,7 @@ pub struct PodStatus {
 impl Pod {
     /// True when the pod's Ready condition is True.
     pub fn is_ready(&self) -> bool {
-        self.status
-            .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
+        self.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
     }
 
     pub fn phase(&self) -> &str {
@@ -176,7 +174,8 @@ impl PodSpec {
                             "only memory is supported".to_string(),
                         ));
                     }
-                    parse_memory(v).map_err(|e| ValidationError::new(format!("{cat}.resources.{name}.memory"), e))?;
+                    parse_memory(v)
+                        .map_err(|e| ValidationError::new(format!("{cat}.resources.{name}.memory"), e))?;
                 }
             }
         }

@@ -12,13 +12,10 @@ pub fn parse_memory(q: &str) -> Result<u64, String> {
         ("G", 1_000_000_000),
         ("T", 1_000_000_000_000),
     ];
-    let (digits, factor) = SUFFIXES
-        .iter()
-        .find_map(|(s, f)| q.strip_suffix(s).map(|d| (d, *f)))
-        .unwrap_or((q, 1));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{q:?} is not a memory quantity (examples: 64Mi, 1Gi, 500M)"))?;
+    let (digits, factor) =
+        SUFFIXES.iter().find_map(|(s, f)| q.strip_suffix(s).map(|d| (d, *f))).unwrap_or((q, 1));
+    let n: u64 =
+        digits.parse().map_err(|_| format!("{q:?} is not a memory quantity (examples: 64Mi, 1Gi, 500M)"))?;
     n.checked_mul(factor).ok_or_else(|| format!("{q:?} is too large"))
 }
 

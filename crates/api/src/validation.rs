@@ -21,12 +21,15 @@ impl ValidationError {
 /// Checks a DNS-1123 label-ish name: lower-case alphanumerics and '-', 1..=63 characters.
 /// Module names (64 hex digits) are checked by the Module kind itself.
 pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ValidationError> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_chars =
+        name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     let ok_ends = !name.starts_with(['-', '.']) && !name.ends_with(['-', '.']);
     if name.is_empty() || name.len() > 63 || !ok_chars || !ok_ends {
         return Err(ValidationError::new(
             field,
-            format!("{name:?} is not a valid name: use 1-63 lower-case letters, digits, '-' or '.', starting and ending alphanumeric"),
+            format!(
+                "{name:?} is not a valid name: use 1-63 lower-case letters, digits, '-' or '.', starting and ending alphanumeric"
+            ),
         ));
     }
     Ok(())

@@ -104,7 +104,10 @@ impl Resource for Deployment {
         if let Some(kind) = self.spec.strategy.as_ref().and_then(|s| s.type_.as_deref())
             && kind != "RollingUpdate"
         {
-            return Err(ValidationError::new("spec.strategy.type", format!("{kind:?} is not supported; use RollingUpdate")));
+            return Err(ValidationError::new(
+                "spec.strategy.type",
+                format!("{kind:?} is not supported; use RollingUpdate"),
+            ));
         }
         self.spec.template.spec.validate("spec.template.spec")
     }

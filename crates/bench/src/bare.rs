@@ -28,7 +28,8 @@ pub async fn serve(wasm: &Path) -> anyhow::Result<()> {
                 let pod = pod.clone();
                 async move { pod.handle(req).await }
             });
-            let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+            let _ =
+                http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -10,7 +10,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// Returns successful requests per second.
-pub async fn run(addr: SocketAddr, host: &str, connections: usize, duration: Duration) -> anyhow::Result<f64> {
+pub async fn run(
+    addr: SocketAddr,
+    host: &str,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let deadline = Instant::now() + duration;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..connections {

@@ -42,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Mode::ServeBare) = flags.mode {
         return bare::serve(&flags.wasm).await;
     }
-    let bytes = std::fs::read(&flags.wasm).map_err(|e| anyhow::anyhow!("reading {}: {e} (run `make examples`)", flags.wasm.display()))?;
+    let bytes = std::fs::read(&flags.wasm)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e} (run `make examples`)", flags.wasm.display()))?;
     instantiate_latency(&bytes).await?;
     let node = node::Node::start()?;
     node::deploy_to_ready(&node, &flags.wasm).await?;

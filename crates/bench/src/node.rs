@@ -47,7 +47,9 @@ pub async fn deploy_to_ready(node: &Node, wasm: &Path) -> anyhow::Result<()> {
         })
         .await?;
         runs.push(start.elapsed());
-        client.delete(wasmkube_api::find_kind("Deployment").expect("registered"), Some("default"), &name).await?;
+        client
+            .delete(wasmkube_api::find_kind("Deployment").expect("registered"), Some("default"), &name)
+            .await?;
     }
     runs.sort();
     println!(

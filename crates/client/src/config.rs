@@ -37,7 +37,9 @@ impl ClientConfig {
     }
 
     pub fn read(path: &Path) -> Result<Self, ClientError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ClientError::Config(format!("reading {}: {e}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| ClientError::Config(format!("{} is not a wasmkube config: {e}", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Config(format!("reading {}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Config(format!("{} is not a wasmkube config: {e}", path.display())))
     }
 }

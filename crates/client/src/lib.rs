@@ -50,7 +50,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Config(format!("building the HTTP client: {e}")))?;
-        Ok(Client { http, server: config.server.trim_end_matches('/').to_string(), token: config.token.clone() })
+        Ok(Client {
+            http,
+            server: config.server.trim_end_matches('/').to_string(),
+            token: config.token.clone(),
+        })
     }
 
     pub fn server(&self) -> &str {
@@ -62,13 +66,18 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let code = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        Err(ClientError::Api(serde_json::from_str(&text).unwrap_or_else(|_| Status::failure(code, "Unknown", text))))
+        Err(ClientError::Api(
+            serde_json::from_str(&text).unwrap_or_else(|_| Status::failure(code, "Unknown", text)),
+        ))
     }
 
     async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
@@ -88,7 +97,8 @@ impl Client {
 
     /// Lists `T` in `namespace`, or in every namespace when `None`.
     pub async fn list<T: Resource>(&self, namespace: Option<&str>) -> Result<Vec<T>> {
-        let list: ObjectList<T> = self.json(self.request(reqwest::Method::GET, &T::KIND.collection_path(namespace))).await?;
+        let list: ObjectList<T> =
+            self.json(self.request(reqwest::Method::GET, &T::KIND.collection_path(namespace))).await?;
         Ok(list.items)
     }
 
@@ -117,7 +127,8 @@ impl Client {
     /// Uploads a component; returns its Module (the existing one if already uploaded).
     pub async fn upload_module(&self, bytes: Vec<u8>) -> Result<Module> {
         let path = Module::KIND.collection_path(None);
-        let req = self.request(reqwest::Method::POST, &path).header("content-type", "application/wasm").body(bytes);
+        let req =
+            self.request(reqwest::Method::POST, &path).header("content-type", "application/wasm").body(bytes);
         self.json(req).await
     }
 
@@ -127,6 +138,10 @@ impl Client {
         if let Some(n) = tail {
             path.push_str(&format!("?tailLines={n}"));
         }
-        self.send(self.request(reqwest::Method::GET, &path)).await?.text().await.map_err(|e| ClientError::Decode(e.to_string()))
+        self.send(self.request(reqwest::Method::GET, &path))
+            .await?
+            .text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 }

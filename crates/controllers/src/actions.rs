@@ -8,10 +8,21 @@ use wasmkube_api::{DeploymentStatus, Event, ObjectMeta, ObjectReference, Pod};
 pub enum Action {
     CreatePod(Box<Pod>),
     /// Delete, but only if the pod is still at `resource_version`.
-    DeletePod { namespace: String, name: String, resource_version: u64 },
+    DeletePod {
+        namespace: String,
+        name: String,
+        resource_version: u64,
+    },
     /// Bind an existing pod to `node`.
-    BindPod { pod: Box<Pod>, node: String },
-    UpdateDeploymentStatus { namespace: String, name: String, status: DeploymentStatus },
+    BindPod {
+        pod: Box<Pod>,
+        node: String,
+    },
+    UpdateDeploymentStatus {
+        namespace: String,
+        name: String,
+        status: DeploymentStatus,
+    },
     RecordEvent(Box<Event>),
 }
 

@@ -15,7 +15,8 @@ const SOURCE: &str = "deployment-controller";
 /// a template change is seen as a new revision to roll out.
 pub fn template_hash(d: &Deployment) -> String {
     let json = serde_json::to_vec(&d.spec.template).unwrap_or_default();
-    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let hash =
+        json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
     format!("{:010x}", hash & 0xff_ffff_ffff)
 }
 
@@ -24,7 +25,10 @@ fn owned_by<'a>(d: &Deployment, pods: &'a [Pod]) -> Vec<&'a Pod> {
     pods.iter()
         .filter(|p| {
             p.metadata.namespace == d.metadata.namespace
-                && p.metadata.owner_references.iter().any(|o| o.kind == "Deployment" && Some(o.uid.as_str()) == uid)
+                && p.metadata
+                    .owner_references
+                    .iter()
+                    .any(|o| o.kind == "Deployment" && Some(o.uid.as_str()) == uid)
         })
         .collect()
 }
@@ -60,14 +64,22 @@ pub fn plan_deployment<R: Rng>(d: &Deployment, pods: &[Pod], ctx: &mut PlanConte
 
     // Shrink the current template to the wanted count, unready and newest first.
     let excess = current.len().saturating_sub(want);
-    let deleting: Vec<Action> = sorted_for_deletion(current.clone()).into_iter().take(excess).map(delete).collect();
+    let deleting: Vec<Action> =
+        sorted_for_deletion(current.clone()).into_iter().take(excess).map(delete).collect();
     actions.extend(deleting);
 
     if to_create > 0 || excess > 0 {
         let verb = if to_create > 0 { "up" } else { "down" };
         let involved = reference(d);
         let msg = format!("Scaled {verb} pods of {} to {want} (template {hash})", d.metadata.name);
-        actions.push(Action::RecordEvent(Box::new(event_for(ctx, involved, "Normal", "ScalingReplicaSet", msg, SOURCE))));
+        actions.push(Action::RecordEvent(Box::new(event_for(
+            ctx,
+            involved,
+            "Normal",
+            "ScalingReplicaSet",
+            msg,
+            SOURCE,
+        ))));
     }
 
     let status = DeploymentStatus {
@@ -94,7 +106,9 @@ pub fn plan_orphans(deployments: &[Deployment], pods: &[Pod]) -> Vec<Action> {
             let owners: Vec<&OwnerReference> =
                 p.metadata.owner_references.iter().filter(|o| o.kind == "Deployment").collect();
             !owners.is_empty()
-                && !owners.iter().any(|o| deployments.iter().any(|d| d.metadata.uid.as_deref() == Some(o.uid.as_str())))
+                && !owners
+                    .iter()
+                    .any(|o| deployments.iter().any(|d| d.metadata.uid.as_deref() == Some(o.uid.as_str())))
         })
         .map(delete)
         .collect()
@@ -177,11 +191,16 @@ mod tests {
     }
 
     fn deployment(replicas: u32, image_char: char) -> Deployment {
-        let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), "hello".to_string())].into();
+        let labels: std::collections::BTreeMap<String, String> =
+            [("app".to_string(), "hello".to_string())].into();
         Deployment {
             api_version: "apps/v1".into(),
             kind: "Deployment".into(),
-            metadata: ObjectMeta { uid: Some("d-uid".into()), generation: Some(1), ..ObjectMeta::named(Some("default"), "hello") },
+            metadata: ObjectMeta {
+                uid: Some("d-uid".into()),
+                generation: Some(1),
+                ..ObjectMeta::named(Some("default"), "hello")
+            },
             spec: wasmkube_api::DeploymentSpec {
                 replicas,
                 selector: LabelSelector { match_labels: labels.clone() },
@@ -224,14 +243,20 @@ mod tests {
         assert_eq!(p.metadata.owner_references[0].uid, "d-uid");
         assert_eq!(p.metadata.labels.get("app").map(String::as_str), Some("hello"));
         assert_eq!(p.metadata.labels.get(TEMPLATE_HASH_LABEL), Some(&template_hash(&d)));
-        assert!(actions.iter().any(|a| matches!(a, Action::RecordEvent(e) if e.reason == "ScalingReplicaSet")));
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::RecordEvent(e) if e.reason == "ScalingReplicaSet"))
+        );
     }
 
     #[test]
     fn scales_down_unready_first_and_is_idle_when_converged() {
         let d = deployment(2, 'a');
         let mut c = ctx();
-        let pods = vec![existing(&d, true, "1", &mut c), existing(&d, false, "2", &mut c), existing(&d, true, "3", &mut c)];
+        let pods = vec![
+            existing(&d, true, "1", &mut c),
+            existing(&d, false, "2", &mut c),
+            existing(&d, true, "3", &mut c),
+        ];
         let actions = plan_deployment(&d, &pods, &mut c);
         assert_eq!(count(&actions), (0, 1));
         assert!(actions.iter().any(|a| matches!(a, Action::DeletePod { resource_version: 2, .. })));

@@ -53,7 +53,8 @@ async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<usi
     let snapshot = Snapshot::read(cluster.store()).map_err(|e| e.to_string())?;
     let seed: u64 = rand::Rng::random(rng);
     let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };
-    let mut actions: Vec<Action> = snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)).collect();
+    let mut actions: Vec<Action> =
+        snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)).collect();
     actions.extend(plan_orphans(&snapshot.deployments, &snapshot.pods));
     plan_placement(&snapshot, &mut actions, &mut ctx);
     let n = actions.len();
@@ -72,9 +73,10 @@ async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<usi
 async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeError> {
     let command = match action {
         Action::CreatePod(pod) => Command::Create { object: json(&*pod) },
-        Action::DeletePod { namespace, name, resource_version } => {
-            Command::Delete { key: ObjectKey::new("Pod", Some(&namespace), &name), precondition: Some(resource_version) }
-        }
+        Action::DeletePod { namespace, name, resource_version } => Command::Delete {
+            key: ObjectKey::new("Pod", Some(&namespace), &name),
+            precondition: Some(resource_version),
+        },
         Action::BindPod { mut pod, node } => {
             let precondition = pod.metadata.revision();
             pod.spec.node_name = Some(node);

@@ -35,7 +35,12 @@ impl ProxyState {
 
     /// Rebuilds the table now, and again whenever the store or the local sandboxes change,
     /// until `shutdown` resolves.
-    pub async fn keep_table_fresh(self, store: Arc<ObjectStore>, local: SandboxRegistry, shutdown: impl Future<Output = ()>) {
+    pub async fn keep_table_fresh(
+        self,
+        store: Arc<ObjectStore>,
+        local: SandboxRegistry,
+        shutdown: impl Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let mut changes = store.subscribe_all();
         let mut sandboxes = local.subscribe();
@@ -59,16 +64,27 @@ pub fn router(state: ProxyState) -> Router {
 }
 
 async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("");
     let Some(service) = parse_host(host) else {
-        return error(StatusCode::NOT_FOUND, format!("{host:?} does not name a service (use <service>[.<namespace>])"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("{host:?} does not name a service (use <service>[.<namespace>])"),
+        );
     };
     let table = state.table();
     let Some(entry) = table.lookup(&service) else {
         return error(StatusCode::NOT_FOUND, format!("service {} not found", display(&service)));
     };
     if entry.endpoints.is_empty() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("service {} has no ready pods", display(&service)));
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("service {} has no ready pods", display(&service)),
+        );
     }
     // Only a request that was never sent moves on to the next pod: admission comes first.
     let Some((endpoint, admission)) = entry.candidates().into_iter().find_map(|i| {
@@ -105,7 +121,8 @@ fn request_error(pod: &str, e: &RequestError) -> Response {
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("wasmkube proxy: {message}\n")).into_response()
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("wasmkube proxy: {message}\n"))
+        .into_response()
 }
 
 fn display(s: &ServiceName) -> String {

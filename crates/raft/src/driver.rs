@@ -26,7 +26,11 @@ pub struct DriverConfig {
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        DriverConfig { node_id: 1, tick: Duration::from_millis(100), propose_timeout: Duration::from_secs(10) }
+        DriverConfig {
+            node_id: 1,
+            tick: Duration::from_millis(100),
+            propose_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -82,13 +86,22 @@ pub fn start(
         node_id: config.node_id,
         propose_timeout: config.propose_timeout,
     };
-    let mut driver =
-        Driver { node, log, store, leader: leader_tx, pending: HashMap::new(), next_proposal: 1, node_id: config.node_id };
+    let mut driver = Driver {
+        node,
+        log,
+        store,
+        leader: leader_tx,
+        pending: HashMap::new(),
+        next_proposal: 1,
+        node_id: config.node_id,
+    };
     let tick = config.tick;
     std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || {
             let result = driver.run(rx, tick);
+            // Close storage before reporting, so a caller may reopen it at once.
+            drop(driver);
             if let Err(e) = &result {
                 tracing::error!("raft driver stopped: {e}");
             }
@@ -199,16 +212,12 @@ impl Driver {
     fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), StoreError> {
         use protobuf::Message as _;
         let cs = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
-            let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| StoreError::Corrupt {
-                what: "conf change".into(),
-                detail: e.to_string(),
-            })?;
+            let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                .map_err(|e| StoreError::Corrupt { what: "conf change".into(), detail: e.to_string() })?;
             self.node.apply_conf_change(&cc)
         } else {
-            let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| StoreError::Corrupt {
-                what: "conf change".into(),
-                detail: e.to_string(),
-            })?;
+            let cc = ConfChange::parse_from_bytes(&entry.data)
+                .map_err(|e| StoreError::Corrupt { what: "conf change".into(), detail: e.to_string() })?;
             self.node.apply_conf_change(&cc)
         };
         match cs {
@@ -222,7 +231,11 @@ impl Driver {
 
     fn publish_leader(&mut self) {
         let raft = &self.node.raft;
-        let state = LeaderState { leader_id: raft.leader_id, term: raft.term, is_leader: raft.state == StateRole::Leader };
+        let state = LeaderState {
+            leader_id: raft.leader_id,
+            term: raft.term,
+            is_leader: raft.state == StateRole::Leader,
+        };
         self.leader.send_if_modified(|old| {
             let changed = *old != state;
             *old = state;

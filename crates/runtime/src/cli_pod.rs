@@ -47,12 +47,16 @@ impl CliPod {
         restart_policy: &str,
     ) -> Result<Self, ModuleError> {
         let command = module.command.clone().ok_or_else(|| {
-            ModuleError::UnsupportedWorld(format!("module {} is an http component, not a cli one", module.digest))
+            ModuleError::UnsupportedWorld(format!(
+                "module {} is an http component, not a cli one",
+                module.digest
+            ))
         })?;
         let (tx, state) = watch::channel(CliPodState::default());
         let policy = restart_policy.to_string();
         let task_logs = logs.clone();
-        let task = tokio::spawn(async move { supervise(runtime, command, spec, task_logs, &policy, tx).await });
+        let task =
+            tokio::spawn(async move { supervise(runtime, command, spec, task_logs, &policy, tx).await });
         Ok(CliPod { state, task, logs })
     }
 
@@ -119,7 +123,12 @@ async fn supervise(
     }
 }
 
-async fn run_once(runtime: &Runtime, command: &CommandPre<HostState>, spec: &SandboxSpec, logs: &LogBuffer) -> Result<(), String> {
+async fn run_once(
+    runtime: &Runtime,
+    command: &CommandPre<HostState>,
+    spec: &SandboxSpec,
+    logs: &LogBuffer,
+) -> Result<(), String> {
     let mut store = Store::new(&runtime.engine, HostState::new(spec, logs, 16));
     store.limiter(|s| &mut s.limits);
     // Long-running: yield to the scheduler at every tick instead of trapping.

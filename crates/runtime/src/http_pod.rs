@@ -54,9 +54,17 @@ pub struct HttpPod {
 }
 
 impl HttpPod {
-    pub fn new(runtime: Arc<Runtime>, module: &PreparedModule, spec: SandboxSpec, logs: LogBuffer) -> Result<Self, ModuleError> {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        module: &PreparedModule,
+        spec: SandboxSpec,
+        logs: LogBuffer,
+    ) -> Result<Self, ModuleError> {
         let proxy = module.proxy.clone().ok_or_else(|| {
-            ModuleError::UnsupportedWorld(format!("module {} is a cli component, not an http one", module.digest))
+            ModuleError::UnsupportedWorld(format!(
+                "module {} is a cli component, not an http one",
+                module.digest
+            ))
         })?;
         let concurrency = Arc::new(Semaphore::new(runtime.config.pod_concurrency));
         Ok(HttpPod {
@@ -86,7 +94,8 @@ impl HttpPod {
     }
 
     fn new_store(&self) -> Store<HostState> {
-        let mut store = Store::new(&self.runtime.engine, HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE));
+        let mut store =
+            Store::new(&self.runtime.engine, HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE));
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(Runtime::ticks(self.runtime.config.request_timeout));
         store
@@ -95,7 +104,11 @@ impl HttpPod {
     /// Creates and drops one instance without calling it: what per-request instantiation costs.
     pub async fn instantiate_once(&self) -> Result<(), RequestError> {
         let mut store = self.new_store();
-        self.proxy.instantiate_async(&mut store).await.map(drop).map_err(|e| RequestError::Trap(format!("{e:#}")))
+        self.proxy
+            .instantiate_async(&mut store)
+            .await
+            .map(drop)
+            .map_err(|e| RequestError::Trap(format!("{e:#}")))
     }
 
     /// Reserves a concurrency slot, or `None` when the pod is at its limit. A caller holding
@@ -115,7 +128,11 @@ impl HttpPod {
     }
 
     /// Serves one request in a slot reserved by `try_admit`.
-    pub async fn serve<B>(&self, admission: Admission, req: hyper::Request<B>) -> Result<PodResponse, RequestError>
+    pub async fn serve<B>(
+        &self,
+        admission: Admission,
+        req: hyper::Request<B>,
+    ) -> Result<PodResponse, RequestError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -127,13 +144,23 @@ impl HttpPod {
         result
     }
 
-    async fn invoke<B>(&self, req: hyper::Request<B>, permit: tokio::sync::OwnedSemaphorePermit) -> Result<PodResponse, RequestError>
+    async fn invoke<B>(
+        &self,
+        req: hyper::Request<B>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<PodResponse, RequestError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let timeout = self.runtime.config.request_timeout;
-        let slot = self.runtime.instance_slots.clone().acquire_owned().await.map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?;
+        let slot = self
+            .runtime
+            .instance_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?;
         let mut store = self.new_store();
         let (tx, rx) = oneshot::channel();
         let host_err = |e: wasmtime::Error| RequestError::NoResponse(format!("{e:#}"));
@@ -150,9 +177,13 @@ impl HttpPod {
         let abort = task.abort_handle();
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(resp))) => Ok(resp.map(|body| body.map_err(|e| e).boxed_unsync())),
-            Ok(Ok(Err(code))) => Err(RequestError::NoResponse(format!("the module answered with error {code:?}"))),
+            Ok(Ok(Err(code))) => {
+                Err(RequestError::NoResponse(format!("the module answered with error {code:?}")))
+            }
             Ok(Err(_)) => Err(match task.await {
-                Ok(Ok(())) => RequestError::NoResponse("the handler returned without setting a response".into()),
+                Ok(Ok(())) => {
+                    RequestError::NoResponse("the handler returned without setting a response".into())
+                }
                 Ok(Err(e)) => classify_trap(&e, timeout),
                 Err(e) => RequestError::NoResponse(format!("the instance task failed: {e}")),
             }),

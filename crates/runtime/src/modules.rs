@@ -46,9 +46,13 @@ impl Runtime {
             return Ok(p);
         }
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
         let world = classify(&self.engine, &component)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| ModuleError::MissingImport(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ModuleError::MissingImport(format!("{e:#}")))?;
         let prepared = match world {
             ModuleWorld::Http => PreparedModule {
                 digest: digest.to_string(),
@@ -64,10 +68,7 @@ impl Runtime {
             },
         };
         let prepared = Arc::new(prepared);
-        self.prepared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest.to_string(), prepared.clone());
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).insert(digest.to_string(), prepared.clone());
         Ok(prepared)
     }
 
@@ -90,7 +91,8 @@ fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
 }
 
 fn classify(engine: &wasmtime::Engine, component: &Component) -> Result<ModuleWorld, ModuleError> {
-    let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> =
+        component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
     let has = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
     if has("wasi:http/incoming-handler@0.2") {
         Ok(ModuleWorld::Http)

@@ -11,7 +11,9 @@ pub struct Unschedulable(pub String);
 /// Picks a node for `pod`: Ready, not cordoned, with a free pod slot; then the one running
 /// the fewest pods (spreading replicas), ties broken by name for determinism.
 pub fn place(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<String, Unschedulable> {
-    let load = |node: &Node| pods.iter().filter(|p| p.spec.node_name.as_deref() == Some(node.metadata.name.as_str())).count();
+    let load = |node: &Node| {
+        pods.iter().filter(|p| p.spec.node_name.as_deref() == Some(node.metadata.name.as_str())).count()
+    };
     let mut reasons = Vec::new();
     let best = nodes
         .iter()
@@ -33,8 +35,12 @@ pub fn place(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<String, Unschedu
         .min_by(|a, b| load(a).cmp(&load(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name)));
     match best {
         Some(node) => Ok(node.metadata.name.clone()),
-        None if nodes.is_empty() => Err(Unschedulable(format!("no nodes to place pod {}", pod.metadata.name))),
-        None => Err(Unschedulable(format!("0/{} nodes can take the pod ({})", nodes.len(), reasons.join(", ")))),
+        None if nodes.is_empty() => {
+            Err(Unschedulable(format!("no nodes to place pod {}", pod.metadata.name)))
+        }
+        None => {
+            Err(Unschedulable(format!("0/{} nodes can take the pod ({})", nodes.len(), reasons.join(", "))))
+        }
     }
 }
 

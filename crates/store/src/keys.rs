@@ -12,7 +12,11 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(kind: &str, namespace: Option<&str>, name: &str) -> Self {
-        ObjectKey { kind: kind.to_string(), namespace: namespace.unwrap_or("").to_string(), name: name.to_string() }
+        ObjectKey {
+            kind: kind.to_string(),
+            namespace: namespace.unwrap_or("").to_string(),
+            name: name.to_string(),
+        }
     }
 
     /// The key of the object `value` describes, from its `kind` and `metadata`.

@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::watch::{WatchFilter, WatchHub};
 use crate::{
-    ApplyError, CF_META, CF_OBJECTS, Command, EventType, ObjectKey, StoreError, StoreEvent, Watch, WatchError, cf,
+    ApplyError, CF_META, CF_OBJECTS, Command, EventType, ObjectKey, StoreError, StoreEvent, Watch,
+    WatchError, cf,
 };
 
 const META_REVISION: &[u8] = b"revision";
@@ -66,7 +67,8 @@ impl ObjectStore {
         };
         let prefix = ObjectKey::prefix(kind, namespace);
         let mut items = Vec::new();
-        let iter = snapshot.iterator_cf(cf(&self.db, CF_OBJECTS), IteratorMode::From(&prefix, rocksdb::Direction::Forward));
+        let iter = snapshot
+            .iterator_cf(cf(&self.db, CF_OBJECTS), IteratorMode::From(&prefix, rocksdb::Direction::Forward));
         for entry in iter {
             let (k, v) = entry?;
             if !k.starts_with(&prefix) {
@@ -79,7 +81,12 @@ impl ObjectStore {
 
     /// Watches `kind` (in `namespace`) from `since`, or — when `since` is `None` — from now,
     /// starting with an ADDED event per existing object, as Kubernetes does.
-    pub fn watch(&self, kind: &str, namespace: Option<&str>, since: Option<u64>) -> Result<Watch, WatchError> {
+    pub fn watch(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<Watch, WatchError> {
         let filter = WatchFilter { kind: kind.to_string(), namespace: namespace.map(str::to_string) };
         let hub = self.lock_hub();
         match since {
@@ -287,7 +294,11 @@ mod tests {
         assert_eq!(store.applied_index(), 4);
 
         let key = ObjectKey::new("Pod", Some("default"), "a");
-        let status = Command::UpdateStatus { key: key.clone(), status: json!({"phase": "Running"}), precondition: None };
+        let status = Command::UpdateStatus {
+            key: key.clone(),
+            status: json!({"phase": "Running"}),
+            precondition: None,
+        };
         let c = store.apply(5, &status).expect("io").expect("status");
         assert_eq!(c["metadata"]["generation"], 2, "status writes do not bump generation");
         let again = Command::Update { object: pod("a", "y"), precondition: None };
@@ -340,7 +351,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            vec![(EventType::Added, "a".into()), (EventType::Added, "b".into()), (EventType::Deleted, "a".into())]
+            vec![
+                (EventType::Added, "a".into()),
+                (EventType::Added, "b".into()),
+                (EventType::Deleted, "a".into())
+            ]
         );
     }
 

@@ -39,10 +39,12 @@ impl RaftLog {
         let state = cf(&db, CF_RAFT_STATE);
         let mut bounds = LogBounds::default();
         if let Some(b) = db.get_cf(state, HARD_STATE)? {
-            bounds.hard_state = HardState::parse_from_bytes(&b).map_err(|e| StoreError::corrupt("hard state", e))?;
+            bounds.hard_state =
+                HardState::parse_from_bytes(&b).map_err(|e| StoreError::corrupt("hard state", e))?;
         }
         if let Some(b) = db.get_cf(state, CONF_STATE)? {
-            bounds.conf_state = ConfState::parse_from_bytes(&b).map_err(|e| StoreError::corrupt("conf state", e))?;
+            bounds.conf_state =
+                ConfState::parse_from_bytes(&b).map_err(|e| StoreError::corrupt("conf state", e))?;
         }
         let log = cf(&db, CF_RAFT_LOG);
         let mut first = db.iterator_cf(log, rocksdb::IteratorMode::Start);
@@ -167,10 +169,14 @@ impl raft::Storage for RaftLog {
         let log = cf(&self.db, CF_RAFT_LOG);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        let iter = self.db.iterator_cf(log, rocksdb::IteratorMode::From(&low.to_be_bytes(), rocksdb::Direction::Forward));
+        let iter = self
+            .db
+            .iterator_cf(log, rocksdb::IteratorMode::From(&low.to_be_bytes(), rocksdb::Direction::Forward));
         for item in iter {
             let (k, v) = item.map_err(|e| storage_error(e.into()))?;
-            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| raft::Error::Store(StorageError::Unavailable))?);
+            let idx = u64::from_be_bytes(
+                k.as_ref().try_into().map_err(|_| raft::Error::Store(StorageError::Unavailable))?,
+            );
             if idx >= high {
                 break;
             }

@@ -83,7 +83,8 @@ impl WatchHub {
         if since < self.oldest_resumable {
             return Err(WatchError::Gone { requested: since, oldest: self.oldest_resumable });
         }
-        let past = self.history.iter().filter(|e| e.revision > since && filter.matches(&e.key)).cloned().collect();
+        let past =
+            self.history.iter().filter(|e| e.revision > since && filter.matches(&e.key)).cloned().collect();
         Ok((past, self.tx.subscribe()))
     }
 

@@ -11,7 +11,9 @@ pub fn kind_of(word: &str) -> anyhow::Result<&'static KindInfo> {
         "svc" | "service" | "services" => "Service",
         "ev" | "event" | "events" => "Event",
         "mod" | "module" | "modules" => "Module",
-        other => bail!("unknown resource type {other:?}; use nodes, pods, deployments, services, events or modules"),
+        other => bail!(
+            "unknown resource type {other:?}; use nodes, pods, deployments, services, events or modules"
+        ),
     };
     find_kind(kind).ok_or_else(|| anyhow::anyhow!("kind {kind} is not registered"))
 }

@@ -51,7 +51,8 @@ impl DataDir {
 pub fn write_client_config(flag: Option<PathBuf>, server: &str, token: &str) -> anyhow::Result<PathBuf> {
     let path = match flag {
         Some(p) => p,
-        None => wasmkube_client::default_config_path().context("no config directory for this user; pass --client-config")?,
+        None => wasmkube_client::default_config_path()
+            .context("no config directory for this user; pass --client-config")?,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

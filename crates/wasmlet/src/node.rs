@@ -23,7 +23,8 @@ const GRACE: Duration = Duration::from_secs(5);
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let data = DataDir::open(flags.data_dir.clone())?;
     let node_name = flags.name.clone().unwrap_or_else(host_name);
-    let db = wasmkube_store::open_db(&data.db()).context("opening the node database (is another wasmlet using this --data-dir?)")?;
+    let db = wasmkube_store::open_db(&data.db())
+        .context("opening the node database (is another wasmlet using this --data-dir?)")?;
     let log = RaftLog::open(db.clone())?;
     let store = Arc::new(ObjectStore::open(db)?);
     let blobs = Arc::new(BlobStore::open(&data.modules())?);
@@ -35,9 +36,12 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
 
-    let api_listener = TcpListener::bind(&flags.listen).await.with_context(|| format!("binding the API to {}", flags.listen))?;
-    let proxy_listener =
-        TcpListener::bind(&flags.proxy_listen).await.with_context(|| format!("binding the proxy to {}", flags.proxy_listen))?;
+    let api_listener = TcpListener::bind(&flags.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", flags.listen))?;
+    let proxy_listener = TcpListener::bind(&flags.proxy_listen)
+        .await
+        .with_context(|| format!("binding the proxy to {}", flags.proxy_listen))?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let proxy_url = format!("http://{}", proxy_listener.local_addr()?);
 
@@ -51,8 +55,13 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     };
 
     let registry = SandboxRegistry::default();
-    let agent_config =
-        AgentConfig { node_name: node_name.clone(), api_url: api_url.clone(), proxy_url: proxy_url.clone(), max_pods: flags.max_pods, heartbeat: Duration::from_secs(10) };
+    let agent_config = AgentConfig {
+        node_name: node_name.clone(),
+        api_url: api_url.clone(),
+        proxy_url: proxy_url.clone(),
+        max_pods: flags.max_pods,
+        heartbeat: Duration::from_secs(10),
+    };
     let agent = Agent::new(agent_config, cluster.clone(), runtime.clone(), blobs.clone(), registry.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(agent.run(stopped()));
@@ -60,9 +69,18 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let proxy = ProxyState::new(&node_name);
     tasks.spawn(proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped()));
 
-    let api_state = ApiState::new(cluster.clone(), store, blobs, runtime, registry, token.clone(), flags.max_module_mib << 20);
+    let api_state = ApiState::new(
+        cluster.clone(),
+        store,
+        blobs,
+        runtime,
+        registry,
+        token.clone(),
+        flags.max_module_mib << 20,
+    );
     let api_server = axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(stopped());
-    let proxy_server = axum::serve(proxy_listener, wasmkube_proxy::router(proxy)).with_graceful_shutdown(stopped());
+    let proxy_server =
+        axum::serve(proxy_listener, wasmkube_proxy::router(proxy)).with_graceful_shutdown(stopped());
     tasks.spawn(async move {
         if let Err(e) = api_server.await {
             tracing::error!("API server failed: {e}");

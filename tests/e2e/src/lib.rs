@@ -124,7 +124,10 @@ fn spawn(data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String, St
         .arg(data_dir.join("client.json"))
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(data_dir.join("wasmlet.log")).or_else(|_| std::fs::File::create("/dev/null"))?)
+        .stderr(
+            std::fs::File::create(data_dir.join("wasmlet.log"))
+                .or_else(|_| std::fs::File::create("/dev/null"))?,
+        )
         .spawn()
         .with_context(|| format!("starting {}", bin_dir().join("wasmlet").display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
@@ -173,10 +176,16 @@ pub async fn through_proxy(proxy: &str, host: &str, path: &str, n: usize) -> Vec
     let http = reqwest::Client::new();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let resp = http.get(format!("{proxy}{path}")).header("host", host).timeout(Duration::from_secs(10)).send().await;
+        let resp = http
+            .get(format!("{proxy}{path}"))
+            .header("host", host)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
         match resp {
             Ok(r) => {
-                let pod = r.headers().get("x-wasmkube-pod").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let pod =
+                    r.headers().get("x-wasmkube-pod").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 out.push((r.status().as_u16(), pod));
             }
             Err(_) => out.push((0, String::new())),

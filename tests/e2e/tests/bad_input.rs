@@ -116,7 +116,12 @@ async fn invalid_manifests_unknown_objects_and_conflicts() -> anyhow::Result<()>
     let r = http.post(api(deployments)).bearer_auth(&node.token).body("{not json").send().await?;
     assert_eq!(r.status(), 400);
 
-    let r = http.post(api(deployments)).bearer_auth(&node.token).json(&manifest(json!({"kind": "Pod"}))).send().await?;
+    let r = http
+        .post(api(deployments))
+        .bearer_auth(&node.token)
+        .json(&manifest(json!({"kind": "Pod"})))
+        .send()
+        .await?;
     assert_eq!(r.status(), 422);
     assert_eq!(counts(&node).await?.1, 0, "nothing was created");
 
@@ -128,16 +133,31 @@ async fn invalid_manifests_unknown_objects_and_conflicts() -> anyhow::Result<()>
     let r = http.get(api("/api/v1/namespaces/default/widgets")).bearer_auth(&node.token).send().await?;
     assert_eq!(r.status(), 404);
 
-    // Optimistic concurrency: a stale resourceVersion is a 409 and changes nothing.
-    let created: Value = http.post(api(deployments)).bearer_auth(&node.token).json(&manifest(json!({}))).send().await?.json().await?;
-    let rv = created["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-    let mut fresh = created.clone();
-    fresh["spec"]["replicas"] = json!(0);
-    let r = http.put(api(&format!("{deployments}/web"))).bearer_auth(&node.token).json(&fresh).send().await?;
+    // Optimistic concurrency: a stale resourceVersion is a 409 and changes nothing. With 0
+    // replicas the controller writes status once and then leaves the object alone.
+    let mut zero = manifest(json!({}));
+    zero["spec"]["replicas"] = json!(0);
+    http.post(api(deployments)).bearer_auth(&node.token).json(&zero).send().await?.error_for_status()?;
+    let settled = eventually(Duration::from_secs(10), "the controller to observe the deployment", || {
+        let c = node.client();
+        async move {
+            let d: wasmkube_api::Deployment = c.get(Some("default"), "web").await.ok()?;
+            d.status.is_some().then_some(d)
+        }
+    })
+    .await?;
+    let read = serde_json::to_value(&settled)?;
+    let mut relabelled = read.clone();
+    relabelled["metadata"]["labels"] = json!({"tier": "front"});
+    let r = http
+        .put(api(&format!("{deployments}/web")))
+        .bearer_auth(&node.token)
+        .json(&relabelled)
+        .send()
+        .await?;
     assert_eq!(r.status(), 200);
-    let mut stale = created.clone();
+    let mut stale = read.clone();
     stale["spec"]["replicas"] = json!(7);
-    stale["metadata"]["resourceVersion"] = json!(rv);
     let r = http.put(api(&format!("{deployments}/web"))).bearer_auth(&node.token).json(&stale).send().await?;
     assert_eq!(r.status(), 409);
     let s: Value = r.json().await?;
@@ -152,7 +172,17 @@ async fn runaway_guests_are_cut_off_without_disturbing_others() -> anyhow::Resul
     let node = Wasmlet::start(&["--request-timeout", "1s"])?;
     let misbehave = example("misbehave").display().to_string();
     let hello = example("hello_http").display().to_string();
-    node.wasmctl_ok(&["deploy", &misbehave, "--name", "bad", "--replicas", "1", "--memory", "16Mi", "--wait"]);
+    node.wasmctl_ok(&[
+        "deploy",
+        &misbehave,
+        "--name",
+        "bad",
+        "--replicas",
+        "1",
+        "--memory",
+        "16Mi",
+        "--wait",
+    ]);
     node.wasmctl_ok(&["deploy", &hello, "--name", "hello", "--replicas", "2", "--wait"]);
 
     let proxy = node.proxy.clone();

@@ -15,7 +15,8 @@ pub struct Delete {
 impl Delete {
     pub async fn run(self, client: &Client, namespace: &str) -> anyhow::Result<()> {
         let (kind, name) = resources::target(&self.resource, self.name.as_deref())?;
-        let name = name.ok_or_else(|| anyhow::anyhow!("delete needs a name: wasmctl delete {} NAME", kind.plural))?;
+        let name =
+            name.ok_or_else(|| anyhow::anyhow!("delete needs a name: wasmctl delete {} NAME", kind.plural))?;
         client.delete(kind, kind.namespaced.then_some(namespace), &name).await?;
         println!("{}/{name} deleted", kind.kind.to_ascii_lowercase());
         Ok(())

@@ -43,7 +43,12 @@ impl Deploy {
         let bytes = std::fs::read(&self.file).with_context(|| format!("reading {}", self.file.display()))?;
         let size = bytes.len();
         let module = client.upload_module(bytes).await.context("uploading the module")?;
-        println!("module/{} uploaded ({} world, {} KiB)", &module.metadata.name[..12], module.spec.world, size.div_ceil(1024));
+        println!(
+            "module/{} uploaded ({} world, {} KiB)",
+            &module.metadata.name[..12],
+            module.spec.world,
+            size.div_ceil(1024)
+        );
 
         let deployment = self.deployment(&name, namespace, &module.spec.digest)?;
         let started = Instant::now();
@@ -72,7 +77,11 @@ impl Deploy {
         }
         if self.wait {
             wait_ready(client, namespace, &name, self.timeout).await?;
-            println!("deployment.apps/{name} ready: {} replicas in {} ms", self.replicas, started.elapsed().as_millis());
+            println!(
+                "deployment.apps/{name} ready: {} replicas in {} ms",
+                self.replicas,
+                started.elapsed().as_millis()
+            );
             if module.spec.world == "http" {
                 let proxy = proxy_url(client).await.unwrap_or_else(|| "http://127.0.0.1:8080".into());
                 println!("try: curl -H 'Host: {name}' {proxy}/");
@@ -85,7 +94,8 @@ impl Deploy {
         if let Some(n) = &self.name {
             return Ok(n.clone());
         }
-        let stem = self.file.file_stem().and_then(|s| s.to_str()).context("the file has no name; pass --name")?;
+        let stem =
+            self.file.file_stem().and_then(|s| s.to_str()).context("the file has no name; pass --name")?;
         Ok(stem.to_ascii_lowercase().replace('_', "-"))
     }
 
@@ -95,7 +105,8 @@ impl Deploy {
             .env
             .iter()
             .map(|kv| {
-                let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+                let (k, v) =
+                    kv.split_once('=').with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
                 Ok(EnvVar { name: k.into(), value: v.into() })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -113,7 +124,13 @@ impl Deploy {
                 template: PodTemplateSpec {
                     metadata: ObjectMeta { labels, ..Default::default() },
                     spec: PodSpec {
-                        containers: vec![Container { name: name.into(), image: image.into(), args: vec![], env, resources }],
+                        containers: vec![Container {
+                            name: name.into(),
+                            image: image.into(),
+                            args: vec![],
+                            env,
+                            resources,
+                        }],
                         ..Default::default()
                     },
                 },
@@ -149,7 +166,8 @@ async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: Durat
             && st.updated_replicas == want
             && st.ready_replicas == want
             && st.replicas == want;
-        let progress = format!("{}/{want} ready, {}/{want} up to date", st.ready_replicas, st.updated_replicas);
+        let progress =
+            format!("{}/{want} ready, {}/{want} up to date", st.ready_replicas, st.updated_replicas);
         if progress != last {
             println!("  {name}: {progress}");
             last = progress;
@@ -158,7 +176,9 @@ async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: Durat
             return Ok(());
         }
         if Instant::now() >= deadline {
-            anyhow::bail!("deployment {name} was not ready within {timeout:?} ({last}); see `wasmctl get pods` and `wasmctl get events`");
+            anyhow::bail!(
+                "deployment {name} was not ready within {timeout:?} ({last}); see `wasmctl get pods` and `wasmctl get events`"
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -16,7 +16,8 @@ pub struct Describe {
 impl Describe {
     pub async fn run(self, client: &Client, namespace: &str) -> anyhow::Result<()> {
         let (kind, name) = resources::target(&self.resource, self.name.as_deref())?;
-        let name = name.ok_or_else(|| anyhow::anyhow!("describe needs a name: wasmctl describe {} NAME", kind.plural))?;
+        let name = name
+            .ok_or_else(|| anyhow::anyhow!("describe needs a name: wasmctl describe {} NAME", kind.plural))?;
         let ns = kind.namespaced.then_some(namespace);
         let object = client.get_path(&kind.object_path(ns, &name)).await?;
         output::structured(&object, Format::Yaml)?;
@@ -26,7 +27,10 @@ impl Describe {
             .map(|items| {
                 items
                     .iter()
-                    .filter(|e| e["involvedObject"]["kind"] == kind.kind && e["involvedObject"]["name"] == name.as_str())
+                    .filter(|e| {
+                        e["involvedObject"]["kind"] == kind.kind
+                            && e["involvedObject"]["name"] == name.as_str()
+                    })
                     .cloned()
                     .collect()
             })

@@ -41,11 +41,19 @@ impl Get {
             }
         };
         if self.output != Format::Table {
-            let value = if name.is_some() { items.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(items) };
+            let value = if name.is_some() {
+                items.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                Value::Array(items)
+            };
             return output::structured(&value, self.output);
         }
         if items.is_empty() {
-            eprintln!("No {} found{}.", kind.plural, ns.map(|n| format!(" in namespace {n}")).unwrap_or_default());
+            eprintln!(
+                "No {} found{}.",
+                kind.plural,
+                ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+            );
             return Ok(());
         }
         let (header, rows) = columns(kind.kind, &items);
@@ -67,7 +75,9 @@ fn created(v: &Value) -> String {
 }
 
 fn ready_condition(v: &Value) -> bool {
-    v["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    v["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 /// The table columns of each kind, as kubectl shows them.
@@ -77,7 +87,8 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
         "Pod" => (
             vec!["NAME", "READY", "STATUS", "RESTARTS", "NODE", "AGE"],
             rows(&|p| {
-                let status = p["status"]["reason"].as_str().or(p["status"]["phase"].as_str()).unwrap_or("Pending");
+                let status =
+                    p["status"]["reason"].as_str().or(p["status"]["phase"].as_str()).unwrap_or("Pending");
                 vec![
                     s(&p["metadata"]["name"]),
                     format!("{}/1", u8::from(ready_condition(p))),
@@ -94,7 +105,11 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
                 let st = &d["status"];
                 vec![
                     s(&d["metadata"]["name"]),
-                    format!("{}/{}", st["readyReplicas"].as_u64().unwrap_or(0), d["spec"]["replicas"].as_u64().unwrap_or(0)),
+                    format!(
+                        "{}/{}",
+                        st["readyReplicas"].as_u64().unwrap_or(0),
+                        d["spec"]["replicas"].as_u64().unwrap_or(0)
+                    ),
                     st["updatedReplicas"].as_u64().unwrap_or(0).to_string(),
                     st["availableReplicas"].as_u64().unwrap_or(0).to_string(),
                     created(d),
@@ -110,15 +125,26 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
                     .unwrap_or_default();
                 let ports = v["spec"]["ports"]
                     .as_array()
-                    .map(|ps| ps.iter().map(|p| format!("{}/TCP", s(&p["port"]))).collect::<Vec<_>>().join(","))
+                    .map(|ps| {
+                        ps.iter().map(|p| format!("{}/TCP", s(&p["port"]))).collect::<Vec<_>>().join(",")
+                    })
                     .unwrap_or_default();
-                vec![s(&v["metadata"]["name"]), v["spec"]["type"].as_str().unwrap_or("ClusterIP").into(), selector, ports, created(v)]
+                vec![
+                    s(&v["metadata"]["name"]),
+                    v["spec"]["type"].as_str().unwrap_or("ClusterIP").into(),
+                    selector,
+                    ports,
+                    created(v),
+                ]
             }),
         ),
         "Node" => (
             vec!["NAME", "STATUS", "PODS", "API", "AGE"],
             rows(&|n| {
-                let api = n["status"]["addresses"].as_array().and_then(|a| a.iter().find(|x| x["type"] == "API")).map(|x| s(&x["address"]));
+                let api = n["status"]["addresses"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["type"] == "API"))
+                    .map(|x| s(&x["address"]));
                 vec![
                     s(&n["metadata"]["name"]),
                     if ready_condition(n) { "Ready" } else { "NotReady" }.into(),
@@ -143,7 +169,9 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
         ),
         _ => (
             vec!["NAME", "WORLD", "SIZE", "AGE"],
-            rows(&|m| vec![s(&m["metadata"]["name"]), s(&m["spec"]["world"]), s(&m["spec"]["size"]), created(m)]),
+            rows(&|m| {
+                vec![s(&m["metadata"]["name"]), s(&m["spec"]["world"]), s(&m["spec"]["size"]), created(m)]
+            }),
         ),
     }
 }

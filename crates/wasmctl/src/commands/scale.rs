@@ -21,7 +21,9 @@ impl Scale {
         if kind.kind != "Deployment" {
             anyhow::bail!("only deployments can be scaled");
         }
-        let name = name.ok_or_else(|| anyhow::anyhow!("scale needs a name: wasmctl scale deployment NAME --replicas N"))?;
+        let name = name.ok_or_else(|| {
+            anyhow::anyhow!("scale needs a name: wasmctl scale deployment NAME --replicas N")
+        })?;
         client.scale(namespace, &name, self.replicas).await?;
         println!("deployment.apps/{name} scaled to {}", self.replicas);
         Ok(())

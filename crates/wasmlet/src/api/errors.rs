@@ -32,7 +32,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid bearer token is required (see admin.token in the data dir)")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a valid bearer token is required (see admin.token in the data dir)",
+        )
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -40,7 +44,11 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", format!("the request body is larger than the {limit} byte limit"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than the {limit} byte limit"),
+        )
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
@@ -52,11 +60,19 @@ impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> Self {
         let message = e.to_string();
         match e {
-            ProposeError::Rejected(ApplyError::NotFound(_)) => Self::new(StatusCode::NOT_FOUND, "NotFound", message),
-            ProposeError::Rejected(ApplyError::AlreadyExists(_)) => Self::new(StatusCode::CONFLICT, "AlreadyExists", message),
-            ProposeError::Rejected(ApplyError::Conflict { .. }) => Self::new(StatusCode::CONFLICT, "Conflict", message),
+            ProposeError::Rejected(ApplyError::NotFound(_)) => {
+                Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+            }
+            ProposeError::Rejected(ApplyError::AlreadyExists(_)) => {
+                Self::new(StatusCode::CONFLICT, "AlreadyExists", message)
+            }
+            ProposeError::Rejected(ApplyError::Conflict { .. }) => {
+                Self::new(StatusCode::CONFLICT, "Conflict", message)
+            }
             ProposeError::Rejected(ApplyError::Invalid(_)) => Self::bad_request(message),
-            ProposeError::NotLeader | ProposeError::Stopped => Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message),
+            ProposeError::NotLeader | ProposeError::Stopped => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+            }
             ProposeError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message),
         }
     }

@@ -8,7 +8,11 @@ use http::header;
 use super::paths::Target;
 use super::{ApiError, ApiState};
 
-pub fn pod_log(state: &ApiState, target: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+pub fn pod_log(
+    state: &ApiState,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let ns = target.namespace.as_deref().unwrap_or(wasmkube_api::DEFAULT_NAMESPACE);
     let name = target.name()?;
     let local = state.inner.sandboxes.get(&format!("{ns}/{name}")).ok_or_else(|| {

@@ -48,7 +48,9 @@ impl ApiState {
         token: String,
         max_module_bytes: usize,
     ) -> Self {
-        ApiState { inner: Arc::new(Inner { cluster, store, blobs, runtime, sandboxes, token, max_module_bytes }) }
+        ApiState {
+            inner: Arc::new(Inner { cluster, store, blobs, runtime, sandboxes, token, max_module_bytes }),
+        }
     }
 }
 
@@ -57,7 +59,14 @@ pub fn router(state: ApiState) -> Router {
     let objects = any(objects::dispatch);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/version", get(|| async { axum::Json(serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "wasmkube"})) }))
+        .route(
+            "/version",
+            get(|| async {
+                axum::Json(
+                    serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "wasmkube"}),
+                )
+            }),
+        )
         .route("/api/{version}/{plural}", objects.clone())
         .route("/api/{version}/{plural}/{name}", objects.clone())
         .route("/api/{version}/namespaces/{ns}/{plural}", objects.clone())
@@ -75,7 +84,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Refuses any request without the admin bearer token (constant-time comparison).
-async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_token(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)

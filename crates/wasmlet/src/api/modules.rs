@@ -37,17 +37,24 @@ pub async fn upload(state: &ApiState, body: Bytes) -> Result<Response, ApiError>
         kind: "Module".into(),
         metadata: ObjectMeta {
             uid: Some(uuid::Uuid::new_v4().to_string()),
-            creation_timestamp: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+            creation_timestamp: Some(
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            ),
             ..ObjectMeta::named(None, &digest)
         },
-        spec: ModuleSpec { digest: format!("sha256:{digest}"), size: body.len() as u64, world: prepared.world.as_str().into() },
+        spec: ModuleSpec {
+            digest: format!("sha256:{digest}"),
+            size: body.len() as u64,
+            world: prepared.world.as_str().into(),
+        },
     };
     let object = serde_json::to_value(&module).map_err(ApiError::internal)?;
     match state.inner.cluster.propose(Command::Create { object }).await {
         Ok(created) => Ok((StatusCode::CREATED, Json(created)).into_response()),
         // A concurrent upload of the same bytes won the race: same module, same answer.
         Err(wasmkube_raft::ProposeError::Rejected(wasmkube_store::ApplyError::AlreadyExists(key))) => {
-            let existing = state.inner.store.get(&key)?.ok_or_else(|| ApiError::internal("module vanished"))?;
+            let existing =
+                state.inner.store.get(&key)?.ok_or_else(|| ApiError::internal("module vanished"))?;
             Ok(Json(existing).into_response())
         }
         Err(e) => Err(e.into()),

@@ -45,10 +45,18 @@ pub async fn dispatch(
         (None, true, &Method::DELETE) => delete(&state, &target).await,
         (Some("status"), true, &Method::GET) => get(&state, &target).map(|v| Json(v).into_response()),
         (Some("status"), true, &Method::PUT) => update_status(&state, &target, &body).await,
-        (Some("scale"), true, _) if target.kind.kind == "Deployment" => scale(&state, &target, &method, &body).await,
-        (Some("log"), true, &Method::GET) if target.kind.kind == "Pod" => logs::pod_log(&state, &target, &query),
-        (Some(sub), _, _) => Err(ApiError::not_found(format!("{} has no subresource {sub:?}", target.kind.plural))),
-        (None, _, m) => Err(ApiError::method_not_allowed(format!("{m} is not supported on {}", target.describe()))),
+        (Some("scale"), true, _) if target.kind.kind == "Deployment" => {
+            scale(&state, &target, &method, &body).await
+        }
+        (Some("log"), true, &Method::GET) if target.kind.kind == "Pod" => {
+            logs::pod_log(&state, &target, &query)
+        }
+        (Some(sub), _, _) => {
+            Err(ApiError::not_found(format!("{} has no subresource {sub:?}", target.kind.plural)))
+        }
+        (None, _, m) => {
+            Err(ApiError::method_not_allowed(format!("{m} is not supported on {}", target.describe())))
+        }
     }
 }
 
@@ -61,16 +69,18 @@ fn key(target: &Target) -> Result<ObjectKey, ApiError> {
 }
 
 fn get(state: &ApiState, target: &Target) -> Result<Value, ApiError> {
-    state.inner.store.get(&key(target)?)?.ok_or_else(|| ApiError::not_found(format!("{} not found", target.describe())))
+    state
+        .inner
+        .store
+        .get(&key(target)?)?
+        .ok_or_else(|| ApiError::not_found(format!("{} not found", target.describe())))
 }
 
 fn list(state: &ApiState, target: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
     let selector = parse_selector(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let (items, revision) = state.inner.store.list(target.kind.kind, target.namespace.as_deref())?;
-    let items: Vec<Value> = items
-        .into_iter()
-        .filter(|v| selector.is_empty() || labels_match(&selector, &labels_of(v)))
-        .collect();
+    let items: Vec<Value> =
+        items.into_iter().filter(|v| selector.is_empty() || labels_match(&selector, &labels_of(v))).collect();
     Ok(Json(json!({
         "apiVersion": target.kind.api_version,
         "kind": format!("{}List", target.kind.kind),
@@ -87,7 +97,11 @@ fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, ApiError> {
         .map(|p| {
             p.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.trim_start_matches('=').trim().to_string()))
-                .ok_or_else(|| ApiError::bad_request(format!("labelSelector {p:?}: only key=value selectors are supported")))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "labelSelector {p:?}: only key=value selectors are supported"
+                    ))
+                })
         })
         .collect()
 }
@@ -97,7 +111,8 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))
 }
 
 /// Parses and validates `body` as an object at `target`, with the path's namespace and name.
@@ -127,20 +142,27 @@ fn admit(target: &Target, body: &Bytes) -> Result<Value, ApiError> {
     {
         return Err(ApiError::bad_request(format!("metadata.name must be {name:?}, the name in the path")));
     }
-    validate_object(target.kind, value).map_err(|e| ApiError::invalid(format!("{} is invalid: {e}", target.kind.kind)))
+    validate_object(target.kind, value)
+        .map_err(|e| ApiError::invalid(format!("{} is invalid: {e}", target.kind.kind)))
 }
 
 async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
     if target.kind.namespaced && target.namespace.is_none() {
-        return Err(ApiError::bad_request(format!("create {} in a namespace: POST .../namespaces/<ns>/{}", target.kind.plural, target.kind.plural)));
+        return Err(ApiError::bad_request(format!(
+            "create {} in a namespace: POST .../namespaces/<ns>/{}",
+            target.kind.plural, target.kind.plural
+        )));
     }
     let mut object = admit(target, body)?;
     let meta = &mut object["metadata"];
     if meta.get("resourceVersion").is_some() {
-        return Err(ApiError::bad_request("metadata.resourceVersion must not be set on objects to be created"));
+        return Err(ApiError::bad_request(
+            "metadata.resourceVersion must not be set on objects to be created",
+        ));
     }
     meta["uid"] = Value::String(uuid::Uuid::new_v4().to_string());
-    meta["creationTimestamp"] = Value::String(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+    meta["creationTimestamp"] =
+        Value::String(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
     let created = state.inner.cluster.propose(Command::Create { object }).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -156,34 +178,47 @@ async fn update_status(state: &ApiState, target: &Target, body: &Bytes) -> Resul
     let object = admit(target, body)?;
     let precondition = revision_in(&object)?;
     let status = object.get("status").cloned().unwrap_or(Value::Null);
-    let updated = state.inner.cluster.propose(Command::UpdateStatus { key: key(target)?, status, precondition }).await?;
+    let updated = state
+        .inner
+        .cluster
+        .propose(Command::UpdateStatus { key: key(target)?, status, precondition })
+        .await?;
     Ok(Json(updated).into_response())
 }
 
 async fn delete(state: &ApiState, target: &Target) -> Result<Response, ApiError> {
-    let deleted = state.inner.cluster.propose(Command::Delete { key: key(target)?, precondition: None }).await?;
+    let deleted =
+        state.inner.cluster.propose(Command::Delete { key: key(target)?, precondition: None }).await?;
     Ok(Json(deleted).into_response())
 }
 
 fn revision_in(object: &Value) -> Result<Option<u64>, ApiError> {
     match object["metadata"].get("resourceVersion").and_then(Value::as_str) {
         None | Some("") => Ok(None),
-        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("resourceVersion {rv:?} is not one this server issued"))),
+        Some(rv) => rv.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("resourceVersion {rv:?} is not one this server issued"))
+        }),
     }
 }
 
 /// The `autoscaling/v1` Scale view of a Deployment.
-async fn scale(state: &ApiState, target: &Target, method: &Method, body: &Bytes) -> Result<Response, ApiError> {
+async fn scale(
+    state: &ApiState,
+    target: &Target,
+    method: &Method,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
     let mut deployment = get(state, target)?;
     if method == Method::PUT {
         let scale = parse_body(body)?;
-        let replicas = scale["spec"]["replicas"]
-            .as_u64()
-            .and_then(|r| u32::try_from(r).ok())
-            .ok_or_else(|| ApiError::invalid("Scale is invalid: spec.replicas must be a non-negative integer"))?;
+        let replicas =
+            scale["spec"]["replicas"].as_u64().and_then(|r| u32::try_from(r).ok()).ok_or_else(|| {
+                ApiError::invalid("Scale is invalid: spec.replicas must be a non-negative integer")
+            })?;
         let precondition = revision_in(&scale)?;
         deployment["spec"]["replicas"] = Value::from(replicas);
-        deployment = state.inner.cluster.propose(Command::Update { object: deployment, precondition }).await?;
+        deployment =
+            state.inner.cluster.propose(Command::Update { object: deployment, precondition }).await?;
     } else if method != Method::GET {
         return Err(ApiError::method_not_allowed(format!("{method} is not supported on scale")));
     }

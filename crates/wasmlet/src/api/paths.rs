@@ -22,8 +22,9 @@ impl Target {
             None => version.to_string(),
         };
         let plural = params.get("plural").map(String::as_str).unwrap_or("");
-        let kind = find_kind_by_plural(&api_version, plural)
-            .ok_or_else(|| ApiError::not_found(format!("the server does not serve {plural:?} in {api_version:?}")))?;
+        let kind = find_kind_by_plural(&api_version, plural).ok_or_else(|| {
+            ApiError::not_found(format!("the server does not serve {plural:?} in {api_version:?}"))
+        })?;
         let namespace = params.get("ns").cloned();
         if namespace.is_some() && !kind.namespaced {
             return Err(ApiError::not_found(format!("{} is not namespaced", kind.kind)));
@@ -32,7 +33,9 @@ impl Target {
     }
 
     pub fn name(&self) -> Result<&str, ApiError> {
-        self.name.as_deref().ok_or_else(|| ApiError::method_not_allowed("this method needs an object name in the path"))
+        self.name
+            .as_deref()
+            .ok_or_else(|| ApiError::method_not_allowed("this method needs an object name in the path"))
     }
 
     /// `kind namespace/name` for messages.

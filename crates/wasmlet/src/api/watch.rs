@@ -20,19 +20,30 @@ use super::{ApiError, ApiState};
 /// the last resourceVersion they saw.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-pub fn stream(state: &ApiState, target: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+pub fn stream(
+    state: &ApiState,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let since = match query.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("resourceVersion {rv:?} is not a number")))?),
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("resourceVersion {rv:?} is not a number")))?,
+        ),
     };
     let timeout = match query.get("timeoutSeconds") {
-        Some(s) => Duration::from_secs(s.parse().map_err(|_| ApiError::bad_request("timeoutSeconds must be an integer"))?),
+        Some(s) => Duration::from_secs(
+            s.parse().map_err(|_| ApiError::bad_request("timeoutSeconds must be an integer"))?,
+        ),
         None => DEFAULT_TIMEOUT,
     };
-    let watch = state.inner.store.watch(target.kind.kind, target.namespace.as_deref(), since).map_err(|e| match e {
-        WatchError::Gone { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
-        WatchError::Lagged(_) => ApiError::internal(e),
-    })?;
+    let watch = state.inner.store.watch(target.kind.kind, target.namespace.as_deref(), since).map_err(
+        |e| match e {
+            WatchError::Gone { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
+            WatchError::Lagged(_) => ApiError::internal(e),
+        },
+    )?;
     let deadline = Instant::now() + timeout;
     let events = futures::stream::unfold(Some(watch), move |watch| next_line(watch, deadline));
     Response::builder()
@@ -41,7 +52,10 @@ pub fn stream(state: &ApiState, target: &Target, query: &HashMap<String, String>
         .map_err(ApiError::internal)
 }
 
-async fn next_line(watch: Option<Watch>, deadline: Instant) -> Option<(Result<Bytes, Infallible>, Option<Watch>)> {
+async fn next_line(
+    watch: Option<Watch>,
+    deadline: Instant,
+) -> Option<(Result<Bytes, Infallible>, Option<Watch>)> {
     let mut watch = watch?;
     match tokio::time::timeout_at(deadline, watch.next()).await {
         Ok(Some(Ok(event))) => {
@@ -50,7 +64,11 @@ async fn next_line(watch: Option<Watch>, deadline: Instant) -> Option<(Result<By
         }
         Ok(Some(Err(e))) => {
             // As Kubernetes does: an ERROR event carrying a 410 Status, then the end.
-            let status = Status::failure(410, "Expired", format!("{e}; list again and watch from the list's resourceVersion"));
+            let status = Status::failure(
+                410,
+                "Expired",
+                format!("{e}; list again and watch from the list's resourceVersion"),
+            );
             Some((Ok(to_line(&json!({"type": "ERROR", "object": status}))), None))
         }
         Ok(None) | Err(_) => None,
