@@ -16,7 +16,7 @@ pub use config::{ClientConfig, default_config_path};
 pub enum ClientError {
     /// The server answered with a Status error.
     #[error("{} ({})", .0.message, .0.code)]
-    Api(Status),
+    Api(Box<Status>),
     #[error("cannot reach the wasmkube API at {server}: {source}")]
     Unreachable { server: String, source: reqwest::Error },
     #[error("unexpected answer from the server: {0}")]
@@ -75,9 +75,9 @@ impl Client {
         }
         let code = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        Err(ClientError::Api(
+        Err(ClientError::Api(Box::new(
             serde_json::from_str(&text).unwrap_or_else(|_| Status::failure(code, "Unknown", text)),
-        ))
+        )))
     }
 
     async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {

@@ -232,11 +232,7 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
+        Entry { index, term, data: format!("e{index}").into_bytes().into(), ..Default::default() }
     }
 
     #[test]
@@ -246,10 +242,7 @@ mod tests {
         let log = RaftLog::open(db.clone()).expect("log");
         assert!(!log.is_initialized());
         log.set_conf_state(ConfState { voters: vec![1], ..Default::default() }).expect("cs");
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.vote = 1;
-        hs.commit = 2;
+        let hs = HardState { term: 2, vote: 1, commit: 2, ..Default::default() };
         log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)], Some(&hs)).expect("append");
         // A new leader overwrites index 3 onwards.
         log.append(&[entry(3, 2)], None).expect("append");

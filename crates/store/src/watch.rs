@@ -49,6 +49,8 @@ pub enum WatchError {
     Lagged(u64),
 }
 
+type Subscription = broadcast::Receiver<Arc<StoreEvent>>;
+
 pub(crate) struct WatchHub {
     history: VecDeque<Arc<StoreEvent>>,
     /// Events after this revision are all in `history` (or yet to come).
@@ -79,7 +81,7 @@ impl WatchHub {
         &self,
         since: u64,
         filter: &WatchFilter,
-    ) -> Result<(Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>), WatchError> {
+    ) -> Result<(Vec<Arc<StoreEvent>>, Subscription), WatchError> {
         if since < self.oldest_resumable {
             return Err(WatchError::Gone { requested: since, oldest: self.oldest_resumable });
         }
