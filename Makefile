@@ -13,7 +13,7 @@ build: setup
 	$(CARGO) build --workspace --bins
 
 examples: setup
-	cd examples && $(CARGO) build --release --target $(WASM_TARGET)
+	cd examples && CARGO_TARGET_DIR=$(CURDIR)/examples/target $(CARGO) build --release --target $(WASM_TARGET)
 
 # The whole suite: formatting, unit tests beside the code, end-to-end tests with real processes.
 test: build examples
