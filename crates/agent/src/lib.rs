@@ -114,8 +114,12 @@ impl Agent {
         }
         for pod in &mine {
             let key = pod_key(pod);
-            if !self.running.contains_key(&key) {
-                let sandbox = self.start(pod).await;
+            let attempts = match self.running.get(&key) {
+                None => Some(0),
+                Some(sandbox) => sandbox.due_retry(),
+            };
+            if let Some(attempts) = attempts {
+                let sandbox = self.start(pod, attempts).await;
                 self.running.insert(key.clone(), sandbox);
             }
             if let Some(sandbox) = self.running.get(&key) {

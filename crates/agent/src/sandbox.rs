@@ -1,6 +1,7 @@
 //! Starting a pod's sandbox from its spec.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmkube_api::{ModuleWorld, ObjectReference, Pod};
 use wasmkube_controllers::{PlanContext, event_for};
@@ -23,14 +24,26 @@ pub(crate) enum Sandbox {
     },
     /// Could not be started; the reason is reported and the start is not retried until the
     /// pod is replaced.
+    /// Could not be started; the reason is reported and the start is retried at `retry_at`
+    /// (back-off doubling from 1 s to 60 s, as Kubernetes does for image pulls).
     Failed {
         uid: String,
         reason: String,
         message: String,
+        retry_at: Instant,
+        attempts: u32,
     },
 }
 
 impl Sandbox {
+    /// Failed starts so far, when this sandbox is due for another try.
+    pub(crate) fn due_retry(&self) -> Option<u32> {
+        match self {
+            Sandbox::Failed { retry_at, attempts, .. } if Instant::now() >= *retry_at => Some(*attempts),
+            _ => None,
+        }
+    }
+
     pub(crate) fn uid(&self) -> &str {
         match self {
             Sandbox::Http { uid, .. } | Sandbox::Cli { uid, .. } | Sandbox::Failed { uid, .. } => uid,
@@ -39,13 +52,24 @@ impl Sandbox {
 }
 
 impl Agent {
-    pub(crate) async fn start(&mut self, pod: &Pod) -> Sandbox {
+    /// Starts `pod`'s sandbox; `attempts` counts earlier failed starts (for back-off).
+    pub(crate) async fn start(&mut self, pod: &Pod, attempts: u32) -> Sandbox {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let key = pod_key(pod);
-        let sandbox = match self.prepare(pod).await {
+        let started = match self.prepare(pod).await {
             Ok(module) => self.launch(pod, &module),
-            Err((reason, message)) => Sandbox::Failed { uid: uid.clone(), reason, message },
+            Err(failure) => Err(failure),
         };
+        let sandbox = started.unwrap_or_else(|(reason, message)| {
+            let backoff = Duration::from_secs(1 << attempts.min(6)).min(Duration::from_secs(60));
+            Sandbox::Failed {
+                uid: uid.clone(),
+                reason,
+                message,
+                retry_at: Instant::now() + backoff,
+                attempts: attempts + 1,
+            }
+        });
         let logs = match &sandbox {
             Sandbox::Http { pod, .. } => pod.logs().clone(),
             Sandbox::Cli { pod, .. } => pod.logs().clone(),
@@ -69,7 +93,7 @@ impl Agent {
         sandbox
     }
 
-    fn launch(&self, pod: &Pod, module: &PreparedModule) -> Sandbox {
+    fn launch(&self, pod: &Pod, module: &PreparedModule) -> Result<Sandbox, (String, String)> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = self.sandbox_spec(pod);
         let logs = LogBuffer::new(self.runtime.config().log_capacity);
@@ -86,11 +110,7 @@ impl Agent {
                 })
             }
         };
-        result.unwrap_or_else(|e| Sandbox::Failed {
-            uid,
-            reason: "InvalidModule".into(),
-            message: e.to_string(),
-        })
+        result.map_err(|e| ("InvalidModule".to_string(), e.to_string()))
     }
 
     /// The pod's module, compiled and pre-instantiated (from the node's cache when it can).

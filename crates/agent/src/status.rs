@@ -29,7 +29,8 @@ pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
             }
         }
         Sandbox::Failed { reason, message, .. } => {
-            status.phase = Some(PodPhase::Failed.as_str().into());
+            // Still retried, so Pending (as Kubernetes shows a pod in ImagePullBackOff).
+            status.phase = Some(PodPhase::Pending.as_str().into());
             status.conditions = vec![Condition::new("Ready", false)];
             status.reason = Some(reason.clone());
             status.message = Some(message.clone());

@@ -52,16 +52,17 @@ pub fn validate_object(kind: &KindInfo, body: Value) -> Result<Value, Validation
 fn normalise<T: Resource>(mut body: Value) -> Result<Value, ValidationError> {
     let info = T::KIND;
     for (field, want) in [("apiVersion", info.api_version), ("kind", info.kind)] {
+        let mut fill = false;
         match body.get(field) {
-            None | Some(Value::Null) => {
-                if let Some(obj) = body.as_object_mut() {
-                    obj.insert(field.to_string(), Value::String(want.to_string()));
-                }
-            }
+            None | Some(Value::Null) => fill = true,
+            Some(Value::String(s)) if s.is_empty() => fill = true,
             Some(Value::String(s)) if s == want => {}
             Some(other) => {
                 return Err(ValidationError::new(field, format!("is {other}, expected {want:?}")));
             }
+        }
+        if fill && let Some(obj) = body.as_object_mut() {
+            obj.insert(field.to_string(), Value::String(want.to_string()));
         }
     }
     let typed: T = serde_json::from_value(body).map_err(|e| ValidationError::new("body", e.to_string()))?;

@@ -24,6 +24,10 @@ pub enum Action {
         status: DeploymentStatus,
     },
     RecordEvent(Box<Event>),
+    DeleteEvent {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// Injected clock and randomness, so plans are reproducible in tests.

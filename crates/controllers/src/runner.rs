@@ -13,10 +13,14 @@ use wasmkube_store::{Command, ObjectKey};
 
 use crate::actions::{Action, PlanContext};
 use crate::deployment::{plan_deployment, plan_orphans};
+use crate::events::{EVENT_TTL, plan_event_gc};
 use crate::placement::plan_placement;
 use crate::snapshot::Snapshot;
 
 const RESYNC: Duration = Duration::from_secs(5);
+/// Events are swept on their own, slower clock: reading them all on every pass would cost
+/// more than the sweep is worth.
+const EVENT_SWEEP: Duration = Duration::from_secs(60);
 
 /// Runs the controllers until `shutdown` resolves.
 pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
@@ -24,6 +28,7 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
     let mut changes = cluster.store().subscribe_all();
     let mut leader = cluster.leader();
     let mut rng = StdRng::from_os_rng();
+    let mut next_sweep = tokio::time::Instant::now() + EVENT_SWEEP;
     loop {
         if !leader.borrow().is_leader {
             tokio::select! {
@@ -36,6 +41,10 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
             // It acted: its own writes will wake it to check the result.
             Ok(_) => {}
             Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
+        }
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep += EVENT_SWEEP;
+            sweep_events(&cluster).await;
         }
         tokio::select! {
             _ = &mut shutdown => return,
@@ -70,6 +79,21 @@ async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<usi
     Ok(n)
 }
 
+async fn sweep_events(cluster: &ClusterHandle) {
+    let events: Vec<wasmkube_api::Event> = match cluster.store().list("Event", None) {
+        Ok((items, _)) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
+        Err(e) => {
+            tracing::warn!("event sweep skipped: {e}");
+            return;
+        }
+    };
+    for action in plan_event_gc(&events, SystemTime::now(), EVENT_TTL) {
+        if let Err(e) = execute(cluster, action).await {
+            tracing::debug!("event not expired: {e}");
+        }
+    }
+}
+
 async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeError> {
     let command = match action {
         Action::CreatePod(pod) => Command::Create { object: json(&*pod) },
@@ -88,6 +112,9 @@ async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeE
             precondition: None,
         },
         Action::RecordEvent(event) => Command::Create { object: json(&*event) },
+        Action::DeleteEvent { namespace, name } => {
+            Command::Delete { key: ObjectKey::new("Event", Some(&namespace), &name), precondition: None }
+        }
     };
     cluster.propose(command).await.map(drop)
 }

@@ -99,7 +99,7 @@ impl ObjectStore {
                 let current = self.revision();
                 let (_, rx) = hub.subscribe(current, &filter)?;
                 // The hub lock is held, so no change can land between this list and the subscribe.
-                let (items, _) = self.list(kind, namespace).unwrap_or_default();
+                let (items, _) = self.list(kind, namespace).map_err(|e| WatchError::Store(e.to_string()))?;
                 let added = items
                     .into_iter()
                     .filter_map(|object| {

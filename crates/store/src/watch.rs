@@ -47,6 +47,9 @@ pub enum WatchError {
     /// The watcher fell too far behind the broadcast and must list again.
     #[error("watch fell behind by {0} events")]
     Lagged(u64),
+    /// The store could not be read to start the watch.
+    #[error("reading the store: {0}")]
+    Store(String),
 }
 
 type Subscription = broadcast::Receiver<Arc<StoreEvent>>;

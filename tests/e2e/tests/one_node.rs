@@ -107,3 +107,42 @@ async fn cli_pod_runs_logs_and_restarts_with_backoff() -> anyhow::Result<()> {
     assert!(logs.contains("exited: exit code 1"), "{logs:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_waiting_for_its_module_starts_once_uploaded() -> anyhow::Result<()> {
+    use sha2::Digest;
+    let node = Wasmlet::start(&[])?;
+    let bytes = std::fs::read(example("hello_http"))?;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let client = node.client();
+    let deployment: wasmkube_api::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "early", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "early"}},
+                 "template": {"metadata": {"labels": {"app": "early"}},
+                              "spec": {"containers": [{"name": "early", "image": format!("sha256:{digest}")}]}}}
+    }))?;
+    client.create(&deployment).await?;
+    let waiting = eventually(Duration::from_secs(10), "the pod to report its missing module", || {
+        let client = client.clone();
+        async move {
+            let pods: Vec<wasmkube_api::Pod> = client.list(Some("default")).await.ok()?;
+            let pod = pods.into_iter().next()?;
+            (pod.status.as_ref()?.reason.as_deref() == Some("ModuleNotFound")).then_some(pod)
+        }
+    })
+    .await?;
+    assert_eq!(waiting.phase(), "Pending");
+    assert!(!waiting.is_ready());
+
+    client.upload_module(bytes).await?;
+    let name = waiting.metadata.name.clone();
+    eventually(Duration::from_secs(15), "the pod to start after the upload (retried with back-off)", || {
+        let (client, name) = (client.clone(), name.clone());
+        async move {
+            let pod: wasmkube_api::Pod = client.get(Some("default"), &name).await.ok()?;
+            pod.is_ready().then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}

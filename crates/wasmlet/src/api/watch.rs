@@ -41,7 +41,7 @@ pub fn stream(
     let watch = state.inner.store.watch(target.kind.kind, target.namespace.as_deref(), since).map_err(
         |e| match e {
             WatchError::Gone { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
-            WatchError::Lagged(_) => ApiError::internal(e),
+            WatchError::Lagged(_) | WatchError::Store(_) => ApiError::internal(e),
         },
     )?;
     let deadline = Instant::now() + timeout;
