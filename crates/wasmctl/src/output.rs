@@ -1,9 +1,29 @@
 //! Printing objects: aligned tables (like kubectl), JSON or YAML.
 
+use std::io::Write;
 use std::time::SystemTime;
 
 use clap::ValueEnum;
 use serde_json::Value;
+
+/// Writes to stdout. A closed pipe (`wasmctl get pods | head`) ends the program quietly
+/// instead of panicking, as Unix tools do.
+pub fn emit(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for command output; see [`emit`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::emit(format_args!($($arg)*)) };
+}
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 pub enum Format {
@@ -27,7 +47,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| if i + 1 == n { c.to_string() } else { format!("{c:<w$}", w = widths[i]) })
             .collect();
-        println!("{}", padded.join("   "));
+        crate::out!("{}", padded.join("   "));
     };
     line(header.to_vec());
     for row in rows {
@@ -37,8 +57,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 
 pub fn structured(value: &Value, format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => print!("{}", serde_norway::to_string(value)?),
+        Format::Json => crate::out!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => crate::out!("{}", serde_norway::to_string(value)?.trim_end()),
         Format::Table => anyhow::bail!("not a structured format"),
     }
     Ok(())

@@ -31,7 +31,7 @@ async fn deploy_scale_kill_restart() -> anyhow::Result<()> {
     // The pod's stderr is captured and served.
     let some_pod = pods.iter().next().expect("a pod").clone();
     let logs = node.wasmctl_ok(&["logs", &some_pod]);
-    assert!(logs.contains("Get /"), "logs of {some_pod}: {logs:?}");
+    assert!(logs.contains("GET /\n"), "logs of {some_pod}: {logs:?}");
 
     node.wasmctl_ok(&["scale", "deployment", "hello", "--replicas", "2"]);
     let two = eventually(Duration::from_secs(20), "2 pods serving", || {

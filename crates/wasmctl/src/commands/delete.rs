@@ -18,7 +18,7 @@ impl Delete {
         let name =
             name.ok_or_else(|| anyhow::anyhow!("delete needs a name: wasmctl delete {} NAME", kind.plural))?;
         client.delete(kind, kind.namespaced.then_some(namespace), &name).await?;
-        println!("{}/{name} deleted", kind.kind.to_ascii_lowercase());
+        crate::out!("{}/{name} deleted", kind.kind.to_ascii_lowercase());
         Ok(())
     }
 }

@@ -43,7 +43,7 @@ impl Deploy {
         let bytes = std::fs::read(&self.file).with_context(|| format!("reading {}", self.file.display()))?;
         let size = bytes.len();
         let module = client.upload_module(bytes).await.context("uploading the module")?;
-        println!(
+        crate::out!(
             "module/{} uploaded ({} world, {} KiB)",
             &module.metadata.name[..12],
             module.spec.world,
@@ -57,34 +57,34 @@ impl Deploy {
                 existing.spec.replicas = deployment.spec.replicas;
                 existing.spec.template = deployment.spec.template;
                 client.update(&existing).await?;
-                println!("deployment.apps/{name} configured");
+                crate::out!("deployment.apps/{name} configured");
             }
             Err(e) if e.code() == Some(404) => {
                 client.create(&deployment).await?;
-                println!("deployment.apps/{name} created");
+                crate::out!("deployment.apps/{name} created");
             }
             Err(e) => return Err(e.into()),
         }
         if module.spec.world == "http" {
             match client.get::<Service>(Some(namespace), &name).await {
-                Ok(_) => println!("service/{name} unchanged"),
+                Ok(_) => crate::out!("service/{name} unchanged"),
                 Err(e) if e.code() == Some(404) => {
                     client.create(&service(&name, namespace)).await?;
-                    println!("service/{name} created");
+                    crate::out!("service/{name} created");
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         if self.wait {
             wait_ready(client, namespace, &name, self.timeout).await?;
-            println!(
+            crate::out!(
                 "deployment.apps/{name} ready: {} replicas in {} ms",
                 self.replicas,
                 started.elapsed().as_millis()
             );
             if module.spec.world == "http" {
                 let proxy = proxy_url(client).await.unwrap_or_else(|| "http://127.0.0.1:8080".into());
-                println!("try: curl -H 'Host: {name}' {proxy}/");
+                crate::out!("try: curl -H 'Host: {name}' {proxy}/");
             }
         }
         Ok(())
@@ -169,7 +169,7 @@ async fn wait_ready(client: &Client, namespace: &str, name: &str, timeout: Durat
         let progress =
             format!("{}/{want} ready, {}/{want} up to date", st.ready_replicas, st.updated_replicas);
         if progress != last {
-            println!("  {name}: {progress}");
+            crate::out!("  {name}: {progress}");
             last = progress;
         }
         if done {

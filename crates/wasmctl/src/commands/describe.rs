@@ -36,9 +36,9 @@ impl Describe {
             })
             .unwrap_or_default();
         rows.sort_by(|a, b| a["lastTimestamp"].as_str().cmp(&b["lastTimestamp"].as_str()));
-        println!("\nEvents:");
+        crate::out!("\nEvents:");
         if rows.is_empty() {
-            println!("  <none>");
+            crate::out!("  <none>");
         } else {
             let (header, table) = super::get::columns("Event", &rows);
             output::table(&header, &table);

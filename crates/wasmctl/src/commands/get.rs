@@ -44,7 +44,7 @@ impl Get {
             let value = if name.is_some() {
                 items.into_iter().next().unwrap_or(Value::Null)
             } else {
-                Value::Array(items)
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
             };
             return output::structured(&value, self.output);
         }

@@ -14,7 +14,10 @@ pub struct Logs {
 
 impl Logs {
     pub async fn run(self, client: &Client, namespace: &str) -> anyhow::Result<()> {
-        print!("{}", client.logs(namespace, &self.pod, self.tail).await?);
+        crate::output::emit(format_args!(
+            "{}",
+            client.logs(namespace, &self.pod, self.tail).await?.trim_end_matches('\n')
+        ));
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ impl Scale {
             anyhow::anyhow!("scale needs a name: wasmctl scale deployment NAME --replicas N")
         })?;
         client.scale(namespace, &name, self.replicas).await?;
-        println!("deployment.apps/{name} scaled to {}", self.replicas);
+        crate::out!("deployment.apps/{name} scaled to {}", self.replicas);
         Ok(())
     }
 }
