@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     instantiate_latency(&bytes).await?;
     let node = node::Node::start()?;
     node::deploy_to_ready(&node, &flags.wasm).await?;
+    node.print_memory();
     throughput(&flags, &node).await?;
     Ok(())
 }

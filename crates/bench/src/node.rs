@@ -15,6 +15,29 @@ impl Node {
         Ok(Node { wasmlet: Wasmlet::start(&[])? })
     }
 
+    /// Resident memory of the wasmlet process, from /proc.
+    pub fn print_memory(&self) {
+        let status =
+            self.wasmlet.pid().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+        let field = |name: &str| {
+            status
+                .as_deref()?
+                .lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        };
+        if let (Some(rss), Some(peak)) = (field("VmRSS:"), field("VmHWM:")) {
+            println!(
+                "wasmlet resident memory, 5 hello pods running: {:.1} MiB (peak {:.1} MiB)",
+                rss / 1024.0,
+                peak / 1024.0
+            );
+        }
+    }
+
     pub fn proxy_addr(&self) -> SocketAddr {
         self.wasmlet.proxy.trim_start_matches("http://").parse().expect("the ready line carries host:port")
     }

@@ -61,6 +61,11 @@ impl Wasmlet {
         Ok(Wasmlet { child: Some(child), data_dir, api, proxy, token, extra_args, _scratch: None })
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kill -9: no shutdown path runs.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
