@@ -17,7 +17,7 @@ mod workload;
 pub use kinds::{KINDS, KindInfo, find_kind, find_kind_by_plural};
 pub use meta::{
     Condition, LabelSelector, ListMeta, ObjectList, ObjectMeta, ObjectReference, OwnerReference, WatchEvent,
-    labels_match,
+    condition_is_true, labels_match,
 };
 pub use module::{Module, ModuleSpec, ModuleWorld};
 pub use node::{Node, NodeAddress, NodeSpec, NodeStatus};
@@ -37,6 +37,20 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEPLOYMENT_LABEL: &str = "wasmkube.io/deployment";
 /// Label carrying the hash of the pod template a pod was created from.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// The `meta`/`meta_mut` accessors every kind implements the same way.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! resource_meta {
+    () => {
+        fn meta(&self) -> &$crate::ObjectMeta {
+            &self.metadata
+        }
+        fn meta_mut(&mut self) -> &mut $crate::ObjectMeta {
+            &mut self.metadata
+        }
+    };
+}
 
 /// A typed resource: something that has a kind, metadata and can be validated.
 pub trait Resource: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static {

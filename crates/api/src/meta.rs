@@ -109,6 +109,11 @@ impl Condition {
     }
 }
 
+/// True when `conditions` holds a condition of `type_` whose status is "True".
+pub fn condition_is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.is_true())
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListMeta {

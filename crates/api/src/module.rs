@@ -55,12 +55,7 @@ impl ModuleWorld {
 
 impl Resource for Module {
     const KIND: &'static crate::KindInfo = info::MODULE;
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    crate::resource_meta!();
     fn validate(&self) -> Result<(), ValidationError> {
         if ModuleWorld::parse(&self.spec.world).is_none() {
             return Err(ValidationError::new(

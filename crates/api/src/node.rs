@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Resource;
 use crate::kinds::info;
-use crate::meta::{Condition, ObjectMeta};
+use crate::meta::{Condition, ObjectMeta, condition_is_true};
 use crate::validation::{ValidationError, check_name};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ pub struct NodeAddress {
 
 impl Node {
     pub fn is_ready(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
+        self.status.as_ref().is_some_and(|s| condition_is_true(&s.conditions, "Ready"))
     }
 
     /// Pod slots this node offers (0 when unknown).
@@ -71,12 +71,7 @@ impl Node {
 
 impl Resource for Node {
     const KIND: &'static crate::KindInfo = info::NODE;
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    crate::resource_meta!();
     fn validate(&self) -> Result<(), ValidationError> {
         check_name("metadata.name", &self.metadata.name)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::kinds::info;
-use crate::meta::{Condition, ObjectMeta};
+use crate::meta::{Condition, ObjectMeta, condition_is_true};
 use crate::validation::{ValidationError, check_name};
 use crate::{Resource, parse_memory};
 
@@ -123,7 +123,7 @@ pub struct PodStatus {
 impl Pod {
     /// True when the pod's Ready condition is True.
     pub fn is_ready(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
+        self.status.as_ref().is_some_and(|s| condition_is_true(&s.conditions, "Ready"))
     }
 
     pub fn phase(&self) -> &str {
@@ -133,12 +133,7 @@ impl Pod {
 
 impl Resource for Pod {
     const KIND: &'static crate::KindInfo = info::POD;
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    crate::resource_meta!();
     fn validate(&self) -> Result<(), ValidationError> {
         check_name("metadata.name", &self.metadata.name)?;
         self.spec.validate("spec")

@@ -83,12 +83,7 @@ pub struct DeploymentStatus {
 
 impl Resource for Deployment {
     const KIND: &'static crate::KindInfo = info::DEPLOYMENT;
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    crate::resource_meta!();
     fn validate(&self) -> Result<(), ValidationError> {
         check_name("metadata.name", &self.metadata.name)?;
         let selector = &self.spec.selector.match_labels;
@@ -148,12 +143,7 @@ pub struct ServicePort {
 
 impl Resource for Service {
     const KIND: &'static crate::KindInfo = info::SERVICE;
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    crate::resource_meta!();
     fn validate(&self) -> Result<(), ValidationError> {
         check_name("metadata.name", &self.metadata.name)?;
         if self.spec.selector.is_empty() {
@@ -198,12 +188,7 @@ pub struct Event {
 
 impl Resource for Event {
     const KIND: &'static crate::KindInfo = info::EVENT;
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    crate::resource_meta!();
     fn validate(&self) -> Result<(), ValidationError> {
         if self.reason.is_empty() {
             return Err(ValidationError::new("reason", "must not be empty".into()));
