@@ -12,7 +12,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::host::HostState;
 use crate::modules::PreparedModule;
 
-/// One epoch tick. Request deadlines are counted in ticks, so this is their resolution.
+/// One epoch tick: how often a running guest is checked against its deadline and made to
+/// yield its thread.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
@@ -85,11 +86,6 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
-    }
-
-    /// Deadline in epoch ticks for `timeout`.
-    pub(crate) fn ticks(timeout: Duration) -> u64 {
-        (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 }
 

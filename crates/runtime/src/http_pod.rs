@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::{Semaphore, oneshot};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -97,7 +97,14 @@ impl HttpPod {
         let mut store =
             Store::new(&self.runtime.engine, HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE));
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(Runtime::ticks(self.runtime.config.request_timeout));
+        // A guest running past a tick yields to the scheduler, so one busy instance never holds
+        // a worker thread (and every other pod and the API behind it); past the request
+        // deadline it is interrupted.
+        let deadline = Instant::now() + self.runtime.config.request_timeout;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
         store
     }
 

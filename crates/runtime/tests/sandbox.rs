@@ -1,0 +1,152 @@
+//! The sandbox against real components (the examples, built by `make examples`): requests,
+//! limits, deadlines, concurrency, log capture and cli restarts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use wasmkube_runtime::{CliPod, HttpPod, LogBuffer, RequestError, Runtime, RuntimeConfig, SandboxSpec};
+
+fn example(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../examples/target/wasm32-wasip2/release/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make examples` first", path.display()))
+}
+
+fn spec(memory_limit: u64, env: &[(&str, &str)]) -> SandboxSpec {
+    SandboxSpec {
+        pod: "test/pod".into(),
+        args: vec!["pod".into()],
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        memory_limit,
+    }
+}
+
+fn http_pod(config: RuntimeConfig, wasm: &str, memory_limit: u64) -> (Arc<Runtime>, Arc<HttpPod>) {
+    let runtime = Runtime::new(config).expect("runtime");
+    let module = runtime.prepare(wasm, &example(wasm)).expect("prepare");
+    let pod = HttpPod::new(
+        runtime.clone(),
+        &module,
+        spec(memory_limit, &[("WASMKUBE_POD_NAME", "p-1")]),
+        LogBuffer::new(4096),
+    )
+    .expect("http pod");
+    (runtime, Arc::new(pod))
+}
+
+fn get(path: &str) -> hyper::Request<Empty<Bytes>> {
+    hyper::Request::get(path).header("host", "svc").body(Empty::new()).expect("request")
+}
+
+async fn body_of(resp: wasmkube_runtime::PodResponse) -> String {
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn serves_each_request_with_a_fresh_instance_and_captures_logs() {
+    let (_rt, pod) = http_pod(RuntimeConfig::default(), "hello_http", 64 << 20);
+    for i in 0..3 {
+        let resp = pod.handle(get(&format!("/n/{i}"))).await.expect("served");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_of(resp).await, format!("Hello from wasmkube! pod=p-1 path=/n/{i}\n"));
+    }
+    assert_eq!(String::from_utf8_lossy(&pod.logs().contents()), "GET /n/0\nGET /n/1\nGET /n/2\n");
+    assert_eq!(pod.counters(), (3, 0));
+    assert_eq!(pod.outstanding(), 0);
+}
+
+#[tokio::test]
+async fn memory_past_the_limit_traps_and_the_pod_keeps_serving() {
+    let (_rt, pod) = http_pod(RuntimeConfig::default(), "misbehave", 16 << 20);
+    let err = pod.handle(get("/grow?mb=64")).await.expect_err("must trap");
+    assert!(matches!(err, RequestError::Trap(_)), "{err}");
+    let ok = pod.handle(get("/grow?mb=4")).await.expect("within the limit");
+    assert_eq!(body_of(ok).await, "grew 4 MiB\n");
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_cut_off_at_the_deadline() {
+    let config = RuntimeConfig { request_timeout: Duration::from_millis(300), ..RuntimeConfig::default() };
+    let (_rt, pod) = http_pod(config, "misbehave", 16 << 20);
+    let started = Instant::now();
+    let err = pod.handle(get("/spin")).await.expect_err("must time out");
+    assert!(matches!(err, RequestError::Timeout(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(pod.handle(get("/")).await.expect("still serving").status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_at_its_concurrency_limit_refuses_before_sending() {
+    let config = RuntimeConfig {
+        pod_concurrency: 1,
+        request_timeout: Duration::from_secs(1),
+        ..RuntimeConfig::default()
+    };
+    let (_rt, pod) = http_pod(config, "misbehave", 16 << 20);
+    let busy = pod.clone();
+    let spinning = tokio::spawn(async move { busy.handle(get("/spin")).await });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pod.outstanding() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(pod.try_admit().is_none(), "the only slot is taken");
+    let err = pod.handle(get("/")).await.expect_err("refused");
+    assert!(err.never_sent(), "{err}");
+    assert!(matches!(spinning.await.expect("task"), Err(RequestError::Timeout(_))));
+    // The slot is released when the instance ends (at its epoch deadline), not before.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pod.try_admit().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(pod.try_admit().is_some(), "the slot is free again");
+}
+
+#[tokio::test]
+async fn modules_of_the_wrong_world_are_refused_for_a_pod_kind() {
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let ticker = runtime.prepare("ticker", &example("ticker")).expect("prepare");
+    assert_eq!(ticker.world, wasmkube_api::ModuleWorld::Cli);
+    assert!(HttpPod::new(runtime.clone(), &ticker, spec(1 << 24, &[]), LogBuffer::new(16)).is_err());
+    let err = runtime.prepare("junk", b"\0asm\x0d\0\x01\0").err().expect("refused");
+    assert!(err.to_string().contains("unsupported world"), "{err}");
+}
+
+#[tokio::test]
+async fn a_cli_pod_that_exits_is_restarted_with_back_off() {
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let ticker = runtime.prepare("ticker", &example("ticker")).expect("prepare");
+    let logs = LogBuffer::new(4096);
+    let pod = CliPod::start(runtime, &ticker, spec(16 << 20, &[("TICKS", "1")]), logs.clone(), "Always")
+        .expect("start");
+    let mut state = pod.state();
+    let backing_off =
+        tokio::time::timeout(Duration::from_secs(5), state.wait_for(|s| s.restarts >= 1 && s.backing_off))
+            .await
+            .expect("restarted within 5s")
+            .expect("alive")
+            .clone();
+    assert_eq!(backing_off.last_exit.as_deref(), Some("exit code 1"));
+    assert!(!backing_off.running);
+    let text = String::from_utf8_lossy(&logs.contents()).into_owned();
+    assert!(text.starts_with("tick 1\n[wasmkube] test/pod exited: exit code 1\n"), "{text:?}");
+}
+
+#[tokio::test]
+async fn a_cli_pod_with_restart_policy_never_finishes() {
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let ticker = runtime.prepare("ticker", &example("ticker")).expect("prepare");
+    let pod =
+        CliPod::start(runtime, &ticker, spec(16 << 20, &[("TICKS", "1")]), LogBuffer::new(256), "Never")
+            .expect("start");
+    let mut state = pod.state();
+    let done = tokio::time::timeout(Duration::from_secs(5), state.wait_for(|s| s.finished))
+        .await
+        .expect("finished")
+        .expect("alive")
+        .clone();
+    assert_eq!(done.restarts, 0);
+}
