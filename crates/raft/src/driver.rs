@@ -164,10 +164,12 @@ impl Driver {
         }
         let mut ready = self.node.ready();
         // Single-voter groups have no peers to message; the transport arrives with clustering.
-        self.apply(ready.take_committed_entries())?;
+        // Persist before applying: the hard state may carry the commit index that covers the
+        // committed entries, and an applied index must never be durable ahead of its commit.
         if !ready.entries().is_empty() || ready.hs().is_some() {
             self.log.append(ready.entries(), ready.hs())?;
         }
+        self.apply(ready.take_committed_entries())?;
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.log.set_commit(commit)?;
