@@ -132,6 +132,13 @@ async fn invalid_manifests_unknown_objects_and_conflicts() -> anyhow::Result<()>
     assert_eq!(s["reason"], "NotFound");
     let r = http.get(api("/api/v1/namespaces/default/widgets")).bearer_auth(&node.token).send().await?;
     assert_eq!(r.status(), 404);
+    let r = http
+        .put(api("/apis/wasmkube.io/v1/modules/abc"))
+        .bearer_auth(&node.token)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 405, "modules are immutable");
 
     // Optimistic concurrency: a stale resourceVersion is a 409 and changes nothing. With 0
     // replicas the controller writes status once and then leaves the object alone.

@@ -41,6 +41,9 @@ pub async fn dispatch(
         (None, false, &Method::POST) if target.kind.kind == "Module" => modules::upload(&state, body).await,
         (None, false, &Method::POST) => create(&state, &target, &body).await,
         (None, true, &Method::GET) => get(&state, &target).map(|v| Json(v).into_response()),
+        (None, true, &Method::PUT) if target.kind.kind == "Module" => {
+            Err(ApiError::method_not_allowed("modules are immutable: upload the new bytes as a new module"))
+        }
         (None, true, &Method::PUT) => update(&state, &target, &body).await,
         (None, true, &Method::DELETE) => delete(&state, &target).await,
         (Some("status"), true, &Method::GET) => get(&state, &target).map(|v| Json(v).into_response()),
