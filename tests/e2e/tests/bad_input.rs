@@ -229,3 +229,33 @@ async fn runaway_guests_are_cut_off_without_disturbing_others() -> anyhow::Resul
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_writes_a_private_token_and_a_config_wasmctl_finds() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Wasmlet::start(&[])?;
+    for file in ["admin.token", "client.json"] {
+        let mode = std::fs::metadata(node.data_dir.join(file))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is private");
+    }
+    // No flags, no server/token variables: only the config file the node wrote.
+    let out = std::process::Command::new(wasmkube_e2e::bin_dir().join("wasmctl"))
+        .args(["get", "nodes"])
+        .env_remove("WASMKUBE_SERVER")
+        .env_remove("WASMKUBE_TOKEN")
+        .env("WASMKUBE_CONFIG", node.data_dir.join("client.json"))
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("node-a") && stdout.contains("Ready"), "{stdout}");
+
+    // A wrong token from the environment overrides the file, and is refused.
+    let out = std::process::Command::new(wasmkube_e2e::bin_dir().join("wasmctl"))
+        .args(["get", "pods"])
+        .env("WASMKUBE_TOKEN", "wrong")
+        .env("WASMKUBE_CONFIG", node.data_dir.join("client.json"))
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    Ok(())
+}
