@@ -14,12 +14,16 @@ use wasmkube_store::{Command, ObjectStore, RaftLog, StoreError};
 
 use crate::handle::{ClusterHandle, LeaderState, ProposeError, Request};
 use crate::logger::raft_logger;
+use crate::transport::Transport;
 
 /// Most requests drained into one Ready cycle: bounds the latency one batch adds.
 const MAX_BATCH: usize = 512;
 
 pub struct DriverConfig {
     pub node_id: u64,
+    /// The voters a brand-new group starts with (every founding node lists the same ones).
+    /// Ignored when the log already holds a membership.
+    pub initial_voters: Vec<u64>,
     pub tick: Duration,
     pub propose_timeout: Duration,
 }
@@ -28,6 +32,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             node_id: 1,
+            initial_voters: vec![1],
             tick: Duration::from_millis(100),
             propose_timeout: Duration::from_secs(10),
         }
@@ -44,19 +49,22 @@ struct Driver {
     pending: HashMap<u64, Reply>,
     next_proposal: u64,
     node_id: u64,
+    transport: Box<dyn Transport>,
 }
 
-/// Starts the driver for a node whose log is in `log` and state machine in `store`. A node
-/// with no membership yet bootstraps a cluster of one voter: itself.
+/// Starts the driver for a node whose log is in `log` and state machine in `store`, talking
+/// to peers through `transport`. A node with no membership yet bootstraps a group of
+/// `config.initial_voters`.
 ///
 /// The returned receiver resolves when the driver stops, with the fatal error if it failed.
 pub fn start(
     config: DriverConfig,
     log: RaftLog,
     store: Arc<ObjectStore>,
+    transport: Box<dyn Transport>,
 ) -> Result<(ClusterHandle, oneshot::Receiver<Result<(), StoreError>>), raft::Error> {
     if !log.is_initialized() {
-        let cs = raft::prelude::ConfState { voters: vec![config.node_id], ..Default::default() };
+        let cs = raft::prelude::ConfState { voters: config.initial_voters.clone(), ..Default::default() };
         log.set_conf_state(cs).map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
     }
     let raft_config = Config {
@@ -94,6 +102,7 @@ pub fn start(
         pending: HashMap::new(),
         next_proposal: 1,
         node_id: config.node_id,
+        transport,
     };
     let tick = config.tick;
     std::thread::Builder::new()
@@ -138,6 +147,13 @@ impl Driver {
 
     fn handle(&mut self, req: Request) {
         match req {
+            Request::Step(message) => {
+                // Messages from unknown or removed peers, or stale terms, are refused by raft-rs
+                // itself; nothing more to do with them here.
+                if let Err(e) = self.node.step(*message) {
+                    tracing::debug!("raft message refused: {e}");
+                }
+            }
             Request::Propose { command, reply } => {
                 if self.node.raft.state != StateRole::Leader {
                     let _ = reply.send(Err(ProposeError::NotLeader));
@@ -163,17 +179,26 @@ impl Driver {
             return Ok(());
         }
         let mut ready = self.node.ready();
-        // Single-voter groups have no peers to message; the transport arrives with clustering.
+        // A leader's appends may go out before its own write: raft only counts its own vote
+        // once persisted (the etcd/raft-rs pipelining).
+        self.transport.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            // Snapshots arrive with log compaction; until then a leader never sends one.
+            tracing::error!("ignoring a raft snapshot: snapshot install is not supported yet");
+        }
         // Persist before applying: the hard state may carry the commit index that covers the
         // committed entries, and an applied index must never be durable ahead of its commit.
         if !ready.entries().is_empty() || ready.hs().is_some() {
             self.log.append(ready.entries(), ready.hs())?;
         }
         self.apply(ready.take_committed_entries())?;
+        // Votes and append acknowledgements only once what they promise is on disk.
+        self.transport.send(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.log.set_commit(commit)?;
         }
+        self.transport.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
         Ok(())
@@ -269,6 +294,7 @@ fn parse_context(ctx: &[u8]) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::NoPeers;
     use serde_json::json;
     use wasmkube_store::{ApplyError, ObjectKey};
 
@@ -294,7 +320,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (log, store) = open(dir.path());
-            let (handle, done) = start(DriverConfig::default(), log, store).expect("start");
+            let (handle, done) =
+                start(DriverConfig::default(), log, store, Box::new(NoPeers)).expect("start");
             wait_leader(&handle).await;
             let a = handle.propose(node("a")).await.expect("commit");
             assert_eq!(a["metadata"]["name"], "a");
@@ -315,7 +342,7 @@ mod tests {
         }
         let (log, store) = open(dir.path());
         assert_eq!(store.list("Node", None).expect("list").0.len(), 21);
-        let (handle, _done) = start(DriverConfig::default(), log, store).expect("restart");
+        let (handle, _done) = start(DriverConfig::default(), log, store, Box::new(NoPeers)).expect("restart");
         wait_leader(&handle).await;
         let b = handle.propose(node("b")).await.expect("commit after restart");
         assert_eq!(b["metadata"]["resourceVersion"], "22");

@@ -33,7 +33,12 @@ pub enum ProposeError {
 }
 
 pub(crate) enum Request {
-    Propose { command: Vec<u8>, reply: oneshot::Sender<Result<Value, ProposeError>> },
+    Propose {
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Value, ProposeError>>,
+    },
+    /// A message from a peer.
+    Step(Box<raft::prelude::Message>),
 }
 
 /// Cheap to clone; every clone talks to the same driver.
@@ -58,6 +63,11 @@ impl ClusterHandle {
             Ok(Err(_)) => Err(ProposeError::Stopped),
             Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
         }
+    }
+
+    /// Delivers a raft message from a peer. Never blocks; fails only when the driver stopped.
+    pub fn step(&self, message: raft::prelude::Message) -> Result<(), ProposeError> {
+        self.tx.send(Request::Step(Box::new(message))).map_err(|_| ProposeError::Stopped)
     }
 
     /// The applied state. Reads are served from this node's replica.

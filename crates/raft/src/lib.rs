@@ -8,6 +8,9 @@
 mod driver;
 mod handle;
 mod logger;
+mod transport;
 
 pub use driver::{DriverConfig, start};
 pub use handle::{ClusterHandle, LeaderState, ProposeError};
+pub use raft::prelude::Message;
+pub use transport::{NoPeers, Transport};

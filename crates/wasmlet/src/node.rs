@@ -45,7 +45,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let proxy_url = format!("http://{}", proxy_listener.local_addr()?);
 
-    let (cluster, mut raft_done) = wasmkube_raft::start(DriverConfig::default(), log, store.clone())?;
+    // One voter for now: peers, joins and the HTTP transport come with clustering.
+    let (cluster, mut raft_done) =
+        wasmkube_raft::start(DriverConfig::default(), log, store.clone(), Box::new(wasmkube_raft::NoPeers))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -1,0 +1,184 @@
+//! An in-process cluster of real drivers (each with its own RocksDB) over an in-memory
+//! transport that can cut links, as raft-rs's own harness does: elections, replication,
+//! failover under partition, and catch-up after a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use wasmkube_raft::{ClusterHandle, DriverConfig, Message, ProposeError, Transport};
+use wasmkube_store::{Command, ObjectKey, ObjectStore, RaftLog, StoreError};
+
+#[derive(Default)]
+struct MemNet {
+    nodes: RwLock<HashMap<u64, ClusterHandle>>,
+    /// Directed links that drop everything.
+    cut: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl MemNet {
+    fn isolate(&self, id: u64, peers: &[u64]) {
+        let mut cut = self.cut.lock().expect("lock");
+        for &p in peers.iter().filter(|&&p| p != id) {
+            cut.insert((id, p));
+            cut.insert((p, id));
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.lock().expect("lock").clear();
+    }
+}
+
+struct MemTransport {
+    from: u64,
+    net: Arc<MemNet>,
+}
+
+impl Transport for MemTransport {
+    fn send(&self, messages: Vec<Message>) {
+        let cut = self.net.cut.lock().expect("lock").clone();
+        let nodes = self.net.nodes.read().expect("lock");
+        for m in messages {
+            if cut.contains(&(self.from, m.to)) {
+                continue;
+            }
+            if let Some(peer) = nodes.get(&m.to) {
+                let _ = peer.step(m);
+            }
+        }
+    }
+}
+
+struct Cluster {
+    net: Arc<MemNet>,
+    dirs: HashMap<u64, TempDir>,
+    done: HashMap<u64, oneshot::Receiver<Result<(), StoreError>>>,
+    ids: Vec<u64>,
+}
+
+impl Cluster {
+    fn new(ids: &[u64]) -> Self {
+        let mut c =
+            Cluster { net: Arc::default(), dirs: HashMap::new(), done: HashMap::new(), ids: ids.to_vec() };
+        for &id in ids {
+            c.dirs.insert(id, tempfile::tempdir().expect("tempdir"));
+            c.start(id);
+        }
+        c
+    }
+
+    fn start(&mut self, id: u64) {
+        let db = wasmkube_store::open_db(self.dirs[&id].path()).expect("db");
+        let log = RaftLog::open(db.clone()).expect("log");
+        let store = Arc::new(ObjectStore::open(db).expect("store"));
+        let config = DriverConfig {
+            node_id: id,
+            initial_voters: self.ids.clone(),
+            tick: Duration::from_millis(20),
+            propose_timeout: Duration::from_secs(3),
+        };
+        let transport = Box::new(MemTransport { from: id, net: self.net.clone() });
+        let (handle, done) = wasmkube_raft::start(config, log, store, transport).expect("start");
+        self.net.nodes.write().expect("lock").insert(id, handle);
+        self.done.insert(id, done);
+    }
+
+    /// Stops a node: drops its handle and waits for the driver to close its database.
+    async fn stop(&mut self, id: u64) {
+        self.net.nodes.write().expect("lock").remove(&id);
+        if let Some(done) = self.done.remove(&id) {
+            done.await.expect("driver reports").expect("clean stop");
+        }
+    }
+
+    fn handle(&self, id: u64) -> ClusterHandle {
+        self.net.nodes.read().expect("lock")[&id].clone()
+    }
+
+    async fn leader(&self, among: &[u64]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leaders: Vec<u64> = among.iter().copied().filter(|&id| self.handle(id).is_leader()).collect();
+            if leaders.len() == 1 {
+                return leaders[0];
+            }
+            assert!(Instant::now() < deadline, "no single leader among {among:?} within 10s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn converge(&self, ids: &[u64], revision: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ids.iter().all(|&id| self.handle(id).store().revision() == revision) {
+            assert!(Instant::now() < deadline, "nodes {ids:?} did not all reach revision {revision}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn create(name: &str) -> Command {
+    Command::Create { object: json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}) }
+}
+
+fn has(handle: &ClusterHandle, name: &str) -> bool {
+    handle.store().get(&ObjectKey::new("Node", None, name)).expect("read").is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_replicate_and_fail_over_without_losing_writes() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let first = c.leader(&[1, 2, 3]).await;
+    for i in 0..10 {
+        c.handle(first).propose(create(&format!("n{i}"))).await.expect("committed");
+    }
+    let follower = *c.ids.iter().find(|&&id| id != first).expect("a follower");
+    assert!(matches!(c.handle(follower).propose(create("x")).await, Err(ProposeError::NotLeader)));
+    c.converge(&[1, 2, 3], 10).await;
+
+    // Cut the leader off: the other two elect a new one and keep committing.
+    c.net.isolate(first, &[1, 2, 3]);
+    let rest: Vec<u64> = c.ids.iter().copied().filter(|&id| id != first).collect();
+    let second = c.leader(&rest).await;
+    assert_ne!(second, first);
+    let stranded = c.handle(first).propose(create("stranded")).await;
+    assert!(stranded.is_err(), "a minority leader must not acknowledge a write: {stranded:?}");
+    for i in 10..15 {
+        c.handle(second).propose(create(&format!("n{i}"))).await.expect("majority commits");
+    }
+
+    // Heal: everyone converges on the majority's history; the stranded write is gone.
+    c.net.heal();
+    c.converge(&[1, 2, 3], 15).await;
+    for id in [1, 2, 3] {
+        let h = c.handle(id);
+        assert!((0..15).all(|i| has(&h, &format!("n{i}"))), "node {id} has every acknowledged write");
+        assert!(!has(&h, "stranded"), "node {id} never applies the unacknowledged write");
+    }
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_catches_up_from_the_log() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = *c.ids.iter().find(|&&id| id != leader).expect("a follower");
+    c.handle(leader).propose(create("before")).await.expect("committed");
+    c.converge(&[1, 2, 3], 1).await;
+
+    c.stop(follower).await;
+    for i in 0..20 {
+        c.handle(leader).propose(create(&format!("while-down-{i}"))).await.expect("2 of 3 commit");
+    }
+    c.start(follower);
+    c.converge(&[1, 2, 3], 21).await;
+    assert!(has(&c.handle(follower), "while-down-19"));
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
