@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState};
 use raft::{Config, RawNode, StateRole};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use wasmkube_store::{Command, ObjectStore, RaftLog, StoreError};
 
-use crate::handle::{ClusterHandle, LeaderState, ProposeError, Request};
+use crate::handle::{ClusterHandle, LeaderState, ProposeError, Reply, Request};
 use crate::logger::raft_logger;
 use crate::transport::Transport;
 
@@ -39,8 +39,6 @@ impl Default for DriverConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<Value, ProposeError>>;
-
 struct Driver {
     node: RawNode<RaftLog>,
     log: RaftLog,
@@ -63,9 +61,9 @@ pub fn start(
     store: Arc<ObjectStore>,
     transport: Box<dyn Transport>,
 ) -> Result<(ClusterHandle, oneshot::Receiver<Result<(), StoreError>>), raft::Error> {
-    if !log.is_initialized() {
-        let cs = raft::prelude::ConfState { voters: config.initial_voters.clone(), ..Default::default() };
-        log.set_conf_state(cs).map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+    if !log.is_initialized() && !config.initial_voters.is_empty() {
+        bootstrap(&log, &config.initial_voters)
+            .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
     }
     let raft_config = Config {
         id: config.node_id,
@@ -79,11 +77,8 @@ pub fn start(
         ..Default::default()
     };
     raft_config.validate()?;
-    let mut node = RawNode::new(&raft_config, log.clone(), &raft_logger())?;
-    if log.conf_state().voters == [config.node_id] {
-        // The only voter need not wait out an election timeout.
-        node.campaign()?;
-    }
+    let node = RawNode::new(&raft_config, log.clone(), &raft_logger())?;
+    let sole_voter = log.conf_state().voters == [config.node_id];
     let (leader_tx, leader_rx) = watch::channel(LeaderState::default());
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -108,7 +103,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || {
-            let result = driver.run(rx, tick);
+            let result = driver.run(rx, tick, sole_voter);
             // Close storage before reporting, so a caller may reopen it at once.
             drop(driver);
             if let Err(e) = &result {
@@ -120,8 +115,45 @@ pub fn start(
     Ok((handle, done_rx))
 }
 
+/// Founds a group the way etcd does: the initial membership is written as committed
+/// configuration entries at the head of the log (term 1), so a node that later joins with an
+/// empty log learns every founding voter by replaying it.
+fn bootstrap(log: &RaftLog, voters: &[u64]) -> Result<(), StoreError> {
+    use protobuf::Message as _;
+    let entries = voters
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let cc = ConfChange { change_type: ConfChangeType::AddNode, node_id: id, ..Default::default() };
+            let data = cc
+                .write_to_bytes()
+                .map_err(|e| StoreError::Corrupt { what: "conf change".into(), detail: e.to_string() })?;
+            let mut entry = Entry { term: 1, index: i as u64 + 1, data: data.into(), ..Default::default() };
+            entry.set_entry_type(EntryType::EntryConfChange);
+            Ok(entry)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let hs = HardState { term: 1, vote: 0, commit: entries.len() as u64, ..Default::default() };
+    log.append(&entries, Some(&hs))?;
+    log.set_conf_state(ConfState { voters: voters.to_vec(), ..Default::default() })
+}
+
 impl Driver {
-    fn run(&mut self, rx: mpsc::Receiver<Request>, tick: Duration) -> Result<(), StoreError> {
+    fn run(
+        &mut self,
+        rx: mpsc::Receiver<Request>,
+        tick: Duration,
+        sole_voter: bool,
+    ) -> Result<(), StoreError> {
+        // Apply what is committed (the bootstrap configuration at least) first: raft-rs will
+        // not campaign while configuration entries wait to be applied.
+        self.on_ready()?;
+        if sole_voter {
+            // The only voter need not wait out an election timeout.
+            if let Err(e) = self.node.campaign() {
+                tracing::warn!("could not campaign at start: {e}");
+            }
+        }
         let mut next_tick = Instant::now() + tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -152,6 +184,27 @@ impl Driver {
                 // itself; nothing more to do with them here.
                 if let Err(e) = self.node.step(*message) {
                     tracing::debug!("raft message refused: {e}");
+                }
+            }
+            Request::ChangeMembership { change, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::NotLeader));
+                    return;
+                }
+                let id = self.next_proposal;
+                self.next_proposal += 1;
+                match self
+                    .node
+                    .propose_conf_change(proposal_context(self.node_id, id), change.into_conf_change())
+                {
+                    Ok(()) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let refused =
+                            wasmkube_store::ApplyError::Invalid(format!("membership change refused: {e}"));
+                        let _ = reply.send(Err(ProposeError::Rejected(refused)));
+                    }
                 }
             }
             Request::Propose { command, reply } => {
@@ -227,32 +280,44 @@ impl Driver {
                 Err(ProposeError::Rejected(wasmkube_store::ApplyError::Invalid(e.to_string())))
             }
         };
-        if let Some((node, id)) = parse_context(&entry.context)
-            && node == self.node_id
-            && let Some(reply) = self.pending.remove(&id)
-        {
-            let _ = reply.send(outcome);
-        }
+        self.answer(&entry.context, outcome);
         Ok(())
     }
 
     fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), StoreError> {
         use protobuf::Message as _;
-        let cs = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
-            let cc = ConfChangeV2::parse_from_bytes(&entry.data)
-                .map_err(|e| StoreError::Corrupt { what: "conf change".into(), detail: e.to_string() })?;
-            self.node.apply_conf_change(&cc)
-        } else {
-            let cc = ConfChange::parse_from_bytes(&entry.data)
-                .map_err(|e| StoreError::Corrupt { what: "conf change".into(), detail: e.to_string() })?;
-            self.node.apply_conf_change(&cc)
+        let corrupt = |e: protobuf::ProtobufError| StoreError::Corrupt {
+            what: "conf change".into(),
+            detail: e.to_string(),
         };
-        match cs {
-            Ok(cs) => self.log.set_conf_state(cs),
+        let cs = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            self.node.apply_conf_change(&ConfChangeV2::parse_from_bytes(&entry.data).map_err(corrupt)?)
+        } else {
+            self.node.apply_conf_change(&ConfChange::parse_from_bytes(&entry.data).map_err(corrupt)?)
+        };
+        let outcome = match cs {
+            Ok(cs) => {
+                self.log.set_conf_state(cs.clone())?;
+                Ok(serde_json::json!({"voters": cs.voters, "learners": cs.learners}))
+            }
             Err(e) => {
                 tracing::warn!("conf change at index {} refused: {e}", entry.index);
-                Ok(())
+                Err(ProposeError::Rejected(wasmkube_store::ApplyError::Invalid(format!(
+                    "membership change refused: {e}"
+                ))))
             }
+        };
+        self.answer(&entry.context, outcome);
+        Ok(())
+    }
+
+    /// Answers the proposer of an applied entry, when it was proposed on this node.
+    fn answer(&mut self, context: &[u8], outcome: Result<Value, ProposeError>) {
+        if let Some((node, id)) = parse_context(context)
+            && node == self.node_id
+            && let Some(reply) = self.pending.remove(&id)
+        {
+            let _ = reply.send(outcome);
         }
     }
 

@@ -32,13 +32,39 @@ pub enum ProposeError {
     Stopped,
 }
 
+pub(crate) type Reply = oneshot::Sender<Result<Value, ProposeError>>;
+
 pub(crate) enum Request {
     Propose {
         command: Vec<u8>,
-        reply: oneshot::Sender<Result<Value, ProposeError>>,
+        reply: Reply,
+    },
+    ChangeMembership {
+        change: MembershipChange,
+        reply: Reply,
     },
     /// A message from a peer.
     Step(Box<raft::prelude::Message>),
+}
+
+/// A change to the Raft group's membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    AddVoter(u64),
+    AddLearner(u64),
+    Remove(u64),
+}
+
+impl MembershipChange {
+    pub(crate) fn into_conf_change(self) -> raft::prelude::ConfChange {
+        use raft::prelude::{ConfChange, ConfChangeType};
+        let (change_type, node_id) = match self {
+            MembershipChange::AddVoter(id) => (ConfChangeType::AddNode, id),
+            MembershipChange::AddLearner(id) => (ConfChangeType::AddLearnerNode, id),
+            MembershipChange::Remove(id) => (ConfChangeType::RemoveNode, id),
+        };
+        ConfChange { change_type, node_id, ..Default::default() }
+    }
 }
 
 /// Cheap to clone; every clone talks to the same driver.
@@ -55,9 +81,20 @@ impl ClusterHandle {
     /// Proposes `command` and waits until it is committed and applied, returning the object
     /// as the state machine left it.
     pub async fn propose(&self, command: Command) -> Result<Value, ProposeError> {
-        let bytes = serde_json::to_vec(&command).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let command = serde_json::to_vec(&command).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        self.request(|reply| Request::Propose { command, reply }).await
+    }
+
+    /// Changes the group's membership and waits until the change is applied; returns the new
+    /// configuration as `{"voters": [..], "learners": [..]}`. Only the leader takes changes.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<Value, ProposeError> {
+        self.request(|reply| Request::ChangeMembership { change, reply }).await
+    }
+
+    /// Sends a request to the driver and waits for its answer, at most `propose_timeout`.
+    async fn request(&self, make: impl FnOnce(Reply) -> Request) -> Result<Value, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Propose { command: bytes, reply }).map_err(|_| ProposeError::Stopped)?;
+        self.tx.send(make(reply)).map_err(|_| ProposeError::Stopped)?;
         match tokio::time::timeout(self.propose_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Stopped),

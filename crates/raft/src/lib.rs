@@ -11,6 +11,6 @@ mod logger;
 mod transport;
 
 pub use driver::{DriverConfig, start};
-pub use handle::{ClusterHandle, LeaderState, ProposeError};
+pub use handle::{ClusterHandle, LeaderState, MembershipChange, ProposeError};
 pub use raft::prelude::Message;
 pub use transport::{NoPeers, Transport};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
-use wasmkube_raft::{ClusterHandle, DriverConfig, Message, ProposeError, Transport};
+use wasmkube_raft::{ClusterHandle, DriverConfig, MembershipChange, Message, ProposeError, Transport};
 use wasmkube_store::{Command, ObjectKey, ObjectStore, RaftLog, StoreError};
 
 #[derive(Default)]
@@ -71,13 +71,23 @@ impl Cluster {
         c
     }
 
+    /// Starts a brand-new node with an empty log, to be added by a membership change.
+    fn start_joiner(&mut self, id: u64) {
+        self.dirs.insert(id, tempfile::tempdir().expect("tempdir"));
+        self.start_with(id, vec![]);
+    }
+
     fn start(&mut self, id: u64) {
+        self.start_with(id, self.ids.clone());
+    }
+
+    fn start_with(&mut self, id: u64, initial_voters: Vec<u64>) {
         let db = wasmkube_store::open_db(self.dirs[&id].path()).expect("db");
         let log = RaftLog::open(db.clone()).expect("log");
         let store = Arc::new(ObjectStore::open(db).expect("store"));
         let config = DriverConfig {
             node_id: id,
-            initial_voters: self.ids.clone(),
+            initial_voters,
             tick: Duration::from_millis(20),
             propose_timeout: Duration::from_secs(3),
         };
@@ -178,6 +188,53 @@ async fn a_restarted_follower_catches_up_from_the_log() {
     c.start(follower);
     c.converge(&[1, 2, 3], 21).await;
     assert!(has(&c.handle(follower), "while-down-19"));
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = serde_json::from_value(v.clone()).expect("ids");
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_with_an_empty_log_as_voters_or_learners_and_leave() {
+    let mut c = Cluster::new(&[1]);
+    c.leader(&[1]).await;
+    for i in 0..5 {
+        c.handle(1).propose(create(&format!("n{i}"))).await.expect("committed");
+    }
+
+    c.start_joiner(2);
+    let cs = c.handle(1).change_membership(MembershipChange::AddVoter(2)).await.expect("voter added");
+    assert_eq!(ids(&cs["voters"]), [1, 2]);
+    c.converge(&[1, 2], 5).await;
+    // Replaying the log from index 1 taught the joiner the founding voter too: with two voters
+    // a write needs both, and it commits.
+    c.handle(1).propose(create("with-two")).await.expect("committed by 2 of 2");
+    c.converge(&[1, 2], 6).await;
+
+    c.start_joiner(3);
+    let cs = c.handle(1).change_membership(MembershipChange::AddLearner(3)).await.expect("learner added");
+    assert_eq!(ids(&cs["learners"]), [3]);
+    c.converge(&[1, 2, 3], 6).await;
+
+    // A learner never votes: with node 2 cut off, 1 + learner 3 are not a quorum.
+    c.net.isolate(2, &[1, 2, 3]);
+    let stuck = c.handle(1).propose(create("no-quorum")).await;
+    assert!(stuck.is_err(), "a learner must not count toward the quorum: {stuck:?}");
+    c.net.heal();
+    c.leader(&[1, 2]).await;
+
+    let leader = c.leader(&[1, 2]).await;
+    let cs = c.handle(leader).change_membership(MembershipChange::Remove(3)).await.expect("learner removed");
+    assert!(ids(&cs["learners"]).is_empty());
+    assert!(matches!(
+        c.handle(2).change_membership(MembershipChange::AddVoter(9)).await,
+        Err(ProposeError::NotLeader) | Ok(_)
+    ));
     for id in [1, 2, 3] {
         c.stop(id).await;
     }

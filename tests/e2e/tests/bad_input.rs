@@ -238,16 +238,25 @@ async fn bootstrap_writes_a_private_token_and_a_config_wasmctl_finds() -> anyhow
         let mode = std::fs::metadata(node.data_dir.join(file))?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file} is private");
     }
-    // No flags, no server/token variables: only the config file the node wrote.
-    let out = std::process::Command::new(wasmkube_e2e::bin_dir().join("wasmctl"))
-        .args(["get", "nodes"])
-        .env_remove("WASMKUBE_SERVER")
-        .env_remove("WASMKUBE_TOKEN")
-        .env("WASMKUBE_CONFIG", node.data_dir.join("client.json"))
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("node-a") && stdout.contains("Ready"), "{stdout}");
+    // No flags, no server/token variables: only the config file the node wrote. (The node
+    // registers itself just after it starts serving, hence the wait.)
+    let get_nodes = || {
+        std::process::Command::new(wasmkube_e2e::bin_dir().join("wasmctl"))
+            .args(["get", "nodes"])
+            .env_remove("WASMKUBE_SERVER")
+            .env_remove("WASMKUBE_TOKEN")
+            .env("WASMKUBE_CONFIG", node.data_dir.join("client.json"))
+            .output()
+    };
+    eventually(Duration::from_secs(10), "wasmctl to list the node from the config alone", || {
+        let out = get_nodes();
+        async move {
+            let out = out.ok()?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            (out.status.success() && stdout.contains("node-a") && stdout.contains("Ready")).then_some(())
+        }
+    })
+    .await?;
 
     // A wrong token from the environment overrides the file, and is refused.
     let out = std::process::Command::new(wasmkube_e2e::bin_dir().join("wasmctl"))
