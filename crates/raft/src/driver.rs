@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use wasmkube_store::{Command, ObjectStore, RaftLog, StoreError};
 
-use crate::handle::{ClusterHandle, LeaderState, ProposeError, Reply, Request};
+use crate::handle::{ClusterHandle, LeaderState, Membership, ProposeError, Reply, Request};
 use crate::logger::raft_logger;
 use crate::transport::Transport;
 
@@ -44,6 +44,7 @@ struct Driver {
     log: RaftLog,
     store: Arc<ObjectStore>,
     leader: watch::Sender<LeaderState>,
+    membership: watch::Sender<Membership>,
     pending: HashMap<u64, Reply>,
     next_proposal: u64,
     node_id: u64,
@@ -80,12 +81,14 @@ pub fn start(
     let node = RawNode::new(&raft_config, log.clone(), &raft_logger())?;
     let sole_voter = log.conf_state().voters == [config.node_id];
     let (leader_tx, leader_rx) = watch::channel(LeaderState::default());
+    let (membership_tx, membership_rx) = watch::channel(membership_of(&log.conf_state()));
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let handle = ClusterHandle {
         tx,
         store: store.clone(),
         leader: leader_rx,
+        membership: membership_rx,
         node_id: config.node_id,
         propose_timeout: config.propose_timeout,
     };
@@ -94,6 +97,7 @@ pub fn start(
         log,
         store,
         leader: leader_tx,
+        membership: membership_tx,
         pending: HashMap::new(),
         next_proposal: 1,
         node_id: config.node_id,
@@ -298,6 +302,7 @@ impl Driver {
         let outcome = match cs {
             Ok(cs) => {
                 self.log.set_conf_state(cs.clone())?;
+                self.membership.send_replace(membership_of(&cs));
                 Ok(serde_json::json!({"voters": cs.voters, "learners": cs.learners}))
             }
             Err(e) => {
@@ -341,6 +346,10 @@ impl Driver {
             }
         }
     }
+}
+
+fn membership_of(cs: &ConfState) -> Membership {
+    Membership { voters: cs.voters.clone(), learners: cs.learners.clone() }
 }
 
 fn proposal_context(node: u64, id: u64) -> Vec<u8> {

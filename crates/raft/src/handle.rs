@@ -47,6 +47,19 @@ pub(crate) enum Request {
     Step(Box<raft::prelude::Message>),
 }
 
+/// The group's members as this node has applied them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+impl Membership {
+    pub fn contains(&self, id: u64) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+}
+
 /// A change to the Raft group's membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -73,6 +86,7 @@ pub struct ClusterHandle {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) store: Arc<ObjectStore>,
     pub(crate) leader: watch::Receiver<LeaderState>,
+    pub(crate) membership: watch::Receiver<Membership>,
     pub(crate) node_id: u64,
     pub(crate) propose_timeout: Duration,
 }
@@ -114,6 +128,11 @@ impl ClusterHandle {
 
     pub fn leader(&self) -> watch::Receiver<LeaderState> {
         self.leader.clone()
+    }
+
+    /// The members as this node has applied them (empty on a node still joining).
+    pub fn membership(&self) -> Membership {
+        self.membership.borrow().clone()
     }
 
     pub fn is_leader(&self) -> bool {

@@ -95,12 +95,8 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(presented.as_bytes(), state.inner.token.as_bytes()) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), state.inner.token.as_bytes())) {
         return Err(ApiError::unauthorized());
     }
     Ok(next.run(req).await)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
