@@ -1,7 +1,7 @@
 //! The Ready loop, on a dedicated thread: RocksDB fsyncs block, and must not stall the async
 //! runtime that serves the API and the pods.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -12,7 +12,9 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use wasmkube_store::{Command, ObjectStore, RaftLog, StoreError};
 
-use crate::handle::{ClusterHandle, LeaderState, Membership, ProposeError, Reply, Request};
+use crate::handle::{
+    ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError, Reply, Request,
+};
 use crate::logger::raft_logger;
 use crate::transport::Transport;
 
@@ -23,7 +25,7 @@ pub struct DriverConfig {
     pub node_id: u64,
     /// The voters a brand-new group starts with (every founding node lists the same ones).
     /// Ignored when the log already holds a membership.
-    pub initial_voters: Vec<u64>,
+    pub initial_voters: Vec<Member>,
     pub tick: Duration,
     pub propose_timeout: Duration,
 }
@@ -32,7 +34,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             node_id: 1,
-            initial_voters: vec![1],
+            initial_voters: vec![Member { id: 1, name: "node-1".into(), url: String::new() }],
             tick: Duration::from_millis(100),
             propose_timeout: Duration::from_secs(10),
         }
@@ -45,6 +47,7 @@ struct Driver {
     store: Arc<ObjectStore>,
     leader: watch::Sender<LeaderState>,
     membership: watch::Sender<Membership>,
+    members: BTreeMap<u64, Member>,
     pending: HashMap<u64, Reply>,
     next_proposal: u64,
     node_id: u64,
@@ -80,8 +83,11 @@ pub fn start(
     raft_config.validate()?;
     let node = RawNode::new(&raft_config, log.clone(), &raft_logger())?;
     let sole_voter = log.conf_state().voters == [config.node_id];
+
     let (leader_tx, leader_rx) = watch::channel(LeaderState::default());
-    let (membership_tx, membership_rx) = watch::channel(membership_of(&log.conf_state()));
+    let members =
+        load_members(&log).map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
+    let (membership_tx, membership_rx) = watch::channel(membership_of(&log.conf_state(), &members));
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = oneshot::channel();
     let handle = ClusterHandle {
@@ -98,6 +104,7 @@ pub fn start(
         store,
         leader: leader_tx,
         membership: membership_tx,
+        members,
         pending: HashMap::new(),
         next_proposal: 1,
         node_id: config.node_id,
@@ -122,16 +129,14 @@ pub fn start(
 /// Founds a group the way etcd does: the initial membership is written as committed
 /// configuration entries at the head of the log (term 1), so a node that later joins with an
 /// empty log learns every founding voter by replaying it.
-fn bootstrap(log: &RaftLog, voters: &[u64]) -> Result<(), StoreError> {
+fn bootstrap(log: &RaftLog, voters: &[Member]) -> Result<(), StoreError> {
     use protobuf::Message as _;
     let entries = voters
         .iter()
         .enumerate()
-        .map(|(i, &id)| {
-            let cc = ConfChange { change_type: ConfChangeType::AddNode, node_id: id, ..Default::default() };
-            let data = cc
-                .write_to_bytes()
-                .map_err(|e| StoreError::Corrupt { what: "conf change".into(), detail: e.to_string() })?;
+        .map(|(i, m)| {
+            let cc = MembershipChange::AddVoter(m.clone()).into_conf_change();
+            let data = cc.write_to_bytes().map_err(corrupt_conf_change)?;
             let mut entry = Entry { term: 1, index: i as u64 + 1, data: data.into(), ..Default::default() };
             entry.set_entry_type(EntryType::EntryConfChange);
             Ok(entry)
@@ -139,7 +144,28 @@ fn bootstrap(log: &RaftLog, voters: &[u64]) -> Result<(), StoreError> {
         .collect::<Result<Vec<_>, StoreError>>()?;
     let hs = HardState { term: 1, vote: 0, commit: entries.len() as u64, ..Default::default() };
     log.append(&entries, Some(&hs))?;
-    log.set_conf_state(ConfState { voters: voters.to_vec(), ..Default::default() })
+    let cs = ConfState { voters: voters.iter().map(|m| m.id).collect(), ..Default::default() };
+    let members: BTreeMap<u64, Member> = voters.iter().map(|m| (m.id, m.clone())).collect();
+    log.set_membership(cs, &encode_members(&members))
+}
+
+fn load_members(log: &RaftLog) -> Result<BTreeMap<u64, Member>, StoreError> {
+    match log.members()? {
+        Some(bytes) => {
+            let list: Vec<Member> = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt { what: "members".into(), detail: e.to_string() })?;
+            Ok(list.into_iter().map(|m| (m.id, m)).collect())
+        }
+        None => Ok(BTreeMap::new()),
+    }
+}
+
+fn encode_members(members: &BTreeMap<u64, Member>) -> Vec<u8> {
+    serde_json::to_vec(&members.values().collect::<Vec<_>>()).unwrap_or_default()
+}
+
+fn corrupt_conf_change(e: protobuf::ProtobufError) -> StoreError {
+    StoreError::Corrupt { what: "conf change".into(), detail: e.to_string() }
 }
 
 impl Driver {
@@ -290,19 +316,22 @@ impl Driver {
 
     fn apply_conf_change(&mut self, entry: &Entry) -> Result<(), StoreError> {
         use protobuf::Message as _;
-        let corrupt = |e: protobuf::ProtobufError| StoreError::Corrupt {
-            what: "conf change".into(),
-            detail: e.to_string(),
-        };
-        let cs = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
-            self.node.apply_conf_change(&ConfChangeV2::parse_from_bytes(&entry.data).map_err(corrupt)?)
+        // wasmkube proposes only v1 changes; a v2 one (from a future version) is applied
+        // without a member description.
+        let (cs, change) = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(corrupt_conf_change)?;
+            (self.node.apply_conf_change(&cc), None)
         } else {
-            self.node.apply_conf_change(&ConfChange::parse_from_bytes(&entry.data).map_err(corrupt)?)
+            let cc = ConfChange::parse_from_bytes(&entry.data).map_err(corrupt_conf_change)?;
+            (self.node.apply_conf_change(&cc), Some(cc))
         };
         let outcome = match cs {
             Ok(cs) => {
-                self.log.set_conf_state(cs.clone())?;
-                self.membership.send_replace(membership_of(&cs));
+                if let Some(cc) = change {
+                    self.record_member(&cc);
+                }
+                self.log.set_membership(cs.clone(), &encode_members(&self.members))?;
+                self.membership.send_replace(membership_of(&cs, &self.members));
                 Ok(serde_json::json!({"voters": cs.voters, "learners": cs.learners}))
             }
             Err(e) => {
@@ -314,6 +343,19 @@ impl Driver {
         };
         self.answer(&entry.context, outcome);
         Ok(())
+    }
+
+    fn record_member(&mut self, cc: &ConfChange) {
+        match cc.get_change_type() {
+            ConfChangeType::RemoveNode => {
+                self.members.remove(&cc.node_id);
+            }
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                if let Ok(member) = serde_json::from_slice::<Member>(&cc.context) {
+                    self.members.insert(cc.node_id, Member { id: cc.node_id, ..member });
+                }
+            }
+        }
     }
 
     /// Answers the proposer of an applied entry, when it was proposed on this node.
@@ -348,8 +390,8 @@ impl Driver {
     }
 }
 
-fn membership_of(cs: &ConfState) -> Membership {
-    Membership { voters: cs.voters.clone(), learners: cs.learners.clone() }
+fn membership_of(cs: &ConfState, members: &BTreeMap<u64, Member>) -> Membership {
+    Membership { voters: cs.voters.clone(), learners: cs.learners.clone(), members: members.clone() }
 }
 
 fn proposal_context(node: u64, id: u64) -> Vec<u8> {

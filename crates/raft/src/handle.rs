@@ -47,11 +47,21 @@ pub(crate) enum Request {
     Step(Box<raft::prelude::Message>),
 }
 
+/// One node of the group: its raft id, its unique name, and the URL peers reach it at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub url: String,
+}
+
 /// The group's members as this node has applied them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Membership {
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// Names and addresses, from the configuration entries that added each member.
+    pub members: std::collections::BTreeMap<u64, Member>,
 }
 
 impl Membership {
@@ -63,20 +73,23 @@ impl Membership {
 /// A change to the Raft group's membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipChange {
-    AddVoter(u64),
-    AddLearner(u64),
+    AddVoter(Member),
+    AddLearner(Member),
     Remove(u64),
 }
 
 impl MembershipChange {
     pub(crate) fn into_conf_change(self) -> raft::prelude::ConfChange {
         use raft::prelude::{ConfChange, ConfChangeType};
-        let (change_type, node_id) = match self {
-            MembershipChange::AddVoter(id) => (ConfChangeType::AddNode, id),
-            MembershipChange::AddLearner(id) => (ConfChangeType::AddLearnerNode, id),
-            MembershipChange::Remove(id) => (ConfChangeType::RemoveNode, id),
+        let (change_type, node_id, member) = match self {
+            MembershipChange::AddVoter(m) => (ConfChangeType::AddNode, m.id, Some(m)),
+            MembershipChange::AddLearner(m) => (ConfChangeType::AddLearnerNode, m.id, Some(m)),
+            MembershipChange::Remove(id) => (ConfChangeType::RemoveNode, id, None),
         };
-        ConfChange { change_type, node_id, ..Default::default() }
+        // The description rides in the entry, so every replica (and every later joiner
+        // replaying the log) learns who the member is and where to reach it.
+        let context = member.and_then(|m| serde_json::to_vec(&m).ok()).unwrap_or_default();
+        ConfChange { change_type, node_id, context: context.into(), ..Default::default() }
     }
 }
 

@@ -13,7 +13,7 @@ mod transport;
 mod wire;
 
 pub use driver::{DriverConfig, start};
-pub use handle::{ClusterHandle, LeaderState, Membership, MembershipChange, ProposeError};
+pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};
 pub use peers::{PEER_MESSAGES_PATH, PeerTransport, peer_router};
 pub use raft::prelude::Message;
 pub use transport::{NoPeers, Transport};

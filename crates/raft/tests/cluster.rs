@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
-use wasmkube_raft::{ClusterHandle, DriverConfig, MembershipChange, Message, ProposeError, Transport};
+use wasmkube_raft::{
+    ClusterHandle, DriverConfig, Member, MembershipChange, Message, ProposeError, Transport,
+};
 use wasmkube_store::{Command, ObjectKey, ObjectStore, RaftLog, StoreError};
 
 #[derive(Default)]
@@ -78,10 +80,10 @@ impl Cluster {
     }
 
     fn start(&mut self, id: u64) {
-        self.start_with(id, self.ids.clone());
+        self.start_with(id, self.ids.iter().map(|&i| member(i)).collect());
     }
 
-    fn start_with(&mut self, id: u64, initial_voters: Vec<u64>) {
+    fn start_with(&mut self, id: u64, initial_voters: Vec<Member>) {
         let db = wasmkube_store::open_db(self.dirs[&id].path()).expect("db");
         let log = RaftLog::open(db.clone()).expect("log");
         let store = Arc::new(ObjectStore::open(db).expect("store"));
@@ -128,6 +130,10 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+fn member(id: u64) -> Member {
+    Member { id, name: format!("node-{id}"), url: format!("http://10.0.0.{id}:7700") }
 }
 
 fn create(name: &str) -> Command {
@@ -208,16 +214,21 @@ async fn nodes_join_with_an_empty_log_as_voters_or_learners_and_leave() {
     }
 
     c.start_joiner(2);
-    let cs = c.handle(1).change_membership(MembershipChange::AddVoter(2)).await.expect("voter added");
+    let cs = c.handle(1).change_membership(MembershipChange::AddVoter(member(2))).await.expect("voter added");
     assert_eq!(ids(&cs["voters"]), [1, 2]);
     c.converge(&[1, 2], 5).await;
+    // Names and addresses travel in the log: the joiner knows the founder's from replay.
+    let known = c.handle(2).membership();
+    assert_eq!(known.members.get(&1), Some(&member(1)));
+    assert_eq!(known.members.get(&2), Some(&member(2)));
     // Replaying the log from index 1 taught the joiner the founding voter too: with two voters
     // a write needs both, and it commits.
     c.handle(1).propose(create("with-two")).await.expect("committed by 2 of 2");
     c.converge(&[1, 2], 6).await;
 
     c.start_joiner(3);
-    let cs = c.handle(1).change_membership(MembershipChange::AddLearner(3)).await.expect("learner added");
+    let cs =
+        c.handle(1).change_membership(MembershipChange::AddLearner(member(3))).await.expect("learner added");
     assert_eq!(ids(&cs["learners"]), [3]);
     c.converge(&[1, 2, 3], 6).await;
 
@@ -231,8 +242,12 @@ async fn nodes_join_with_an_empty_log_as_voters_or_learners_and_leave() {
     let leader = c.leader(&[1, 2]).await;
     let cs = c.handle(leader).change_membership(MembershipChange::Remove(3)).await.expect("learner removed");
     assert!(ids(&cs["learners"]).is_empty());
+    assert!(
+        !c.handle(leader).membership().members.contains_key(&3),
+        "a removed member's address is forgotten"
+    );
     assert!(matches!(
-        c.handle(2).change_membership(MembershipChange::AddVoter(9)).await,
+        c.handle(2).change_membership(MembershipChange::AddVoter(member(9))).await,
         Err(ProposeError::NotLeader) | Ok(_)
     ));
     for id in [1, 2, 3] {

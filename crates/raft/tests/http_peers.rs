@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
-use wasmkube_raft::{ClusterHandle, DriverConfig, PEER_MESSAGES_PATH, PeerTransport, peer_router};
+use wasmkube_raft::{ClusterHandle, DriverConfig, Member, PEER_MESSAGES_PATH, PeerTransport, peer_router};
 use wasmkube_store::{Command, ObjectStore, RaftLog};
 
 const TOKEN: &str = "peer-secret";
@@ -27,7 +27,10 @@ async fn start(id: u64, voters: &[u64]) -> (Node, PeerTransport) {
     let transport = PeerTransport::new(id, TOKEN.into()).expect("transport");
     let config = DriverConfig {
         node_id: id,
-        initial_voters: voters.to_vec(),
+        initial_voters: voters
+            .iter()
+            .map(|&id| Member { id, name: format!("node-{id}"), url: String::new() })
+            .collect(),
         tick: Duration::from_millis(20),
         propose_timeout: Duration::from_secs(3),
     };

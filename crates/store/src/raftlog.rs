@@ -15,6 +15,7 @@ use crate::{CF_RAFT_LOG, CF_RAFT_STATE, StoreError, cf};
 
 const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
+const MEMBERS: &[u8] = b"members";
 
 #[derive(Default)]
 struct LogBounds {
@@ -73,6 +74,23 @@ impl RaftLog {
         self.db.put_cf_opt(cf(&self.db, CF_RAFT_STATE), CONF_STATE, bytes, &synced())?;
         self.write().conf_state = cs;
         Ok(())
+    }
+
+    /// Persists the membership together with the members' descriptions (opaque bytes owned by
+    /// the raft driver: names and addresses), in one fsynced batch.
+    pub fn set_membership(&self, cs: ConfState, members: &[u8]) -> Result<(), StoreError> {
+        let bytes = cs.write_to_bytes().map_err(|e| StoreError::corrupt("conf state", e))?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_RAFT_STATE), CONF_STATE, bytes);
+        batch.put_cf(cf(&self.db, CF_RAFT_STATE), MEMBERS, members);
+        self.db.write_opt(batch, &synced())?;
+        self.write().conf_state = cs;
+        Ok(())
+    }
+
+    /// The members' descriptions last stored by `set_membership`.
+    pub fn members(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(cf(&self.db, CF_RAFT_STATE), MEMBERS)?)
     }
 
     pub fn conf_state(&self) -> ConfState {

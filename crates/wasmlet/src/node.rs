@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wasmkube_agent::{Agent, AgentConfig};
 use wasmkube_proxy::ProxyState;
-use wasmkube_raft::DriverConfig;
+use wasmkube_raft::{DriverConfig, Member};
 use wasmkube_runtime::{Runtime, RuntimeConfig, SandboxRegistry};
 use wasmkube_store::{BlobStore, ObjectStore, RaftLog};
 
@@ -46,8 +46,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let proxy_url = format!("http://{}", proxy_listener.local_addr()?);
 
     // One voter for now: peers, joins and the HTTP transport come with clustering.
+    let founder = Member { id: 1, name: node_name.clone(), url: api_url.clone() };
+    let config = DriverConfig { initial_voters: vec![founder], ..DriverConfig::default() };
     let (cluster, mut raft_done) =
-        wasmkube_raft::start(DriverConfig::default(), log, store.clone(), Box::new(wasmkube_raft::NoPeers))?;
+        wasmkube_raft::start(config, log, store.clone(), Box::new(wasmkube_raft::NoPeers))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
