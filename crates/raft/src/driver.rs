@@ -95,6 +95,7 @@ pub fn start(
         store: store.clone(),
         leader: leader_rx,
         membership: membership_rx,
+        forwarder: None,
         node_id: config.node_id,
         propose_timeout: config.propose_timeout,
     };
@@ -458,10 +459,12 @@ mod tests {
         }
         let (log, store) = open(dir.path());
         assert_eq!(store.list("Node", None).expect("list").0.len(), 21);
-        let (handle, _done) = start(DriverConfig::default(), log, store, Box::new(NoPeers)).expect("restart");
+        let (handle, done) = start(DriverConfig::default(), log, store, Box::new(NoPeers)).expect("restart");
         wait_leader(&handle).await;
         let b = handle.propose(node("b")).await.expect("commit after restart");
         assert_eq!(b["metadata"]["resourceVersion"], "22");
         assert!(handle.store().get(&ObjectKey::new("Node", None, "a")).expect("get").is_some());
+        drop(handle);
+        done.await.expect("driver reports").expect("clean stop");
     }
 }

@@ -16,7 +16,7 @@ pub struct LeaderState {
     pub is_leader: bool,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// Applied, and the state machine refused it (conflict, not found, …): permanent.
     #[error(transparent)]
@@ -100,6 +100,8 @@ pub struct ClusterHandle {
     pub(crate) store: Arc<ObjectStore>,
     pub(crate) leader: watch::Receiver<LeaderState>,
     pub(crate) membership: watch::Receiver<Membership>,
+    /// Where proposals go when this node is not the leader (none on a single node).
+    pub(crate) forwarder: Option<std::sync::Arc<crate::peers::Forwarder>>,
     pub(crate) node_id: u64,
     pub(crate) propose_timeout: Duration,
 }
@@ -108,8 +110,31 @@ impl ClusterHandle {
     /// Proposes `command` and waits until it is committed and applied, returning the object
     /// as the state machine left it.
     pub async fn propose(&self, command: Command) -> Result<Value, ProposeError> {
-        let command = serde_json::to_vec(&command).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        match self.propose_here(&command).await {
+            Err(ProposeError::NotLeader) => match (&self.forwarder, self.leader_id()) {
+                (Some(forwarder), leader) if leader != 0 && leader != self.node_id => {
+                    forwarder.forward(leader, &command).await
+                }
+                _ => Err(ProposeError::NotLeader),
+            },
+            other => other,
+        }
+    }
+
+    /// Proposes on this node only: `NotLeader` when it does not lead. What a forwarded
+    /// proposal runs on the leader, so forwarding never loops.
+    pub async fn propose_here(&self, command: &Command) -> Result<Value, ProposeError> {
+        let command = serde_json::to_vec(command).map_err(|e| ApplyError::Invalid(e.to_string()))?;
         self.request(|reply| Request::Propose { command, reply }).await
+    }
+
+    /// Forwards proposals that this node cannot take to the leader, over the peer transport's
+    /// HTTP endpoint, authenticated with the cluster's peer `token`.
+    pub fn with_forwarding(mut self, token: String) -> Result<Self, String> {
+        let forwarder =
+            crate::peers::Forwarder::new(self.node_id, token, self.membership.clone(), self.propose_timeout)?;
+        self.forwarder = Some(std::sync::Arc::new(forwarder));
+        Ok(self)
     }
 
     /// Changes the group's membership and waits until the change is applied; returns the new
@@ -143,9 +168,19 @@ impl ClusterHandle {
         self.leader.clone()
     }
 
+    /// Changes to the membership, as they are applied.
+    pub fn membership_changes(&self) -> watch::Receiver<Membership> {
+        self.membership.clone()
+    }
+
     /// The members as this node has applied them (empty on a node still joining).
     pub fn membership(&self) -> Membership {
         self.membership.borrow().clone()
+    }
+
+    /// The leader as this node last saw it (0: none known).
+    pub fn leader_id(&self) -> u64 {
+        self.leader.borrow().leader_id
     }
 
     pub fn is_leader(&self) -> bool {

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tempfile::TempDir;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use wasmkube_raft::{ClusterHandle, DriverConfig, Member, PEER_MESSAGES_PATH, PeerTransport, peer_router};
+use wasmkube_raft::{
+    ClusterHandle, DriverConfig, Member, PEER_MESSAGES_PATH, PeerTransport, ProposeError, peer_router,
+};
 use wasmkube_store::{Command, ObjectStore, RaftLog};
 
 const TOKEN: &str = "peer-secret";
@@ -15,11 +18,12 @@ const TOKEN: &str = "peer-secret";
 struct Node {
     handle: ClusterHandle,
     server: JoinHandle<()>,
+    done: oneshot::Receiver<Result<(), wasmkube_store::StoreError>>,
     url: String,
     _dir: TempDir,
 }
 
-async fn start(id: u64, voters: &[u64]) -> (Node, PeerTransport) {
+async fn start(id: u64, listener: tokio::net::TcpListener, voters: &[Member]) -> (Node, PeerTransport) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = wasmkube_store::open_db(dir.path()).expect("db");
     let log = RaftLog::open(db.clone()).expect("log");
@@ -27,22 +31,29 @@ async fn start(id: u64, voters: &[u64]) -> (Node, PeerTransport) {
     let transport = PeerTransport::new(id, TOKEN.into()).expect("transport");
     let config = DriverConfig {
         node_id: id,
-        initial_voters: voters
-            .iter()
-            .map(|&id| Member { id, name: format!("node-{id}"), url: String::new() })
-            .collect(),
+        initial_voters: voters.to_vec(),
         tick: Duration::from_millis(20),
         propose_timeout: Duration::from_secs(3),
     };
-    let (handle, _done) =
+    let (handle, done) =
         wasmkube_raft::start(config, log, store, Box::new(transport.clone())).expect("start");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let handle = handle.with_forwarding(TOKEN.into()).expect("forwarding");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let router = peer_router(handle.clone(), TOKEN.into());
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    (Node { handle, server, url, _dir: dir }, transport)
+    (Node { handle, server, done, url, _dir: dir }, transport)
+}
+
+/// Stops a node's server and driver, and waits until its database is closed (a database
+/// still open when the test process exits can abort it).
+async fn stop(node: Node) {
+    let Node { handle, server, done, .. } = node;
+    server.abort();
+    let _ = server.await;
+    drop(handle);
+    let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
 }
 
 async fn leader(nodes: &HashMap<u64, Node>) -> u64 {
@@ -73,10 +84,18 @@ fn create(name: &str) -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_and_fails_over_over_http() {
     let ids = [1, 2, 3];
+    let mut listeners = HashMap::new();
+    let mut voters = Vec::new();
+    for id in ids {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        voters.push(Member { id, name: format!("node-{id}"), url });
+        listeners.insert(id, listener);
+    }
     let mut nodes = HashMap::new();
     let mut transports = HashMap::new();
     for id in ids {
-        let (node, transport) = start(id, &ids).await;
+        let (node, transport) = start(id, listeners.remove(&id).expect("listener"), &voters).await;
         nodes.insert(id, node);
         transports.insert(id, transport);
     }
@@ -93,6 +112,18 @@ async fn replicates_and_fails_over_over_http() {
     }
     converge(&nodes, 10).await;
 
+    // A follower forwards a write to the leader and answers with the committed object;
+    // refusals come back as refusals.
+    let follower = *ids.iter().find(|&&id| id != first).expect("a follower");
+    let forwarded = nodes[&follower].handle.propose(create("via-follower")).await.expect("forwarded");
+    assert_eq!(forwarded["metadata"]["resourceVersion"], "11");
+    let again = nodes[&follower].handle.propose(create("via-follower")).await;
+    assert!(
+        matches!(again, Err(ProposeError::Rejected(wasmkube_store::ApplyError::AlreadyExists(_)))),
+        "{again:?}"
+    );
+    converge(&nodes, 11).await;
+
     // The peer endpoint refuses strangers and garbage.
     let http = reqwest::Client::new();
     let url = format!("{}{PEER_MESSAGES_PATH}", nodes[&first].url);
@@ -105,9 +136,7 @@ async fn replicates_and_fails_over_over_http() {
     assert_eq!(post(TOKEN, "2", vec![]).await.expect("answer").status(), 204);
 
     // Stop the leader (its server and its driver); the others elect a new one.
-    let old = nodes.remove(&first).expect("leader");
-    old.server.abort();
-    drop(old);
+    stop(nodes.remove(&first).expect("leader")).await;
     let second = leader(&nodes).await;
     assert_ne!(second, first);
     for i in 10..15 {
@@ -117,5 +146,8 @@ async fn replicates_and_fails_over_over_http() {
             .await
             .expect("committed by the remaining two");
     }
-    converge(&nodes, 15).await;
+    converge(&nodes, 16).await;
+    for (_, node) in nodes.drain() {
+        stop(node).await;
+    }
 }

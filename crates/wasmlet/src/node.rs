@@ -114,7 +114,15 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     if tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("some tasks did not stop within {GRACE:?}");
     }
-    failure.map_or(Ok(()), Err)
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            // The driver closes the database once the last handle is gone; wait for it, so the
+            // process never exits with RocksDB half shut down.
+            let _ = tokio::time::timeout(GRACE, raft_done).await;
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {
