@@ -24,6 +24,8 @@ use crate::sandbox::Sandbox;
 
 /// How often statuses are re-checked without a change (cli pods change on their own).
 const STATUS_POLL: Duration = Duration::from_millis(500);
+/// How soon a heartbeat that could not be recorded is tried again.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -68,11 +70,16 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut changes = self.cluster.store().subscribe_all();
-        let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+        let mut next_heartbeat = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = tokio::time::sleep_until(next_heartbeat) => {
+                    // A node still catching up (or between leaders) retries soon, so it shows
+                    // up Ready without waiting a whole period.
+                    let wait = if self.heartbeat().await { self.config.heartbeat } else { HEARTBEAT_RETRY };
+                    next_heartbeat = tokio::time::Instant::now() + wait;
+                }
                 _ = changes.recv() => {}
                 _ = tokio::time::sleep(STATUS_POLL) => {}
             }

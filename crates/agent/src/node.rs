@@ -7,7 +7,8 @@ use crate::{Agent, now};
 
 impl Agent {
     /// Creates the Node object, or refreshes its status (addresses, capacity, Ready heartbeat).
-    pub(crate) async fn heartbeat(&mut self) {
+    /// Returns whether the write was committed.
+    pub(crate) async fn heartbeat(&mut self) -> bool {
         let name = self.config.node_name.clone();
         let mut ready = Condition::new("Ready", true);
         ready.reason = Some("WasmletReady".into());
@@ -43,8 +44,12 @@ impl Agent {
             };
             Command::Create { object: serde_json::to_value(&node).unwrap_or_default() }
         };
-        if let Err(e) = self.cluster.propose(command).await {
-            tracing::warn!("heartbeat not recorded: {e}");
+        match self.cluster.propose(command).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!("heartbeat not recorded yet: {e}");
+                false
+            }
         }
     }
 }

@@ -91,6 +91,16 @@ impl Client {
         self.json(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// POST a JSON body to any API path; returns the JSON answer.
+    pub async fn post_path(&self, path: &str, body: &Value) -> Result<Value> {
+        self.json(self.request(reqwest::Method::POST, path).json(body)).await
+    }
+
+    /// DELETE any API path.
+    pub async fn delete_path(&self, path: &str) -> Result<()> {
+        self.send(self.request(reqwest::Method::DELETE, path)).await.map(drop)
+    }
+
     pub async fn get<T: Resource>(&self, namespace: Option<&str>, name: &str) -> Result<T> {
         self.json(self.request(reqwest::Method::GET, &T::KIND.object_path(namespace, name))).await
     }

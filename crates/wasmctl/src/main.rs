@@ -31,6 +31,8 @@ enum Command {
     Scale(commands::scale::Scale),
     Delete(commands::delete::Delete),
     Logs(commands::logs::Logs),
+    Cluster(commands::cluster::Cluster),
+    Node(commands::node::Node),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -55,5 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(c) => c.run(&client, ns).await,
         Command::Delete(c) => c.run(&client, ns).await,
         Command::Logs(c) => c.run(&client, ns).await,
+        Command::Cluster(c) => c.run(&client, ns).await,
+        Command::Node(c) => c.run(&client, ns).await,
     }
 }

@@ -35,6 +35,20 @@ impl DataDir {
         self.root.join("compiled")
     }
 
+    /// A small file of the data dir (trimmed), if present.
+    pub fn read(&self, file: &str) -> anyhow::Result<Option<String>> {
+        match std::fs::read_to_string(self.root.join(file)) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {file} in {}", self.root.display())),
+        }
+    }
+
+    /// Writes a small private (0600) file of the data dir.
+    pub fn write_private(&self, file: &str, contents: &str) -> anyhow::Result<()> {
+        write_private(&self.root.join(file), contents.as_bytes())
+    }
+
     /// The admin token, created (mode 0600) the first time the node starts.
     pub fn admin_token(&self) -> anyhow::Result<String> {
         let path = self.root.join("admin.token");

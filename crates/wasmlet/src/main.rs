@@ -2,6 +2,7 @@
 
 mod api;
 mod bootstrap;
+mod cluster;
 mod node;
 
 use clap::Parser;
@@ -33,6 +34,15 @@ pub struct Flags {
     /// Pods this node accepts.
     #[arg(long, default_value_t = 110)]
     pub max_pods: usize,
+    /// Join the cluster whose member API is at this URL (needs --join-token).
+    #[arg(long, requires = "join_token")]
+    pub join: Option<String>,
+    /// A join token from `wasmctl cluster join-token`.
+    #[arg(long, requires = "join")]
+    pub join_token: Option<String>,
+    /// Voting members the cluster keeps (3 or 5); nodes beyond join as learners.
+    #[arg(long, default_value_t = 3)]
+    pub voters: usize,
 }
 
 #[tokio::main]

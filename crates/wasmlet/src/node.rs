@@ -9,13 +9,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wasmkube_agent::{Agent, AgentConfig};
 use wasmkube_proxy::ProxyState;
-use wasmkube_raft::{DriverConfig, Member};
+use wasmkube_raft::{DriverConfig, PeerTransport};
 use wasmkube_runtime::{Runtime, RuntimeConfig, SandboxRegistry};
 use wasmkube_store::{BlobStore, ObjectStore, RaftLog};
 
-use crate::Flags;
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiParts, ApiState};
 use crate::bootstrap::{DataDir, host_name, write_client_config};
+use crate::{Flags, cluster};
 
 /// Time given to in-flight requests after a stop signal.
 const GRACE: Duration = Duration::from_secs(5);
@@ -28,7 +28,6 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let log = RaftLog::open(db.clone())?;
     let store = Arc::new(ObjectStore::open(db)?);
     let blobs = Arc::new(BlobStore::open(&data.modules())?);
-    let token = data.admin_token()?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(data.compile_cache()),
         request_timeout: flags.request_timeout,
@@ -45,11 +44,19 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let proxy_url = format!("http://{}", proxy_listener.local_addr()?);
 
-    // One voter for now: peers, joins and the HTTP transport come with clustering.
-    let founder = Member { id: 1, name: node_name.clone(), url: api_url.clone() };
-    let config = DriverConfig { initial_voters: vec![founder], ..DriverConfig::default() };
+    let join = flags.join.as_deref().zip(flags.join_token.as_deref());
+    let identity = cluster::establish(&data, &node_name, &api_url, join).await?;
+    let transport =
+        PeerTransport::new(identity.node_id, identity.peer_token.clone()).map_err(anyhow::Error::msg)?;
+    let config = DriverConfig {
+        node_id: identity.node_id,
+        initial_voters: identity.initial_voters.clone(),
+        ..DriverConfig::default()
+    };
     let (cluster, mut raft_done) =
-        wasmkube_raft::start(config, log, store.clone(), Box::new(wasmkube_raft::NoPeers))?;
+        wasmkube_raft::start(config, log, store.clone(), Box::new(transport.clone()))?;
+    let cluster = cluster.with_forwarding(identity.peer_token.clone()).map_err(anyhow::Error::msg)?;
+    cluster::remember(&data, &identity)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -58,6 +65,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }
     };
 
+    // After establishing the identity: a joining node takes the cluster's admin token.
+    let token = data.admin_token()?;
     let registry = SandboxRegistry::default();
     let agent_config = AgentConfig {
         node_name: node_name.clone(),
@@ -70,19 +79,24 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(agent.run(stopped()));
     tasks.spawn(wasmkube_controllers::run(cluster.clone(), stopped()));
+    tasks.spawn(cluster::sync_peers(transport, cluster.clone(), identity.seed_members.clone(), stopped()));
     let proxy = ProxyState::new(&node_name);
     tasks.spawn(proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped()));
 
-    let api_state = ApiState::new(
-        cluster.clone(),
+    let peers = wasmkube_raft::peer_router(cluster.clone(), identity.peer_token.clone());
+    let api_state = ApiState::new(ApiParts {
+        cluster: cluster.clone(),
         store,
         blobs,
         runtime,
-        registry,
-        token.clone(),
-        flags.max_module_mib << 20,
-    );
-    let api_server = axum::serve(api_listener, api::router(api_state)).with_graceful_shutdown(stopped());
+        sandboxes: registry,
+        admin_token: token.clone(),
+        peer_token: identity.peer_token.clone(),
+        voters: flags.voters,
+        max_module_bytes: flags.max_module_mib << 20,
+    });
+    let api_server =
+        axum::serve(api_listener, api::router(api_state).merge(peers)).with_graceful_shutdown(stopped());
     let proxy_server =
         axum::serve(proxy_listener, wasmkube_proxy::router(proxy)).with_graceful_shutdown(stopped());
     tasks.spawn(async move {

@@ -40,25 +40,62 @@ pub struct Wasmlet {
     pub api: String,
     pub proxy: String,
     pub token: String,
+    name: String,
     extra_args: Vec<String>,
     _scratch: Option<tempfile::TempDir>,
 }
 
 impl Wasmlet {
-    /// Starts a one-node cluster in a fresh temporary directory.
+    /// Starts a one-node cluster (node `node-a`) in a fresh temporary directory.
     pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
-        let scratch = tempfile::tempdir()?;
-        let mut node = Self::start_in(scratch.path().to_path_buf(), extra_args)?;
-        node._scratch = Some(scratch);
-        Ok(node)
+        Self::start_named("node-a", extra_args)
     }
 
-    /// Starts a node on `data_dir` (which may hold an earlier node's state).
-    pub fn start_in(data_dir: PathBuf, extra_args: &[&str]) -> anyhow::Result<Self> {
+    /// Starts node `name` in a fresh temporary directory (`--join …` in `extra_args` to join).
+    pub fn start_named(name: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let scratch = tempfile::tempdir()?;
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, api, proxy) = spawn(&data_dir, &extra_args)?;
+        let data_dir = scratch.path().to_path_buf();
+        let (child, api, proxy) = spawn(name, &data_dir, &extra_args)?;
         let token = std::fs::read_to_string(data_dir.join("admin.token"))?.trim().to_string();
-        Ok(Wasmlet { child: Some(child), data_dir, api, proxy, token, extra_args, _scratch: None })
+        Ok(Wasmlet {
+            child: Some(child),
+            data_dir,
+            api,
+            proxy,
+            token,
+            name: name.to_string(),
+            extra_args,
+            _scratch: Some(scratch),
+        })
+    }
+
+    /// Runs a wasmlet that is expected to refuse to start; returns what it printed on stderr.
+    pub fn start_failure(name: &str, extra_args: &[&str]) -> anyhow::Result<String> {
+        let scratch = tempfile::tempdir()?;
+        let mut child = Command::new(bin_dir().join("wasmlet"))
+            .args(["--name", name, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(scratch.path())
+            .arg("--client-config")
+            .arg(scratch.path().join("client.json"))
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if child.try_wait()?.is_some() {
+                let out = child.wait_with_output()?;
+                assert!(!out.status.success(), "wasmlet {name} was expected to fail");
+                return Ok(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("wasmlet {name} kept running; it was expected to refuse to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The process id, while running.
@@ -77,7 +114,7 @@ impl Wasmlet {
     /// Starts the node again on the same data directory (new ports).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
-        let (child, api, proxy) = spawn(&self.data_dir, &self.extra_args)?;
+        let (child, api, proxy) = spawn(&self.name, &self.data_dir, &self.extra_args)?;
         self.child = Some(child);
         self.api = api;
         self.proxy = proxy;
@@ -118,10 +155,10 @@ impl Drop for Wasmlet {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String, String)> {
+fn spawn(name: &str, data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String, String)> {
     let mut child = Command::new(bin_dir().join("wasmlet"))
         .arg("--name")
-        .arg("node-a")
+        .arg(name)
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])

@@ -56,10 +56,25 @@ impl Get {
             );
             return Ok(());
         }
+        let items = if kind.kind == "Node" { with_roles(client, items).await } else { items };
         let (header, rows) = columns(kind.kind, &items);
         output::table(&header, &rows);
         Ok(())
     }
+}
+
+/// Adds each node's Raft role (leader, voter, learner) from the member list.
+async fn with_roles(client: &Client, mut nodes: Vec<Value>) -> Vec<Value> {
+    let Ok(members) = client.get_path("/cluster/v1/members").await else { return nodes };
+    for node in &mut nodes {
+        let role = members["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == node["metadata"]["name"]))
+            .and_then(|m| m["role"].as_str())
+            .unwrap_or("none");
+        node["role"] = Value::String(role.into());
+    }
+    nodes
 }
 
 fn s(v: &Value) -> String {
@@ -139,7 +154,7 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
             }),
         ),
         "Node" => (
-            vec!["NAME", "STATUS", "PODS", "API", "AGE"],
+            vec!["NAME", "STATUS", "ROLE", "PODS", "API", "AGE"],
             rows(&|n| {
                 let api = n["status"]["addresses"]
                     .as_array()
@@ -148,6 +163,7 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
                 vec![
                     s(&n["metadata"]["name"]),
                     if ready_condition(n) { "Ready" } else { "NotReady" }.into(),
+                    n["role"].as_str().unwrap_or("none").into(),
                     s(&n["status"]["capacity"]["pods"]),
                     api.unwrap_or_default(),
                     created(n),

@@ -15,7 +15,7 @@ pub fn pod_log(
 ) -> Result<Response, ApiError> {
     let ns = target.namespace.as_deref().unwrap_or(wasmkube_api::DEFAULT_NAMESPACE);
     let name = target.name()?;
-    let local = state.inner.sandboxes.get(&format!("{ns}/{name}")).ok_or_else(|| {
+    let local = state.parts().sandboxes.get(&format!("{ns}/{name}")).ok_or_else(|| {
         ApiError::not_found(format!("pod {ns}/{name} is not running on this node, so it has no logs here"))
     })?;
     let text = String::from_utf8_lossy(&local.logs.contents()).into_owned();

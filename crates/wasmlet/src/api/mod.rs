@@ -3,6 +3,7 @@
 //! Every route needs the admin bearer token. Writes become Raft proposals; reads come from
 //! this node's applied state.
 
+mod cluster;
 mod errors;
 mod logs;
 mod modules;
@@ -16,7 +17,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, post};
 use wasmkube_raft::ClusterHandle;
 use wasmkube_runtime::{Runtime, SandboxRegistry};
 use wasmkube_store::{BlobStore, ObjectStore};
@@ -28,34 +29,40 @@ pub struct ApiState {
     inner: Arc<Inner>,
 }
 
+/// Everything the API serves from.
+pub struct ApiParts {
+    pub cluster: ClusterHandle,
+    pub store: Arc<ObjectStore>,
+    pub blobs: Arc<BlobStore>,
+    pub runtime: Arc<Runtime>,
+    pub sandboxes: SandboxRegistry,
+    /// The admin bearer token every route needs.
+    pub admin_token: String,
+    /// The cluster's peer secret, handed to nodes that join.
+    pub peer_token: String,
+    /// How many voting members the cluster keeps; later nodes join as learners.
+    pub voters: usize,
+    pub max_module_bytes: usize,
+}
+
 struct Inner {
-    cluster: ClusterHandle,
-    store: Arc<ObjectStore>,
-    blobs: Arc<BlobStore>,
-    runtime: Arc<Runtime>,
-    sandboxes: SandboxRegistry,
-    token: String,
-    max_module_bytes: usize,
+    parts: ApiParts,
+    /// Joins are decided one at a time (each picks the next free node id).
+    join_lock: tokio::sync::Mutex<()>,
 }
 
 impl ApiState {
-    pub fn new(
-        cluster: ClusterHandle,
-        store: Arc<ObjectStore>,
-        blobs: Arc<BlobStore>,
-        runtime: Arc<Runtime>,
-        sandboxes: SandboxRegistry,
-        token: String,
-        max_module_bytes: usize,
-    ) -> Self {
-        ApiState {
-            inner: Arc::new(Inner { cluster, store, blobs, runtime, sandboxes, token, max_module_bytes }),
-        }
+    pub fn new(parts: ApiParts) -> Self {
+        ApiState { inner: Arc::new(Inner { parts, join_lock: tokio::sync::Mutex::new(()) }) }
+    }
+
+    fn parts(&self) -> &ApiParts {
+        &self.inner.parts
     }
 }
 
 pub fn router(state: ApiState) -> Router {
-    let body_limit = state.inner.max_module_bytes;
+    let body_limit = state.parts().max_module_bytes;
     let objects = any(objects::dispatch);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -77,8 +84,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", objects.clone())
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", objects.clone())
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{sub}", objects)
+        .route("/cluster/v1/join-tokens", post(cluster::create_join_token))
+        .route("/cluster/v1/members", get(cluster::members))
+        .route("/cluster/v1/members/{name}", delete(cluster::remove_member))
         .fallback(|| async { ApiError::not_found("no such API path") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Joining is authenticated by the join token in the body, not the admin token.
+        .route("/cluster/v1/join", post(cluster::join))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -95,7 +107,8 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), state.inner.token.as_bytes())) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), state.parts().admin_token.as_bytes()))
+    {
         return Err(ApiError::unauthorized());
     }
     Ok(next.run(req).await)

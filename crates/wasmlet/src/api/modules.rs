@@ -22,16 +22,16 @@ pub async fn upload(state: &ApiState, body: Bytes) -> Result<Response, ApiError>
         ));
     }
     let digest = BlobStore::digest(&body);
-    if let Some(existing) = state.inner.store.get(&ObjectKey::new("Module", None, &digest))? {
+    if let Some(existing) = state.parts().store.get(&ObjectKey::new("Module", None, &digest))? {
         return Ok(Json(existing).into_response());
     }
-    let runtime = state.inner.runtime.clone();
+    let runtime = state.parts().runtime.clone();
     let (d, bytes) = (digest.clone(), body.clone());
     let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&d, &bytes))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::bad_request(format!("the module was refused: {e}")))?;
-    state.inner.blobs.put(&body)?;
+    state.parts().blobs.put(&body)?;
     let module = Module {
         api_version: "wasmkube.io/v1".into(),
         kind: "Module".into(),
@@ -49,12 +49,12 @@ pub async fn upload(state: &ApiState, body: Bytes) -> Result<Response, ApiError>
         },
     };
     let object = serde_json::to_value(&module).map_err(ApiError::internal)?;
-    match state.inner.cluster.propose(Command::Create { object }).await {
+    match state.parts().cluster.propose(Command::Create { object }).await {
         Ok(created) => Ok((StatusCode::CREATED, Json(created)).into_response()),
         // A concurrent upload of the same bytes won the race: same module, same answer.
         Err(wasmkube_raft::ProposeError::Rejected(wasmkube_store::ApplyError::AlreadyExists(key))) => {
             let existing =
-                state.inner.store.get(&key)?.ok_or_else(|| ApiError::internal("module vanished"))?;
+                state.parts().store.get(&key)?.ok_or_else(|| ApiError::internal("module vanished"))?;
             Ok(Json(existing).into_response())
         }
         Err(e) => Err(e.into()),

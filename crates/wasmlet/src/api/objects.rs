@@ -29,7 +29,7 @@ pub async fn dispatch(
 ) -> Result<Response, ApiError> {
     let target = Target::from_params(&params)?;
     let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::too_large(state.inner.max_module_bytes),
+        BytesRejection::FailedToBufferBody(_) => ApiError::too_large(state.parts().max_module_bytes),
         other => ApiError::bad_request(other.body_text()),
     })?;
     if target.kind.kind != "Module" && body.len() > MAX_OBJECT_BYTES {
@@ -73,7 +73,7 @@ fn key(target: &Target) -> Result<ObjectKey, ApiError> {
 
 fn get(state: &ApiState, target: &Target) -> Result<Value, ApiError> {
     state
-        .inner
+        .parts()
         .store
         .get(&key(target)?)?
         .ok_or_else(|| ApiError::not_found(format!("{} not found", target.describe())))
@@ -81,7 +81,7 @@ fn get(state: &ApiState, target: &Target) -> Result<Value, ApiError> {
 
 fn list(state: &ApiState, target: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
     let selector = parse_selector(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let (items, revision) = state.inner.store.list(target.kind.kind, target.namespace.as_deref())?;
+    let (items, revision) = state.parts().store.list(target.kind.kind, target.namespace.as_deref())?;
     let items: Vec<Value> =
         items.into_iter().filter(|v| selector.is_empty() || labels_match(&selector, &labels_of(v))).collect();
     Ok(Json(json!({
@@ -166,14 +166,14 @@ async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Respo
     meta["uid"] = Value::String(uuid::Uuid::new_v4().to_string());
     meta["creationTimestamp"] =
         Value::String(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
-    let created = state.inner.cluster.propose(Command::Create { object }).await?;
+    let created = state.parts().cluster.propose(Command::Create { object }).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn update(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
     let object = admit(target, body)?;
     let precondition = revision_in(&object)?;
-    let updated = state.inner.cluster.propose(Command::Update { object, precondition }).await?;
+    let updated = state.parts().cluster.propose(Command::Update { object, precondition }).await?;
     Ok(Json(updated).into_response())
 }
 
@@ -182,7 +182,7 @@ async fn update_status(state: &ApiState, target: &Target, body: &Bytes) -> Resul
     let precondition = revision_in(&object)?;
     let status = object.get("status").cloned().unwrap_or(Value::Null);
     let updated = state
-        .inner
+        .parts()
         .cluster
         .propose(Command::UpdateStatus { key: key(target)?, status, precondition })
         .await?;
@@ -191,7 +191,7 @@ async fn update_status(state: &ApiState, target: &Target, body: &Bytes) -> Resul
 
 async fn delete(state: &ApiState, target: &Target) -> Result<Response, ApiError> {
     let deleted =
-        state.inner.cluster.propose(Command::Delete { key: key(target)?, precondition: None }).await?;
+        state.parts().cluster.propose(Command::Delete { key: key(target)?, precondition: None }).await?;
     Ok(Json(deleted).into_response())
 }
 
@@ -221,7 +221,7 @@ async fn scale(
         let precondition = revision_in(&scale)?;
         deployment["spec"]["replicas"] = Value::from(replicas);
         deployment =
-            state.inner.cluster.propose(Command::Update { object: deployment, precondition }).await?;
+            state.parts().cluster.propose(Command::Update { object: deployment, precondition }).await?;
     } else if method != Method::GET {
         return Err(ApiError::method_not_allowed(format!("{method} is not supported on scale")));
     }

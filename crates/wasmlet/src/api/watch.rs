@@ -38,7 +38,7 @@ pub fn stream(
         ),
         None => DEFAULT_TIMEOUT,
     };
-    let watch = state.inner.store.watch(target.kind.kind, target.namespace.as_deref(), since).map_err(
+    let watch = state.parts().store.watch(target.kind.kind, target.namespace.as_deref(), since).map_err(
         |e| match e {
             WatchError::Gone { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
             WatchError::Lagged(_) | WatchError::Store(_) => ApiError::internal(e),

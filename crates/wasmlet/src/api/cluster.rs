@@ -1,0 +1,236 @@
+//! `/cluster/v1`: join tokens, joining, and the member list.
+//!
+//! Membership changes are decided on the leader; a node that is not the leader forwards the
+//! request there as it came (same body, same credentials) and relays the answer.
+
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wasmkube_raft::{Member, MembershipChange};
+use wasmkube_store::{Command, ObjectKey};
+
+use super::{ApiError, ApiState};
+use crate::cluster::{JoinAnswer, JoinRequest};
+
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRequest {
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /cluster/v1/join-tokens`: a new join token, valid for `ttlSeconds` (default 24 h).
+/// Only a digest of the secret is stored.
+pub async fn create_join_token(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: TokenRequest = if body.is_empty() {
+        TokenRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("not a token request: {e}")))?
+    };
+    let ttl = request.ttl_seconds.map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
+    let id = hex::encode(rand::rng().random::<[u8; 4]>());
+    let secret = hex::encode(rand::rng().random::<[u8; 24]>());
+    let expires = humantime::format_rfc3339_seconds(SystemTime::now() + ttl).to_string();
+    let object = json!({
+        "apiVersion": "wasmkube.io/v1",
+        "kind": "JoinToken",
+        "metadata": {"name": id},
+        "spec": {"secretSha256": hex::encode(Sha256::digest(secret.as_bytes())), "expiresAt": expires},
+    });
+    state.parts().cluster.propose(Command::Create { object }).await?;
+    Ok((StatusCode::CREATED, Json(json!({"token": format!("{id}.{secret}"), "expiresAt": expires})))
+        .into_response())
+}
+
+/// `GET /cluster/v1/members`: every member with its role, and the leader.
+pub async fn members(State(state): State<ApiState>) -> Json<Value> {
+    let cluster = &state.parts().cluster;
+    let leader = cluster.leader_id();
+    let membership = cluster.membership();
+    let members: Vec<Value> = membership
+        .voters
+        .iter()
+        .chain(&membership.learners)
+        .map(|id| {
+            let m = membership.members.get(id).cloned().unwrap_or(Member { id: *id, ..Member::default() });
+            let role = if *id == leader {
+                "leader"
+            } else if membership.voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            };
+            json!({"id": m.id, "name": m.name, "url": m.url, "role": role})
+        })
+        .collect();
+    Json(json!({"leader": leader, "members": members}))
+}
+
+/// `POST /cluster/v1/join`: adds the caller as a voter (while the cluster has fewer than
+/// `--voters`) or a learner, if its join token is valid and its name and URL are free.
+pub async fn join(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let cluster = &state.parts().cluster;
+    if !cluster.is_leader() {
+        return forward_to_leader(&state, Method::POST, "/cluster/v1/join", &headers, body).await;
+    }
+    let request: JoinRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a join request: {e}")))?;
+    if request.name.is_empty() || request.url.is_empty() {
+        return Err(ApiError::bad_request("a join request names the node and the URL its peers reach it at"));
+    }
+    let _one_at_a_time = state.inner.join_lock.lock().await;
+    check_join_token(&state, &request.token)?;
+    let membership = cluster.membership();
+    if membership.members.values().any(|m| m.name == request.name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("a node named {:?} is already a member", request.name),
+        ));
+    }
+    if membership.members.values().any(|m| m.url == request.url) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("a member already listens at {}", request.url),
+        ));
+    }
+    let id = membership
+        .voters
+        .iter()
+        .chain(&membership.learners)
+        .chain(membership.members.keys())
+        .max()
+        .copied()
+        .unwrap_or(0)
+        + 1;
+    let member = Member { id, name: request.name.clone(), url: request.url.clone() };
+    let (change, role) = if membership.voters.len() < state.parts().voters {
+        (MembershipChange::AddVoter(member.clone()), "voter")
+    } else {
+        (MembershipChange::AddLearner(member.clone()), "learner")
+    };
+    cluster.change_membership(change).await?;
+    tracing::info!(node = %request.name, id, role, "node joined");
+    let mut members: Vec<Member> = membership.members.into_values().collect();
+    members.push(member);
+    Ok(Json(JoinAnswer {
+        node_id: id,
+        role: role.into(),
+        peer_token: state.parts().peer_token.clone(),
+        admin_token: state.parts().admin_token.clone(),
+        members,
+    })
+    .into_response())
+}
+
+/// `DELETE /cluster/v1/members/{name}`: removes a member; a learner takes the place of a
+/// removed voter.
+pub async fn remove_member(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cluster = &state.parts().cluster;
+    if !cluster.is_leader() {
+        let path = format!("/cluster/v1/members/{name}");
+        return forward_to_leader(&state, Method::DELETE, &path, &headers, Bytes::new()).await;
+    }
+    let _one_at_a_time = state.inner.join_lock.lock().await;
+    let membership = cluster.membership();
+    let member = membership
+        .members
+        .values()
+        .find(|m| m.name == name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no member is named {name:?}")))?;
+    if member.id == cluster.node_id() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "removing the current leader is not supported yet: stop it, let another node lead, then remove it",
+        ));
+    }
+    let was_voter = membership.voters.contains(&member.id);
+    cluster.change_membership(MembershipChange::Remove(member.id)).await?;
+    let after = cluster.membership();
+    if was_voter
+        && after.voters.len() < state.parts().voters
+        && let Some(learner) = after.learners.first().and_then(|id| after.members.get(id)).cloned()
+    {
+        tracing::info!(node = %learner.name, "promoting a learner to voter");
+        cluster.change_membership(MembershipChange::AddVoter(learner)).await?;
+    }
+    Ok(Json(json!({"removed": member.name})).into_response())
+}
+
+fn check_join_token(state: &ApiState, token: &str) -> Result<(), ApiError> {
+    let refused =
+        || ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "the join token is invalid or expired");
+    let (id, secret) = token.split_once('.').ok_or_else(refused)?;
+    let stored = state.parts().store.get(&ObjectKey::new("JoinToken", None, id))?.ok_or_else(refused)?;
+    let want = stored["spec"]["secretSha256"].as_str().unwrap_or("");
+    let got = hex::encode(Sha256::digest(secret.as_bytes()));
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(got.as_bytes(), want.as_bytes())) {
+        return Err(refused());
+    }
+    let expires = stored["spec"]["expiresAt"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
+    if expires.is_none_or(|t| t <= SystemTime::now()) {
+        return Err(refused());
+    }
+    Ok(())
+}
+
+/// Relays a membership request to the leader and its answer back.
+async fn forward_to_leader(
+    state: &ApiState,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let cluster = &state.parts().cluster;
+    let leader = cluster.leader_id();
+    let url = cluster.membership().members.get(&leader).map(|m| m.url.clone()).filter(|u| !u.is_empty());
+    let Some(url) = url else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "no leader is known yet; retry shortly",
+        ));
+    };
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", url.trim_end_matches('/')))
+        .timeout(Duration::from_secs(30))
+        .body(body);
+    for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
+        if let Some(v) = headers.get(&name) {
+            request = request.header(name, v);
+        }
+    }
+    let answer = request.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("the leader at {url} is unreachable: {e}"),
+        )
+    })?;
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes =
+        answer.bytes().await.map_err(|e| ApiError::internal(format!("reading the leader's answer: {e}")))?;
+    Ok((status, [(http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}

@@ -1,0 +1,142 @@
+//! This node's place in the cluster: founding one, joining one with a join token, or coming
+//! back as the member it was; and keeping the peer transport pointed at the current members.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use wasmkube_raft::{ClusterHandle, Member, PeerTransport};
+
+use crate::bootstrap::DataDir;
+
+/// Who this node is in the raft group, and the cluster-wide secrets it holds.
+pub struct Identity {
+    pub node_id: u64,
+    pub peer_token: String,
+    /// The founding membership, when this node founds the cluster (empty otherwise).
+    pub initial_voters: Vec<Member>,
+    /// Members to talk to before this node has replayed the log (from the join answer).
+    pub seed_members: Vec<Member>,
+}
+
+/// What a node asks when it joins.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub name: String,
+    pub url: String,
+    pub token: String,
+}
+
+/// What the leader answers: the new member's id and role, and the cluster's secrets.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinAnswer {
+    pub node_id: u64,
+    pub role: String,
+    pub peer_token: String,
+    pub admin_token: String,
+    pub members: Vec<Member>,
+}
+
+/// Decides this node's identity: as before (its id is on disk), by joining `join`, or by
+/// founding a new cluster.
+pub async fn establish(
+    data: &DataDir,
+    name: &str,
+    url: &str,
+    join: Option<(&str, &str)>,
+) -> anyhow::Result<Identity> {
+    if let Some(node_id) = data.read("node.id")? {
+        if join.is_some() {
+            tracing::info!("this data dir already belongs to a cluster; --join is ignored");
+        }
+        let node_id = node_id.parse().context("node.id in the data dir is not a number")?;
+        let peer_token = data.read("peer.token")?.context("peer.token is missing from the data dir")?;
+        return Ok(Identity { node_id, peer_token, initial_voters: vec![], seed_members: vec![] });
+    }
+    match join {
+        Some((leader, token)) => {
+            let answer = request_join(
+                leader,
+                &JoinRequest { name: name.into(), url: url.into(), token: token.into() },
+            )
+            .await?;
+            tracing::info!(node_id = answer.node_id, role = %answer.role, "joined the cluster");
+            data.write_private("admin.token", &answer.admin_token)?;
+            data.write_private("peer.token", &answer.peer_token)?;
+            data.write_private("node.id", &answer.node_id.to_string())?;
+            Ok(Identity {
+                node_id: answer.node_id,
+                peer_token: answer.peer_token,
+                initial_voters: vec![],
+                seed_members: answer.members,
+            })
+        }
+        None => {
+            // node.id is written only once the founding configuration is on disk (see
+            // `remember`): a crash before that simply founds again.
+            let peer_token = hex::encode(rand::rng().random::<[u8; 32]>());
+            data.write_private("peer.token", &peer_token)?;
+            let founder = Member { id: 1, name: name.into(), url: url.into() };
+            Ok(Identity { node_id: 1, peer_token, initial_voters: vec![founder], seed_members: vec![] })
+        }
+    }
+}
+
+/// Records this node's id once it is a member on disk.
+pub fn remember(data: &DataDir, identity: &Identity) -> anyhow::Result<()> {
+    data.write_private("node.id", &identity.node_id.to_string())
+}
+
+async fn request_join(leader: &str, request: &JoinRequest) -> anyhow::Result<JoinAnswer> {
+    let endpoint = format!("{}/cluster/v1/join", leader.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&endpoint)
+        .json(request)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {leader} to join the cluster"))?;
+    if !response.status().is_success() {
+        let code = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["message"].as_str().unwrap_or("no reason given");
+        bail!("the cluster at {leader} refused the join ({code}): {message}");
+    }
+    response.json().await.context("the join answer could not be read")
+}
+
+/// Keeps `transport` sending to every current member but this node, until `shutdown`.
+pub async fn sync_peers(
+    transport: PeerTransport,
+    cluster: ClusterHandle,
+    seeds: Vec<Member>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let me = cluster.node_id();
+    let mut changes = cluster.membership_changes();
+    let mut known: BTreeSet<u64> = BTreeSet::new();
+    for m in seeds.iter().filter(|m| m.id != me) {
+        transport.set_peer(m.id, &m.url);
+        known.insert(m.id);
+    }
+    loop {
+        let members = changes.borrow_and_update().members.clone();
+        if !members.is_empty() {
+            for m in members.values().filter(|m| m.id != me && !m.url.is_empty()) {
+                transport.set_peer(m.id, &m.url);
+            }
+            for gone in known.iter().filter(|id| !members.contains_key(id)) {
+                transport.remove_peer(*gone);
+            }
+            known = members.keys().copied().filter(|id| *id != me).collect();
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+    }
+}
