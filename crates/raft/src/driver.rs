@@ -49,6 +49,12 @@ struct Driver {
     membership: watch::Sender<Membership>,
     members: BTreeMap<u64, Member>,
     pending: HashMap<u64, Reply>,
+    /// ReadIndex requests waiting for the leader's confirmation.
+    reads_asked: HashMap<u64, Reply>,
+    /// Confirmed reads waiting for this replica to apply up to their index.
+    reads_ready: Vec<(u64, Reply)>,
+    /// The term the pending reads were asked in; a new term drops them (raft-rs does).
+    reads_term: u64,
     next_proposal: u64,
     node_id: u64,
     transport: Box<dyn Transport>,
@@ -107,6 +113,9 @@ pub fn start(
         membership: membership_tx,
         members,
         pending: HashMap::new(),
+        reads_asked: HashMap::new(),
+        reads_ready: Vec::new(),
+        reads_term: 0,
         next_proposal: 1,
         node_id: config.node_id,
         transport,
@@ -217,6 +226,16 @@ impl Driver {
                     tracing::debug!("raft message refused: {e}");
                 }
             }
+            Request::ReadIndex { reply } => {
+                if self.node.raft.leader_id == 0 {
+                    let _ = reply.send(Err(ProposeError::NotLeader));
+                    return;
+                }
+                let id = self.next_proposal;
+                self.next_proposal += 1;
+                self.node.read_index(proposal_context(self.node_id, id));
+                self.reads_asked.insert(id, reply);
+            }
             Request::ChangeMembership { change, reply } => {
                 if self.node.raft.state != StateRole::Leader {
                     let _ = reply.send(Err(ProposeError::NotLeader));
@@ -263,6 +282,7 @@ impl Driver {
             return Ok(());
         }
         let mut ready = self.node.ready();
+        self.collect_read_states(ready.take_read_states());
         // A leader's appends may go out before its own write: raft only counts its own vote
         // once persisted (the etcd/raft-rs pipelining).
         self.transport.send(ready.take_messages());
@@ -285,7 +305,29 @@ impl Driver {
         self.transport.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
+        self.answer_reads();
         Ok(())
+    }
+
+    /// Moves confirmed reads along and answers those this replica has caught up with.
+    fn collect_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            if let Some((_, id)) = parse_context(&rs.request_ctx)
+                && let Some(reply) = self.reads_asked.remove(&id)
+            {
+                self.reads_ready.push((rs.index, reply));
+            }
+        }
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.store.applied_index();
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            self.reads_ready.drain(..).partition(|(index, _)| *index <= applied);
+        self.reads_ready = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(Value::Null));
+        }
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
@@ -381,6 +423,13 @@ impl Driver {
             *old = state;
             changed
         });
+        if state.term != self.reads_term {
+            // raft-rs forgets read requests across terms; let the readers retry.
+            self.reads_term = state.term;
+            for (_, reply) in self.reads_asked.drain() {
+                let _ = reply.send(Err(ProposeError::NotLeader));
+            }
+        }
         if !state.is_leader && !self.pending.is_empty() {
             // Lost leadership: what we proposed may or may not commit. Tell the writers so
             // rather than letting them wait out the timeout.

@@ -43,6 +43,10 @@ pub(crate) enum Request {
         change: MembershipChange,
         reply: Reply,
     },
+    /// Wait until this node has applied everything committed when the read began.
+    ReadIndex {
+        reply: Reply,
+    },
     /// A message from a peer.
     Step(Box<raft::prelude::Message>),
 }
@@ -166,6 +170,13 @@ impl ClusterHandle {
 
     pub fn leader(&self) -> watch::Receiver<LeaderState> {
         self.leader.clone()
+    }
+
+    /// A linearizable read barrier (Raft ReadIndex): returns once this node's replica has
+    /// applied every write committed before the call, as confirmed by the leader's quorum.
+    /// Reads of the local store after it see at least those writes.
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        self.request(|reply| Request::ReadIndex { reply }).await.map(drop)
     }
 
     /// Changes to the membership, as they are applied.

@@ -254,3 +254,25 @@ async fn nodes_join_with_an_empty_log_as_voters_or_learners_and_leave() {
         c.stop(id).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_barriers_make_follower_reads_linearizable() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = *c.ids.iter().find(|&&id| id != leader).expect("a follower");
+    for i in 0..20 {
+        let name = format!("r{i}");
+        c.handle(leader).propose(create(&name)).await.expect("committed");
+        // Right after the write is acknowledged, a barrier on a follower sees it.
+        c.handle(follower).read_barrier().await.expect("barrier");
+        assert!(has(&c.handle(follower), &name), "write {i} visible on the follower after its barrier");
+    }
+    // A follower cut off from the leader cannot confirm a read: it refuses rather than
+    // answering from a possibly stale replica.
+    c.net.isolate(follower, &[1, 2, 3]);
+    assert!(c.handle(follower).read_barrier().await.is_err());
+    c.net.heal();
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}

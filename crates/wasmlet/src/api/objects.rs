@@ -35,6 +35,9 @@ pub async fn dispatch(
     if target.kind.kind != "Module" && body.len() > MAX_OBJECT_BYTES {
         return Err(ApiError::too_large(MAX_OBJECT_BYTES));
     }
+    if method == Method::GET && !is_watch(&query) && target.sub.as_deref() != Some("log") {
+        consistent_read(&state, &query).await?;
+    }
     match (target.sub.as_deref(), target.name.is_some(), &method) {
         (None, false, &Method::GET) if is_watch(&query) => watch::stream(&state, &target, &query),
         (None, false, &Method::GET) => list(&state, &target, &query),
@@ -61,6 +64,21 @@ pub async fn dispatch(
             Err(ApiError::method_not_allowed(format!("{m} is not supported on {}", target.describe())))
         }
     }
+}
+
+/// Reads are linearizable by default: a Raft ReadIndex barrier first. `resourceVersion=0`
+/// asks, as in Kubernetes, for whatever this node has (cheaper, possibly stale).
+async fn consistent_read(state: &ApiState, query: &HashMap<String, String>) -> Result<(), ApiError> {
+    if query.get("resourceVersion").map(String::as_str) == Some("0") {
+        return Ok(());
+    }
+    state.parts().cluster.read_barrier().await.map_err(|e| {
+        ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("cannot confirm a consistent read ({e}); add resourceVersion=0 to read this node's possibly stale copy"),
+        )
+    })
 }
 
 fn is_watch(query: &HashMap<String, String>) -> bool {
