@@ -103,3 +103,57 @@ async fn three_nodes_join_forward_writes_refuse_bad_joins_and_fail_over() -> any
     assert!(killed.elapsed() < Duration::from_secs(10));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_keep_three_voters_and_promote_a_learner_when_a_voter_leaves() -> anyhow::Result<()> {
+    let a = Wasmlet::start_named("a", &["--voters", "3"])?;
+    let token = a.wasmctl_ok(&["cluster", "join-token", "--ttl", "10m"]).trim().to_string();
+    let mut others = Vec::new();
+    for name in ["b", "c", "d", "e"] {
+        others.push(Wasmlet::start_named(name, &["--join", &a.api, "--join-token", &token])?);
+    }
+    let count = |m: &Value, role: &str| roles(m).iter().filter(|(_, r)| r == role).count();
+    let settled =
+        eventually(Duration::from_secs(15), "3 voters (leader included) and 2 learners", || async {
+            members(&a)
+                .await
+                .filter(|m| count(m, "leader") + count(m, "voter") == 3 && count(m, "learner") == 2)
+        })
+        .await?;
+    assert_eq!(
+        roles(&settled)[3..],
+        [("d".to_string(), "learner".to_string()), ("e".into(), "learner".into())]
+    );
+    a.client().create(&service("before-removal")).await?;
+
+    // Remove a voter through a learner's API: the request goes to the leader, and a learner
+    // is promoted so the cluster keeps three voters.
+    let e = &others[3];
+    let out = e.wasmctl_ok(&["node", "remove", "b"]);
+    assert!(out.contains("node/b removed"), "{out}");
+    let after = eventually(Duration::from_secs(15), "b gone and a learner promoted", || async {
+        members(&a).await.filter(|m| {
+            let r = roles(m);
+            !r.iter().any(|(n, _)| n == "b")
+                && count(m, "leader") + count(m, "voter") == 3
+                && count(m, "learner") == 1
+        })
+    })
+    .await?;
+    eprintln!("members after removing b: {:?}", roles(&after));
+
+    // No write was lost across these changes, and the cluster still takes writes.
+    a.client().create(&service("after-removal")).await?;
+    for node in [&a, &others[1], &others[2], &others[3]] {
+        assert!(has_service(node, "before-removal").await && has_service(node, "after-removal").await);
+    }
+    // Removing the current leader is refused for now, with a reason.
+    let refused = a.wasmctl(&["node", "remove", "a"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("leader"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    Ok(())
+}
