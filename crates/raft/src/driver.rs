@@ -226,6 +226,14 @@ impl Driver {
                     tracing::debug!("raft message refused: {e}");
                 }
             }
+            Request::TransferLeader { to, reply } => {
+                if self.node.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::NotLeader));
+                    return;
+                }
+                self.node.transfer_leader(to);
+                let _ = reply.send(Ok(Value::Null));
+            }
             Request::ReadIndex { reply } => {
                 if self.node.raft.leader_id == 0 {
                     let _ = reply.send(Err(ProposeError::NotLeader));

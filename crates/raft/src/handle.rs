@@ -43,6 +43,11 @@ pub(crate) enum Request {
         change: MembershipChange,
         reply: Reply,
     },
+    /// Hand leadership to voter `to` (raft-rs catches it up first).
+    TransferLeader {
+        to: u64,
+        reply: Reply,
+    },
     /// Wait until this node has applied everything committed when the read began.
     ReadIndex {
         reply: Reply,
@@ -170,6 +175,18 @@ impl ClusterHandle {
 
     pub fn leader(&self) -> watch::Receiver<LeaderState> {
         self.leader.clone()
+    }
+
+    /// Hands leadership to voter `to` and waits until it leads (at most the propose timeout).
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), ProposeError> {
+        self.request(|reply| Request::TransferLeader { to, reply }).await?;
+        let mut leader = self.leader.clone();
+        let moved = tokio::time::timeout(self.propose_timeout, leader.wait_for(|s| s.leader_id == to)).await;
+        match moved {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
+        }
     }
 
     /// A linearizable read barrier (Raft ReadIndex): returns once this node's replica has

@@ -147,13 +147,23 @@ async fn five_nodes_keep_three_voters_and_promote_a_learner_when_a_voter_leaves(
     for node in [&a, &others[1], &others[2], &others[3]] {
         assert!(has_service(node, "before-removal").await && has_service(node, "after-removal").await);
     }
-    // Removing the current leader is refused for now, with a reason.
-    let refused = a.wasmctl(&["node", "remove", "a"]);
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("leader"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    // Removing the leader itself: it hands leadership to another voter, which removes it; the
+    // last learner is promoted. No write is lost across it.
+    let out = others[3].wasmctl_ok(&["node", "remove", "a"]);
+    assert!(out.contains("node/a removed"), "{out}");
+    let c = &others[1];
+    let final_roles = eventually(Duration::from_secs(15), "a gone, three voters", || async {
+        members(c).await.filter(|m| {
+            !roles(m).iter().any(|(n, _)| n == "a") && count(m, "leader") + count(m, "voter") == 3
+        })
+    })
+    .await?;
+    eprintln!("members after removing the leader a: {:?}", roles(&final_roles));
+    c.client().create(&service("after-leader-removal")).await?;
+    for node in &others[1..] {
+        for name in ["before-removal", "after-removal", "after-leader-removal"] {
+            assert!(has_service(node, name).await, "{name} on {}", node.api);
+        }
+    }
     Ok(())
 }

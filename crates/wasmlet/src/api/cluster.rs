@@ -159,11 +159,19 @@ pub async fn remove_member(
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no member is named {name:?}")))?;
     if member.id == cluster.node_id() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "Conflict",
-            "removing the current leader is not supported yet: stop it, let another node lead, then remove it",
-        ));
+        // The leader leaves by first handing leadership to another voter, which then
+        // removes it.
+        let Some(successor) = membership.voters.iter().copied().find(|id| *id != member.id) else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "the only voter cannot leave its own cluster",
+            ));
+        };
+        cluster.transfer_leadership(successor).await?;
+        let path = format!("/cluster/v1/members/{name}");
+        drop(_one_at_a_time);
+        return forward_to_leader(&state, Method::DELETE, &path, &headers, Bytes::new()).await;
     }
     let was_voter = membership.voters.contains(&member.id);
     cluster.change_membership(MembershipChange::Remove(member.id)).await?;
