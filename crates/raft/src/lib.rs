@@ -6,6 +6,7 @@
 //! decide cluster state on its own: every write goes through a proposal and the log.
 
 mod driver;
+mod faults;
 mod handle;
 mod logger;
 mod peers;
@@ -13,6 +14,7 @@ mod transport;
 mod wire;
 
 pub use driver::{DriverConfig, start};
+pub use faults::{FaultPlan, Faults};
 pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};
 pub use peers::{PEER_MESSAGES_PATH, PEER_PROPOSE_PATH, PeerTransport, peer_router};
 pub use raft::prelude::Message;

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::transport::Transport;
 use crate::wire;
-use crate::{ClusterHandle, Membership, ProposeError};
+use crate::{ClusterHandle, Faults, Membership, ProposeError};
 use serde_json::Value;
 use tokio::sync::watch;
 use wasmkube_store::Command;
@@ -43,6 +43,7 @@ pub struct PeerTransport {
 
 struct Inner {
     from: u64,
+    faults: Arc<Faults>,
     token: String,
     http: reqwest::Client,
     links: RwLock<HashMap<u64, Link>>,
@@ -65,7 +66,8 @@ impl PeerTransport {
             .build()
             .map_err(|e| format!("building the peer HTTP client: {e}"))?;
         let links = RwLock::new(HashMap::new());
-        Ok(PeerTransport { inner: Arc::new(Inner { from, token, http, links, runtime }) })
+        let faults = Arc::new(Faults::default());
+        Ok(PeerTransport { inner: Arc::new(Inner { from, faults, token, http, links, runtime }) })
     }
 
     /// Sends to peer `id` at `url` (e.g. `http://10.0.0.2:7700`) from now on.
@@ -81,6 +83,11 @@ impl PeerTransport {
         links.insert(id, Link { url: url.to_string(), queue });
     }
 
+    /// The injected faults this transport obeys (none unless a test sets them).
+    pub fn faults(&self) -> Arc<Faults> {
+        self.inner.faults.clone()
+    }
+
     /// Stops sending to peer `id`.
     pub fn remove_peer(&self, id: u64) {
         self.inner.links.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -93,7 +100,11 @@ impl Transport for PeerTransport {
             return;
         }
         let links = self.inner.links.read().unwrap_or_else(|p| p.into_inner());
+        let faults = &self.inner.faults;
         for m in messages {
+            if faults.cut(m.to) || faults.drop_one() {
+                continue;
+            }
             match links.get(&m.to) {
                 Some(link) => {
                     if link.queue.try_send(m).is_err() {
@@ -124,6 +135,10 @@ impl Sender {
                     Err(_) => break,
                 }
             }
+            let delay = self.inner.faults.delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let sent = self
                 .inner
                 .http
@@ -151,14 +166,15 @@ impl Sender {
 struct Receiver {
     handle: ClusterHandle,
     token: Arc<String>,
+    faults: Arc<Faults>,
 }
 
 /// The receiving end, to be served on the node's API listener.
-pub fn peer_router(handle: ClusterHandle, token: String) -> Router {
+pub fn peer_router(handle: ClusterHandle, token: String, faults: Arc<Faults>) -> Router {
     Router::new()
         .route(PEER_MESSAGES_PATH, post(receive))
         .route(PEER_PROPOSE_PATH, post(propose))
-        .with_state(Receiver { handle, token: Arc::new(token) })
+        .with_state(Receiver { handle, token: Arc::new(token), faults })
 }
 
 /// Checks the peer token and that the sender is a member; returns the sender's id.
@@ -181,6 +197,12 @@ fn authorize(r: &Receiver, headers: &HeaderMap) -> Result<u64, (StatusCode, Stri
     let members = r.handle.membership();
     if !members.voters.is_empty() && !members.contains(from) {
         return Err((StatusCode::FORBIDDEN, format!("node {from} is not a member of this cluster")));
+    }
+    if r.faults.cut(from) {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("partitioned from node {from} (injected fault)"),
+        ));
     }
     Ok(from)
 }

@@ -39,7 +39,7 @@ async fn start(id: u64, listener: tokio::net::TcpListener, voters: &[Member]) ->
         wasmkube_raft::start(config, log, store, Box::new(transport.clone())).expect("start");
     let handle = handle.with_forwarding(TOKEN.into()).expect("forwarding");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = peer_router(handle.clone(), TOKEN.into());
+    let router = peer_router(handle.clone(), TOKEN.into(), transport.faults());
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });

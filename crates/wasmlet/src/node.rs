@@ -79,11 +79,17 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(agent.run(stopped()));
     tasks.spawn(wasmkube_controllers::run(cluster.clone(), stopped()));
-    tasks.spawn(cluster::sync_peers(transport, cluster.clone(), identity.seed_members.clone(), stopped()));
+    tasks.spawn(cluster::sync_peers(
+        transport.clone(),
+        cluster.clone(),
+        identity.seed_members.clone(),
+        stopped(),
+    ));
     let proxy = ProxyState::new(&node_name);
     tasks.spawn(proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped()));
 
-    let peers = wasmkube_raft::peer_router(cluster.clone(), identity.peer_token.clone());
+    let faults = transport.faults();
+    let peers = wasmkube_raft::peer_router(cluster.clone(), identity.peer_token.clone(), faults.clone());
     let api_state = ApiState::new(ApiParts {
         cluster: cluster.clone(),
         store,
@@ -93,6 +99,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         admin_token: token.clone(),
         peer_token: identity.peer_token.clone(),
         voters: flags.voters,
+        faults,
         max_module_bytes: flags.max_module_mib << 20,
     });
     let api_server =

@@ -167,3 +167,59 @@ async fn five_nodes_keep_three_voters_and_promote_a_learner_when_a_voter_leaves(
     }
     Ok(())
 }
+
+async fn set_faults(node: &Wasmlet, plan: Value) -> anyhow::Result<()> {
+    reqwest::Client::new()
+        .put(format!("{}/debug/v1/faults", node.api))
+        .bearer_auth(&node.token)
+        .json(&plan)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_never_acknowledges_and_everyone_converges_after_healing() -> anyhow::Result<()>
+{
+    let a = Wasmlet::start_named("a", &[])?;
+    let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
+    let b = Wasmlet::start_named("b", &["--join", &a.api, "--join-token", &token])?;
+    let c = Wasmlet::start_named("c", &["--join", &a.api, "--join-token", &token])?;
+    eventually(Duration::from_secs(15), "a leading b and c", || async {
+        members(&b).await.filter(|m| count_voting(m) == 3 && m["leader"] == 1)
+    })
+    .await?;
+    a.client().create(&service("before")).await?;
+
+    // Cut the leader (node 1) off from nodes 2 and 3, in both directions.
+    set_faults(&a, serde_json::json!({"partitionedFrom": [2, 3]})).await?;
+    set_faults(&b, serde_json::json!({"partitionedFrom": [1]})).await?;
+    set_faults(&c, serde_json::json!({"partitionedFrom": [1]})).await?;
+
+    let minority = a.client().create(&service("minority")).await;
+    assert!(minority.is_err(), "the minority side acknowledged a write: {minority:?}");
+    eventually(Duration::from_secs(15), "the majority to elect a leader", || async {
+        let leader = members(&b).await?["leader"].as_u64()?;
+        (leader == 2 || leader == 3).then_some(())
+    })
+    .await?;
+    b.client().create(&service("majority")).await?;
+
+    // Heal: the old leader catches up with the majority's history; its write never happened.
+    for node in [&a, &b, &c] {
+        set_faults(node, serde_json::json!({})).await?;
+    }
+    for node in [&a, &b, &c] {
+        eventually(Duration::from_secs(15), "every node to converge", || async {
+            (has_service(node, "before").await && has_service(node, "majority").await).then_some(())
+        })
+        .await?;
+        assert!(!has_service(node, "minority").await, "the unacknowledged write appeared on {}", node.api);
+    }
+    Ok(())
+}
+
+fn count_voting(m: &Value) -> usize {
+    roles(m).iter().filter(|(_, r)| r == "leader" || r == "voter").count()
+}

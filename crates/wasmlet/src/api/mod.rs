@@ -42,6 +42,8 @@ pub struct ApiParts {
     pub peer_token: String,
     /// How many voting members the cluster keeps; later nodes join as learners.
     pub voters: usize,
+    /// The peer transport's injected faults (set only through the debug-build endpoint).
+    pub faults: Arc<wasmkube_raft::Faults>,
     pub max_module_bytes: usize,
 }
 
@@ -87,12 +89,34 @@ pub fn router(state: ApiState) -> Router {
         .route("/cluster/v1/join-tokens", post(cluster::create_join_token))
         .route("/cluster/v1/members", get(cluster::members))
         .route("/cluster/v1/members/{name}", delete(cluster::remove_member))
+        .merge(faults_route())
         .fallback(|| async { ApiError::not_found("no such API path") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Joining is authenticated by the join token in the body, not the admin token.
         .route("/cluster/v1/join", post(cluster::join))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// `PUT /debug/v1/faults`: the test-only fault layer of the peer transport. Compiled only in
+/// debug builds: a release wasmlet has no way to inject faults.
+#[cfg(debug_assertions)]
+fn faults_route() -> Router<ApiState> {
+    use axum::Json;
+    async fn set(
+        State(state): State<ApiState>,
+        Json(plan): Json<wasmkube_raft::FaultPlan>,
+    ) -> Json<wasmkube_raft::FaultPlan> {
+        tracing::warn!(?plan, "injected network faults");
+        state.parts().faults.set(plan.clone());
+        Json(plan)
+    }
+    Router::new().route("/debug/v1/faults", axum::routing::put(set))
+}
+
+#[cfg(not(debug_assertions))]
+fn faults_route() -> Router<ApiState> {
+    Router::new()
 }
 
 /// Refuses any request without the admin bearer token (constant-time comparison).
