@@ -28,6 +28,13 @@ pub(crate) const CF_RAFT_STATE: &str = "raft_state";
 pub(crate) const CF_OBJECTS: &str = "objects";
 pub(crate) const CF_META: &str = "meta";
 
+/// What a Raft snapshot carries: the object store's export and the members' descriptions.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SnapshotData {
+    pub state: serde_json::Value,
+    pub members: serde_json::Value,
+}
+
 /// Failures of the storage layer itself; these are fatal for the node, never the client's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -118,6 +118,35 @@ impl ObjectStore {
         self.lock_hub().subscribe_all()
     }
 
+    /// Replaces everything with a snapshot's `state` (from `export` on the leader): objects,
+    /// revision and applied index, in one batch. Watchers are told to list again.
+    pub fn restore(&self, state: &Value) -> Result<u64, StoreError> {
+        let applied = state["appliedIndex"]
+            .as_u64()
+            .ok_or_else(|| StoreError::corrupt("snapshot", "no appliedIndex"))?;
+        let revision =
+            state["revision"].as_u64().ok_or_else(|| StoreError::corrupt("snapshot", "no revision"))?;
+        let objects =
+            state["objects"].as_array().ok_or_else(|| StoreError::corrupt("snapshot", "no objects"))?;
+        let mut hub = self.lock_hub();
+        let mut batch = WriteBatch::default();
+        let cf_objects = cf(&self.db, CF_OBJECTS);
+        batch.delete_range_cf(cf_objects, [0u8].as_slice(), [0xffu8; 8].as_slice());
+        for object in objects {
+            let key = ObjectKey::of(object)
+                .ok_or_else(|| StoreError::corrupt("snapshot", "an object without a key"))?;
+            batch.put_cf(cf_objects, key.encode(), encode(object)?);
+        }
+        let meta = cf(&self.db, CF_META);
+        batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
+        batch.put_cf(meta, META_APPLIED, applied.to_be_bytes());
+        self.db.write(batch)?;
+        self.revision.store(revision, Ordering::Release);
+        self.applied_index.store(applied, Ordering::Release);
+        hub.reset(revision, ObjectKey::new("", None, ""));
+        Ok(applied)
+    }
+
     /// Records that entry `index` carried no command (an empty or configuration entry).
     pub fn skip(&self, index: u64) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
@@ -201,6 +230,26 @@ impl ObjectStore {
         // than losing the node; recover the guard rather than cascading the panic.
         self.hub.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The whole state machine, read from one RocksDB snapshot: `(applied index, state)` where
+/// state is `{"appliedIndex", "revision", "objects": [...]}`.
+pub(crate) fn export(db: &DB) -> Result<(u64, Value), StoreError> {
+    let snapshot = db.snapshot();
+    let meta = cf(db, CF_META);
+    let read = |key: &[u8]| -> Result<u64, StoreError> {
+        match snapshot.get_cf(meta, key)? {
+            Some(b) => decode_u64(&b),
+            None => Ok(0),
+        }
+    };
+    let (applied, revision) = (read(META_APPLIED)?, read(META_REVISION)?);
+    let mut objects = Vec::new();
+    for item in snapshot.iterator_cf(cf(db, CF_OBJECTS), IteratorMode::Start) {
+        let (_, v) = item?;
+        objects.push(decode(&v)?);
+    }
+    Ok((applied, serde_json::json!({"appliedIndex": applied, "revision": revision, "objects": objects})))
 }
 
 fn created(mut object: Value) -> Value {
@@ -357,6 +406,31 @@ mod tests {
                 (EventType::Deleted, "a".into())
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn export_and_restore_replace_the_state_and_end_watches() {
+        let (from, to) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let source = open(from.path());
+        source.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+        source.apply(2, &Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
+        let (applied, state) = export(&source.db).expect("export");
+        assert_eq!(applied, 2);
+
+        let target = open(to.path());
+        target.apply(1, &Command::Create { object: pod("stale", "x") }).expect("io").expect("ok");
+        let mut watch = target.watch("Pod", None, Some(1)).expect("watch");
+        assert_eq!(target.restore(&state).expect("restore"), 2);
+        assert_eq!((target.revision(), target.applied_index()), (2, 2));
+        let names: Vec<String> = target
+            .list("Pod", None)
+            .expect("list")
+            .0
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(names, ["a", "b"], "the snapshot replaced everything");
+        assert!(matches!(watch.next().await, Some(Err(WatchError::Gone { .. }))), "watchers must list again");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::{CF_RAFT_LOG, CF_RAFT_STATE, StoreError, cf};
 const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
 const MEMBERS: &[u8] = b"members";
+/// Index and term of the last entry compacted away (or covered by an installed snapshot).
+const SNAPSHOT_BASE: &[u8] = b"snapshot_base";
 
 #[derive(Default)]
 struct LogBounds {
@@ -49,7 +51,11 @@ impl RaftLog {
         }
         let log = cf(&db, CF_RAFT_LOG);
         let mut first = db.iterator_cf(log, rocksdb::IteratorMode::Start);
-        if let Some(item) = first.next() {
+        if let Some(b) = db.get_cf(state, SNAPSHOT_BASE)? {
+            let (index, term) = decode_pair(&b)?;
+            bounds.base_index = index;
+            bounds.base_term = term;
+        } else if let Some(item) = first.next() {
             let (_, v) = item?;
             let e = decode_entry(&v)?;
             bounds.base_index = e.index - 1;
@@ -59,6 +65,7 @@ impl RaftLog {
             let (_, v) = item?;
             bounds.last_index = decode_entry(&v)?.index;
         }
+        bounds.last_index = bounds.last_index.max(bounds.base_index);
         drop((first, last));
         Ok(RaftLog { db, bounds: Arc::new(RwLock::new(bounds)) })
     }
@@ -127,6 +134,65 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Drops the entries up to and including `upto` (which must be applied): the log no longer
+    /// grows without bound. A follower that needs them gets a snapshot instead.
+    pub fn compact(&self, upto: u64) -> Result<(), StoreError> {
+        use raft::Storage as _;
+        let (base, last) = {
+            let b = self.read();
+            (b.base_index, b.last_index)
+        };
+        if upto <= base || upto > last {
+            return Ok(());
+        }
+        let term = self.term(upto).map_err(|e| StoreError::corrupt("raft log", e))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf(&self.db, CF_RAFT_LOG), (base + 1).to_be_bytes(), (upto + 1).to_be_bytes());
+        batch.put_cf(cf(&self.db, CF_RAFT_STATE), SNAPSHOT_BASE, encode_pair(upto, term));
+        self.db.write_opt(batch, &synced())?;
+        let mut b = self.write();
+        b.base_index = upto;
+        b.base_term = term;
+        Ok(())
+    }
+
+    /// Replaces the log with a snapshot's boundary: every entry is dropped, the membership and
+    /// commit index come from the snapshot. One fsynced batch.
+    pub fn apply_snapshot(
+        &self,
+        index: u64,
+        term: u64,
+        cs: ConfState,
+        members: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut hs = self.read().hard_state.clone();
+        hs.commit = hs.commit.max(index);
+        hs.term = hs.term.max(term);
+        let state = cf(&self.db, CF_RAFT_STATE);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf(&self.db, CF_RAFT_LOG), 0u64.to_be_bytes(), u64::MAX.to_be_bytes());
+        batch.put_cf(state, SNAPSHOT_BASE, encode_pair(index, term));
+        batch.put_cf(
+            state,
+            CONF_STATE,
+            cs.write_to_bytes().map_err(|e| StoreError::corrupt("conf state", e))?,
+        );
+        batch.put_cf(state, MEMBERS, members);
+        batch.put_cf(
+            state,
+            HARD_STATE,
+            hs.write_to_bytes().map_err(|e| StoreError::corrupt("hard state", e))?,
+        );
+        self.db.write_opt(batch, &synced())?;
+        let mut b = self.write();
+        b.base_index = index;
+        b.base_term = term;
+        b.last_index = index;
+        b.conf_state = cs;
+        b.hard_state = hs;
+        Ok(())
+    }
+
     /// Stores a new commit index (hard state) durably.
     pub fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
         let mut hs = self.read().hard_state.clone();
@@ -150,6 +216,22 @@ fn synced() -> WriteOptions {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     opts
+}
+
+fn encode_pair(a: u64, b: u64) -> Vec<u8> {
+    let mut out = a.to_be_bytes().to_vec();
+    out.extend_from_slice(&b.to_be_bytes());
+    out
+}
+
+fn decode_pair(bytes: &[u8]) -> Result<(u64, u64), StoreError> {
+    let pair: [u8; 16] =
+        bytes.try_into().map_err(|_| StoreError::corrupt("snapshot base", "not 16 bytes"))?;
+    let (a, b) = pair.split_at(8);
+    Ok((
+        u64::from_be_bytes(a.try_into().unwrap_or_default()),
+        u64::from_be_bytes(b.try_into().unwrap_or_default()),
+    ))
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
@@ -238,9 +320,24 @@ impl raft::Storage for RaftLog {
         Ok(b.last_index.max(b.base_index))
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots arrive with multi-node replication; a single voter never asks for one.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    /// The state machine as of its applied index, with the membership: what a follower that
+    /// is too far behind (or new) installs instead of replaying compacted entries.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let (applied, state) = crate::objects::export(&self.db).map_err(storage_error)?;
+        if applied < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let members = self.members().map_err(storage_error)?.unwrap_or_else(|| b"[]".to_vec());
+        let members: serde_json::Value = serde_json::from_slice(&members).unwrap_or(serde_json::Value::Null);
+        let data = serde_json::to_vec(&crate::SnapshotData { state, members })
+            .map_err(|e| storage_error(StoreError::corrupt("snapshot", e)))?;
+        let mut snapshot = Snapshot::default();
+        snapshot.data = data.into();
+        let meta = snapshot.mut_metadata();
+        meta.index = applied;
+        meta.term = self.term(applied)?;
+        meta.set_conf_state(self.conf_state());
+        Ok(snapshot)
     }
 }
 
@@ -280,5 +377,31 @@ mod tests {
         assert_eq!(state.hard_state.commit, 2);
         assert_eq!(state.conf_state.voters, vec![1]);
         assert_eq!((log.first_index().expect("first"), log.last_index().expect("last")), (1, 3));
+    }
+
+    #[test]
+    fn compaction_keeps_the_boundary_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::open_db(dir.path()).expect("db");
+        let log = RaftLog::open(db.clone()).expect("log");
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, if i <= 5 { 1 } else { 2 })).collect();
+        log.append(&entries, None).expect("append");
+        log.compact(6).expect("compact");
+        assert_eq!(log.first_index().expect("first"), 7);
+        assert_eq!(log.term(6).expect("the boundary keeps its term"), 2);
+        assert!(matches!(log.term(5), Err(raft::Error::Store(StorageError::Compacted))));
+        assert!(log.entries(5, 8, None, GetEntriesContext::empty(false)).is_err());
+        assert_eq!(log.entries(7, 11, None, GetEntriesContext::empty(false)).expect("kept").len(), 4);
+        drop(log);
+        drop(db);
+        let log = RaftLog::open(crate::open_db(dir.path()).expect("db")).expect("reopen");
+        assert_eq!((log.first_index().expect("first"), log.last_index().expect("last")), (7, 10));
+        assert_eq!(log.term(6).expect("term"), 2);
+
+        log.apply_snapshot(20, 3, ConfState { voters: vec![1, 2], ..Default::default() }, b"[]")
+            .expect("install");
+        assert_eq!((log.first_index().expect("first"), log.last_index().expect("last")), (21, 20));
+        assert_eq!(log.term(20).expect("term"), 3);
+        assert_eq!(log.initial_state().expect("state").hard_state.commit, 20);
     }
 }

@@ -17,6 +17,8 @@ pub enum EventType {
     Added,
     Modified,
     Deleted,
+    /// The whole store was replaced by a Raft snapshot: watchers must list again.
+    Restored,
 }
 
 impl EventType {
@@ -25,6 +27,7 @@ impl EventType {
             EventType::Added => "ADDED",
             EventType::Modified => "MODIFIED",
             EventType::Deleted => "DELETED",
+            EventType::Restored => "RESTORED",
         }
     }
 }
@@ -93,6 +96,19 @@ impl WatchHub {
         Ok((past, self.tx.subscribe()))
     }
 
+    /// Forgets the history (nothing before `revision` can be resumed) and tells every
+    /// subscriber the store was replaced.
+    pub(crate) fn reset(&mut self, revision: u64, key: ObjectKey) {
+        self.history.clear();
+        self.oldest_resumable = revision;
+        let _ = self.tx.send(Arc::new(StoreEvent {
+            revision,
+            type_: EventType::Restored,
+            key,
+            object: Value::Null,
+        }));
+    }
+
     pub(crate) fn subscribe_all(&self) -> broadcast::Receiver<Arc<StoreEvent>> {
         self.tx.subscribe()
     }
@@ -136,6 +152,12 @@ impl Watch {
         }
         loop {
             match self.rx.recv().await {
+                Ok(e) if e.type_ == EventType::Restored => {
+                    return Some(Err(WatchError::Gone {
+                        requested: self.delivered_up_to,
+                        oldest: e.revision,
+                    }));
+                }
                 Ok(e) if e.revision > self.delivered_up_to && self.filter.matches(&e.key) => {
                     self.delivered_up_to = e.revision;
                     return Some(Ok(e));
