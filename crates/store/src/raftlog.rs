@@ -331,8 +331,7 @@ impl raft::Storage for RaftLog {
         let members: serde_json::Value = serde_json::from_slice(&members).unwrap_or(serde_json::Value::Null);
         let data = serde_json::to_vec(&crate::SnapshotData { state, members })
             .map_err(|e| storage_error(StoreError::corrupt("snapshot", e)))?;
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
+        let mut snapshot = Snapshot { data: data.into(), ..Default::default() };
         let meta = snapshot.mut_metadata();
         meta.index = applied;
         meta.term = self.term(applied)?;
