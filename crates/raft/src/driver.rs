@@ -28,6 +28,10 @@ pub struct DriverConfig {
     pub initial_voters: Vec<Member>,
     pub tick: Duration,
     pub propose_timeout: Duration,
+    /// Compact the log once it holds this many applied entries...
+    pub compact_after: u64,
+    /// ...keeping this many behind the applied index for followers that lag a little.
+    pub compact_keep: u64,
 }
 
 impl Default for DriverConfig {
@@ -37,6 +41,8 @@ impl Default for DriverConfig {
             initial_voters: vec![Member { id: 1, name: "node-1".into(), url: String::new() }],
             tick: Duration::from_millis(100),
             propose_timeout: Duration::from_secs(10),
+            compact_after: 10_000,
+            compact_keep: 1_000,
         }
     }
 }
@@ -58,6 +64,8 @@ struct Driver {
     next_proposal: u64,
     node_id: u64,
     transport: Box<dyn Transport>,
+    compact_after: u64,
+    compact_keep: u64,
 }
 
 /// Starts the driver for a node whose log is in `log` and state machine in `store`, talking
@@ -102,6 +110,7 @@ pub fn start(
         leader: leader_rx,
         membership: membership_rx,
         forwarder: None,
+        log: log.clone(),
         node_id: config.node_id,
         propose_timeout: config.propose_timeout,
     };
@@ -119,6 +128,8 @@ pub fn start(
         next_proposal: 1,
         node_id: config.node_id,
         transport,
+        compact_after: config.compact_after,
+        compact_keep: config.compact_keep,
     };
     let tick = config.tick;
     std::thread::Builder::new()
@@ -295,8 +306,7 @@ impl Driver {
         // once persisted (the etcd/raft-rs pipelining).
         self.transport.send(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // Snapshots arrive with log compaction; until then a leader never sends one.
-            tracing::error!("ignoring a raft snapshot: snapshot install is not supported yet");
+            self.install_snapshot(ready.snapshot())?;
         }
         // Persist before applying: the hard state may carry the commit index that covers the
         // committed entries, and an applied index must never be durable ahead of its commit.
@@ -314,6 +324,32 @@ impl Driver {
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
         self.answer_reads();
+        self.maybe_compact()
+    }
+
+    /// Replaces this replica's state with the leader's snapshot: objects, membership, log.
+    fn install_snapshot(&mut self, snapshot: &raft::prelude::Snapshot) -> Result<(), StoreError> {
+        let meta = snapshot.get_metadata();
+        let data: wasmkube_store::SnapshotData = serde_json::from_slice(&snapshot.data)
+            .map_err(|e| StoreError::Corrupt { what: "snapshot".into(), detail: e.to_string() })?;
+        let members: Vec<Member> = serde_json::from_value(data.members).unwrap_or_default();
+        self.members = members.into_iter().map(|m| (m.id, m)).collect();
+        self.store.restore(&data.state)?;
+        let cs = meta.get_conf_state().clone();
+        self.log.apply_snapshot(meta.index, meta.term, cs.clone(), &encode_members(&self.members))?;
+        self.membership.send_replace(membership_of(&cs, &self.members));
+        tracing::info!(index = meta.index, term = meta.term, "installed a snapshot from the leader");
+        Ok(())
+    }
+
+    /// Drops applied entries once there are many, keeping a tail for slightly lagging peers.
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
+        use raft::Storage as _;
+        let applied = self.store.applied_index();
+        let first = self.log.first_index().unwrap_or(1);
+        if applied >= first + self.compact_after {
+            self.log.compact(applied - self.compact_keep.min(applied))?;
+        }
         Ok(())
     }
 

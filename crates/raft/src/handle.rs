@@ -111,6 +111,7 @@ pub struct ClusterHandle {
     pub(crate) membership: watch::Receiver<Membership>,
     /// Where proposals go when this node is not the leader (none on a single node).
     pub(crate) forwarder: Option<std::sync::Arc<crate::peers::Forwarder>>,
+    pub(crate) log: wasmkube_store::RaftLog,
     pub(crate) node_id: u64,
     pub(crate) propose_timeout: Duration,
 }
@@ -194,6 +195,11 @@ impl ClusterHandle {
     /// Reads of the local store after it see at least those writes.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
         self.request(|reply| Request::ReadIndex { reply }).await.map(drop)
+    }
+
+    /// The first index still in this node's log: it moves up as the log is compacted.
+    pub fn log_first_index(&self) -> u64 {
+        raft::Storage::first_index(&self.log).unwrap_or(1)
     }
 
     /// Changes to the membership, as they are applied.

@@ -92,6 +92,9 @@ impl Cluster {
             initial_voters,
             tick: Duration::from_millis(20),
             propose_timeout: Duration::from_secs(3),
+            // Small, so that the tests exercise compaction and snapshots.
+            compact_after: 50,
+            compact_keep: 10,
         };
         let transport = Box::new(MemTransport { from: id, net: self.net.clone() });
         let (handle, done) = wasmkube_raft::start(config, log, store, transport).expect("start");
@@ -273,6 +276,35 @@ async fn read_barriers_make_follower_reads_linearizable() {
     assert!(c.handle(follower).read_barrier().await.is_err());
     c.net.heal();
     for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_behind_compaction_and_new_joiners_catch_up_by_snapshot() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = *c.ids.iter().find(|&&id| id != leader).expect("a follower");
+    c.stop(follower).await;
+    for i in 0..150 {
+        c.handle(leader).propose(create(&format!("s{i}"))).await.expect("2 of 3 commit");
+    }
+    assert!(c.handle(leader).log_first_index() > 100, "the leader compacted its log");
+    c.start(follower);
+    c.converge(&[1, 2, 3], 150).await;
+    assert!(c.handle(follower).log_first_index() > 100, "the follower's log starts at the snapshot");
+    assert!(has(&c.handle(follower), "s0") && has(&c.handle(follower), "s149"));
+
+    // A node joining now has only compacted history to learn from: it gets a snapshot, which
+    // also carries every member's name and address.
+    c.start_joiner(4);
+    c.handle(leader).change_membership(MembershipChange::AddLearner(member(4))).await.expect("learner added");
+    c.converge(&[1, 2, 3, 4], 150).await;
+    let learned = c.handle(4).membership();
+    assert_eq!(learned.members.get(&1), Some(&member(1)), "members came with the snapshot");
+    c.handle(leader).propose(create("after-snapshot")).await.expect("committed");
+    c.converge(&[1, 2, 3, 4], 151).await;
+    for id in [1, 2, 3, 4] {
         c.stop(id).await;
     }
 }

@@ -34,6 +34,7 @@ async fn start(id: u64, listener: tokio::net::TcpListener, voters: &[Member]) ->
         initial_voters: voters.to_vec(),
         tick: Duration::from_millis(20),
         propose_timeout: Duration::from_secs(3),
+        ..DriverConfig::default()
     };
     let (handle, done) =
         wasmkube_raft::start(config, log, store, Box::new(transport.clone())).expect("start");
