@@ -41,6 +41,8 @@ pub struct Wasmlet {
     pub proxy: String,
     pub token: String,
     name: String,
+    /// `--listen` and `--proxy-listen` (port 0 unless fixed, so a restart keeps its address).
+    listen: (String, String),
     extra_args: Vec<String>,
     _scratch: Option<tempfile::TempDir>,
 }
@@ -53,10 +55,20 @@ impl Wasmlet {
 
     /// Starts node `name` in a fresh temporary directory (`--join …` in `extra_args` to join).
     pub fn start_named(name: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_listening(name, ("127.0.0.1:0".into(), "127.0.0.1:0".into()), extra_args)
+    }
+
+    /// Like `start_named`, on fixed free ports kept across restarts: a cluster member's
+    /// address is part of the membership, so it must not change when it restarts.
+    pub fn start_fixed(name: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_listening(name, (free_address()?, free_address()?), extra_args)
+    }
+
+    fn start_listening(name: &str, listen: (String, String), extra_args: &[&str]) -> anyhow::Result<Self> {
         let scratch = tempfile::tempdir()?;
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let data_dir = scratch.path().to_path_buf();
-        let (child, api, proxy) = spawn(name, &data_dir, &extra_args)?;
+        let (child, api, proxy) = spawn(name, &data_dir, &listen, &extra_args)?;
         let token = std::fs::read_to_string(data_dir.join("admin.token"))?.trim().to_string();
         Ok(Wasmlet {
             child: Some(child),
@@ -65,6 +77,7 @@ impl Wasmlet {
             proxy,
             token,
             name: name.to_string(),
+            listen,
             extra_args,
             _scratch: Some(scratch),
         })
@@ -114,7 +127,7 @@ impl Wasmlet {
     /// Starts the node again on the same data directory (new ports).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
-        let (child, api, proxy) = spawn(&self.name, &self.data_dir, &self.extra_args)?;
+        let (child, api, proxy) = spawn(&self.name, &self.data_dir, &self.listen, &self.extra_args)?;
         self.child = Some(child);
         self.api = api;
         self.proxy = proxy;
@@ -155,13 +168,24 @@ impl Drop for Wasmlet {
     }
 }
 
-fn spawn(name: &str, data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String, String)> {
+/// A loopback address with a port that was free a moment ago.
+fn free_address() -> anyhow::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+fn spawn(
+    name: &str,
+    data_dir: &Path,
+    listen: &(String, String),
+    extra: &[String],
+) -> anyhow::Result<(Child, String, String)> {
     let mut child = Command::new(bin_dir().join("wasmlet"))
         .arg("--name")
         .arg(name)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
+        .args(["--listen", &listen.0, "--proxy-listen", &listen.1])
         .arg("--client-config")
         .arg(data_dir.join("client.json"))
         .args(extra)

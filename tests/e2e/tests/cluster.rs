@@ -223,3 +223,44 @@ async fn a_partitioned_minority_never_acknowledges_and_everyone_converges_after_
 fn count_voting(m: &Value) -> usize {
     roles(m).iter().filter(|(_, r)| r == "leader" || r == "voter").count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_node_at_once_keeps_every_acknowledged_write() -> anyhow::Result<()> {
+    let mut a = Wasmlet::start_fixed("a", &[])?;
+    let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
+    let mut b = Wasmlet::start_fixed("b", &["--join", &a.api, "--join-token", &token])?;
+    let mut c = Wasmlet::start_fixed("c", &["--join", &a.api, "--join-token", &token])?;
+    eventually(Duration::from_secs(15), "three voters", || async {
+        members(&c).await.filter(|m| count_voting(m) == 3)
+    })
+    .await?;
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let via = [&a, &b, &c][i % 3];
+        let name = format!("w{i}");
+        via.client().create(&service(&name)).await?;
+        acked.push(name);
+    }
+    // Everything dies at once, without any shutdown path.
+    for node in [&mut a, &mut b, &mut c] {
+        node.kill9();
+    }
+    for node in [&mut a, &mut b, &mut c] {
+        node.restart()?;
+    }
+    eventually(Duration::from_secs(20), "a leader after the restart", || async {
+        members(&b).await.filter(|m| m["leader"].as_u64().is_some_and(|l| l != 0))
+    })
+    .await?;
+    for node in [&a, &b, &c] {
+        let stored: Vec<Service> = eventually(Duration::from_secs(15), "reads after the restart", || async {
+            node.client().list(Some("default")).await.ok()
+        })
+        .await?;
+        for name in &acked {
+            assert!(stored.iter().any(|s| &s.metadata.name == name), "{name} lost on {}", node.api);
+        }
+    }
+    c.client().create(&service("after-restart")).await?;
+    Ok(())
+}
