@@ -79,6 +79,9 @@ impl Membership {
     }
 }
 
+/// How long a request waits for an election to produce a leader before giving up.
+const ELECTION_WAIT: Duration = Duration::from_secs(3);
+
 /// A change to the Raft group's membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -120,15 +123,27 @@ impl ClusterHandle {
     /// Proposes `command` and waits until it is committed and applied, returning the object
     /// as the state machine left it.
     pub async fn propose(&self, command: Command) -> Result<Value, ProposeError> {
-        match self.propose_here(&command).await {
-            Err(ProposeError::NotLeader) => match (&self.forwarder, self.leader_id()) {
-                (Some(forwarder), leader) if leader != 0 && leader != self.node_id => {
-                    forwarder.forward(leader, &command).await
-                }
-                _ => Err(ProposeError::NotLeader),
-            },
-            other => other,
+        // During an election there is briefly no leader: wait for one (bounded) rather than
+        // bounce the write, as etcd does.
+        for first_try in [true, false] {
+            match self.propose_here(&command).await {
+                Err(ProposeError::NotLeader) => match (&self.forwarder, self.leader_id()) {
+                    (Some(forwarder), leader) if leader != 0 && leader != self.node_id => {
+                        return forwarder.forward(leader, &command).await;
+                    }
+                    _ if first_try && self.await_leader().await => continue,
+                    _ => return Err(ProposeError::NotLeader),
+                },
+                other => return other,
+            }
         }
+        Err(ProposeError::NotLeader)
+    }
+
+    /// Waits up to `ELECTION_WAIT` for a leader to be known; whether one is.
+    async fn await_leader(&self) -> bool {
+        let mut leader = self.leader.clone();
+        matches!(tokio::time::timeout(ELECTION_WAIT, leader.wait_for(|s| s.leader_id != 0)).await, Ok(Ok(_)))
     }
 
     /// Proposes on this node only: `NotLeader` when it does not lead. What a forwarded
@@ -194,6 +209,9 @@ impl ClusterHandle {
     /// applied every write committed before the call, as confirmed by the leader's quorum.
     /// Reads of the local store after it see at least those writes.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        if self.leader_id() == 0 && !self.await_leader().await {
+            return Err(ProposeError::NotLeader);
+        }
         self.request(|reply| Request::ReadIndex { reply }).await.map(drop)
     }
 
