@@ -39,7 +39,8 @@ impl Default for DriverConfig {
         DriverConfig {
             node_id: 1,
             initial_voters: vec![Member { id: 1, name: "node-1".into(), url: String::new() }],
-            tick: Duration::from_millis(100),
+            // 50 ms ticks: heartbeats every 150 ms, elections after 0.5-1 s of silence.
+            tick: Duration::from_millis(50),
             propose_timeout: Duration::from_secs(10),
             compact_after: 10_000,
             compact_keep: 1_000,
@@ -334,9 +335,15 @@ impl Driver {
             .map_err(|e| StoreError::Corrupt { what: "snapshot".into(), detail: e.to_string() })?;
         let members: Vec<Member> = serde_json::from_value(data.members).unwrap_or_default();
         self.members = members.into_iter().map(|m| (m.id, m)).collect();
-        self.store.restore(&data.state)?;
         let cs = meta.get_conf_state().clone();
-        self.log.apply_snapshot(meta.index, meta.term, cs.clone(), &encode_members(&self.members))?;
+        let members = encode_members(&self.members);
+        wasmkube_store::install_snapshot(
+            &self.log,
+            &self.store,
+            (meta.index, meta.term, cs.clone()),
+            &members,
+            &data.state,
+        )?;
         self.membership.send_replace(membership_of(&cs, &self.members));
         tracing::info!(index = meta.index, term = meta.term, "installed a snapshot from the leader");
         Ok(())

@@ -52,6 +52,23 @@ impl StoreError {
     }
 }
 
+/// Installs a Raft snapshot: the state machine and the log boundary, membership and commit
+/// index, in one fsynced batch, so a crash leaves either the old replica or the new one.
+pub fn install_snapshot(
+    log: &RaftLog,
+    store: &ObjectStore,
+    meta: (u64, u64, raft::prelude::ConfState),
+    members: &[u8],
+    state: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let (index, term, cs) = meta;
+    let mut batch = rocksdb::WriteBatch::default();
+    let (applied, revision) = store.stage_restore(state, &mut batch)?;
+    log.apply_snapshot_with(index, term, cs, members, batch)?;
+    store.restored(applied, revision);
+    Ok(())
+}
+
 /// Opens (creating if needed) the node's RocksDB with every column family this crate uses.
 pub fn open_db(path: &Path) -> Result<Arc<rocksdb::DB>, StoreError> {
     let mut opts = rocksdb::Options::default();

@@ -118,9 +118,14 @@ impl ObjectStore {
         self.lock_hub().subscribe_all()
     }
 
-    /// Replaces everything with a snapshot's `state` (from `export` on the leader): objects,
-    /// revision and applied index, in one batch. Watchers are told to list again.
-    pub fn restore(&self, state: &Value) -> Result<u64, StoreError> {
+    /// Stages, in `batch`, the replacement of everything with a snapshot's `state` (from
+    /// `export` on the leader): objects, revision and applied index. Returns (applied,
+    /// revision) for `restored`, to be called once the batch is written.
+    pub(crate) fn stage_restore(
+        &self,
+        state: &Value,
+        batch: &mut WriteBatch,
+    ) -> Result<(u64, u64), StoreError> {
         let applied = state["appliedIndex"]
             .as_u64()
             .ok_or_else(|| StoreError::corrupt("snapshot", "no appliedIndex"))?;
@@ -128,8 +133,6 @@ impl ObjectStore {
             state["revision"].as_u64().ok_or_else(|| StoreError::corrupt("snapshot", "no revision"))?;
         let objects =
             state["objects"].as_array().ok_or_else(|| StoreError::corrupt("snapshot", "no objects"))?;
-        let mut hub = self.lock_hub();
-        let mut batch = WriteBatch::default();
         let cf_objects = cf(&self.db, CF_OBJECTS);
         batch.delete_range_cf(cf_objects, [0u8].as_slice(), [0xffu8; 8].as_slice());
         for object in objects {
@@ -140,10 +143,25 @@ impl ObjectStore {
         let meta = cf(&self.db, CF_META);
         batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
         batch.put_cf(meta, META_APPLIED, applied.to_be_bytes());
-        self.db.write(batch)?;
+        Ok((applied, revision))
+    }
+
+    /// After a staged restore is written: the new revision and applied index take effect and
+    /// watchers are told to list again.
+    pub(crate) fn restored(&self, applied: u64, revision: u64) {
+        let mut hub = self.lock_hub();
         self.revision.store(revision, Ordering::Release);
         self.applied_index.store(applied, Ordering::Release);
         hub.reset(revision, ObjectKey::new("", None, ""));
+    }
+
+    /// Replaces everything with a snapshot's `state`, on its own (tests; the raft driver
+    /// installs snapshots with `install_snapshot`, atomically with the log).
+    pub fn restore(&self, state: &Value) -> Result<u64, StoreError> {
+        let mut batch = WriteBatch::default();
+        let (applied, revision) = self.stage_restore(state, &mut batch)?;
+        self.db.write(batch)?;
+        self.restored(applied, revision);
         Ok(applied)
     }
 

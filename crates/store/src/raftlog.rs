@@ -165,11 +165,22 @@ impl RaftLog {
         cs: ConfState,
         members: &[u8],
     ) -> Result<(), StoreError> {
+        self.apply_snapshot_with(index, term, cs, members, WriteBatch::default())
+    }
+
+    /// `apply_snapshot`, writing `batch` (the state machine's part) in the same fsynced batch.
+    pub(crate) fn apply_snapshot_with(
+        &self,
+        index: u64,
+        term: u64,
+        cs: ConfState,
+        members: &[u8],
+        mut batch: WriteBatch,
+    ) -> Result<(), StoreError> {
         let mut hs = self.read().hard_state.clone();
         hs.commit = hs.commit.max(index);
         hs.term = hs.term.max(term);
         let state = cf(&self.db, CF_RAFT_STATE);
-        let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf(&self.db, CF_RAFT_LOG), 0u64.to_be_bytes(), u64::MAX.to_be_bytes());
         batch.put_cf(state, SNAPSHOT_BASE, encode_pair(index, term));
         batch.put_cf(

@@ -1,6 +1,8 @@
 //! Harness for end-to-end tests and benchmarks: starts real `wasmlet` processes on loopback
 //! (free ports chosen by the OS), runs the real `wasmctl`, and cleans up on drop.
 
+pub mod linearizability;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
