@@ -27,8 +27,10 @@ lint: setup
 demo: build examples
 	@BIN=$(BIN) EXAMPLES=$(EXAMPLES) deploy/demo.sh
 
-# Performance figures (instantiate latency, deploy-to-ready, proxy vs bare throughput).
+# Performance figures: instantiate latency, deploy-to-ready, proxy vs bare throughput, and
+# 3-node control-plane writes/s next to etcd (installs Debian's etcd-server if missing).
 bench: build examples
+	@command -v etcd >/dev/null 2>&1 || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq etcd-server >/dev/null; }
 	$(BIN)/wasmkube-bench --wasm $(EXAMPLES)/hello_http.wasm
 
 clean:

@@ -6,6 +6,7 @@
 //!   component, both driven by the same load generator, alternating rounds.
 
 mod bare;
+mod cluster;
 mod load;
 mod node;
 
@@ -49,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
     node::deploy_to_ready(&node, &flags.wasm).await?;
     node.print_memory();
     throughput(&flags, &node).await?;
+    drop(node);
+    cluster::run(flags.seconds).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wasmkube_agent::{Agent, AgentConfig};
@@ -43,6 +44,13 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .with_context(|| format!("binding the proxy to {}", flags.proxy_listen))?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let proxy_url = format!("http://{}", proxy_listener.local_addr()?);
+    // Small request/response exchanges (raft messages, API calls): no Nagle delays.
+    let api_listener = api_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let proxy_listener = proxy_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
 
     let join = flags.join.as_deref().zip(flags.join_token.as_deref());
     let identity = cluster::establish(&data, &node_name, &api_url, join).await?;
