@@ -2,14 +2,17 @@
 //! the named Service, least-outstanding-requests first, and stamps the response with the pod
 //! and node that served it.
 //!
-//! The routing table is rebuilt from the store and the local sandbox registry whenever either
-//! changes; the request path only reads an immutable table. The proxy never changes cluster
+//! The routing table is rebuilt from a cache of Services and Pods (kept current from the
+//! store's change stream) and the local sandbox registry whenever either changes; the request
+//! path only reads an immutable table. The proxy never changes cluster
 //! state.
 
+mod cache;
 mod routes;
 mod server;
 mod table;
 
+pub use cache::RouteCache;
 pub use routes::{ServiceName, parse_host};
 pub use server::{ProxyState, router};
 pub use table::{Endpoint, EndpointTable, ServiceEntry};

@@ -9,10 +9,11 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use wasmkube_runtime::{RequestError, SandboxRegistry};
-use wasmkube_store::ObjectStore;
+use wasmkube_store::{EventType, ObjectStore};
 
-use crate::table::EndpointTable;
+use crate::{EndpointTable, RouteCache};
 use crate::{ServiceName, parse_host};
 
 #[derive(Clone)]
@@ -44,17 +45,44 @@ impl ProxyState {
         tokio::pin!(shutdown);
         let mut changes = store.subscribe_all();
         let mut sandboxes = local.subscribe();
+        let load = || {
+            RouteCache::load(&store).unwrap_or_else(|e| {
+                tracing::error!("proxy cannot read services and pods: {e}");
+                RouteCache::default()
+            })
+        };
+        let mut cache = load();
         loop {
-            match EndpointTable::build(&store, &local) {
-                Ok(table) => *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table),
-                Err(e) => tracing::error!("proxy table not rebuilt: {e}"),
+            *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cache.table(&local));
+            // Wait for a change that can move an endpoint, then take every change queued
+            // behind it: under a storm of writes, rebuilds pace themselves.
+            let mut reload = false;
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    r = changes.recv() => match r {
+                        Ok(e) if e.type_ == EventType::Restored => reload = true,
+                        Ok(e) => if !cache.apply(&e) { continue },
+                        Err(RecvError::Lagged(_)) => reload = true,
+                        Err(RecvError::Closed) => return,
+                    },
+                    r = sandboxes.changed() => if r.is_err() { return },
+                }
+                break;
             }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = changes.recv() => {}
-                r = sandboxes.changed() => if r.is_err() { return },
+            loop {
+                match changes.try_recv() {
+                    Ok(e) if e.type_ == EventType::Restored => reload = true,
+                    Ok(e) => {
+                        cache.apply(&e);
+                    }
+                    Err(TryRecvError::Lagged(_)) => reload = true,
+                    Err(_) => break,
+                }
             }
-            while changes.try_recv().is_ok() {}
+            if reload {
+                cache = load();
+            }
         }
     }
 }

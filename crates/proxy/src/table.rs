@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmkube_api::{Pod, Service, labels_match};
 use wasmkube_runtime::{HttpPod, SandboxRegistry};
-use wasmkube_store::{ObjectStore, StoreError};
 
 use crate::ServiceName;
 
@@ -47,10 +46,12 @@ pub struct EndpointTable {
 }
 
 impl EndpointTable {
-    /// Builds the table from the Services and Pods in `store` and the sandboxes running here.
-    pub fn build(store: &ObjectStore, local: &SandboxRegistry) -> Result<Self, StoreError> {
-        let services: Vec<Service> = typed(store.list("Service", None)?.0);
-        let pods: Vec<Pod> = typed(store.list("Pod", None)?.0);
+    /// Builds the table from Services, Pods and the sandboxes running here.
+    pub fn build<'a>(
+        services: impl Iterator<Item = &'a Service>,
+        pods: &[&'a Pod],
+        local: &SandboxRegistry,
+    ) -> Self {
         let mut table = EndpointTable::default();
         for svc in services {
             let namespace = svc.metadata.namespace.clone().unwrap_or_default();
@@ -68,14 +69,10 @@ impl EndpointTable {
             let name = ServiceName { namespace, name: svc.metadata.name.clone() };
             table.services.insert(name, ServiceEntry::new(endpoints));
         }
-        Ok(table)
+        table
     }
 
     pub fn lookup(&self, name: &ServiceName) -> Option<&ServiceEntry> {
         self.services.get(name)
     }
-}
-
-fn typed<T: serde::de::DeserializeOwned>(items: Vec<serde_json::Value>) -> Vec<T> {
-    items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect()
 }
