@@ -257,12 +257,7 @@ impl Driver {
                 self.reads_asked.insert(id, reply);
             }
             Request::ChangeMembership { change, reply } => {
-                if self.node.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(ProposeError::NotLeader));
-                    return;
-                }
-                let id = self.next_proposal;
-                self.next_proposal += 1;
+                let Some((id, reply)) = self.lead(reply) else { return };
                 match self
                     .node
                     .propose_conf_change(proposal_context(self.node_id, id), change.into_conf_change())
@@ -278,12 +273,7 @@ impl Driver {
                 }
             }
             Request::Propose { command, reply } => {
-                if self.node.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(ProposeError::NotLeader));
-                    return;
-                }
-                let id = self.next_proposal;
-                self.next_proposal += 1;
+                let Some((id, reply)) = self.lead(reply) else { return };
                 let context = proposal_context(self.node_id, id);
                 match self.node.propose(context, command) {
                     Ok(()) => {
@@ -295,6 +285,17 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A proposal id for a writer when this node leads; otherwise answers it `NotLeader`.
+    fn lead(&mut self, reply: Reply) -> Option<(u64, Reply)> {
+        if self.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(ProposeError::NotLeader));
+            return None;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        Some((id, reply))
     }
 
     fn on_ready(&mut self) -> Result<(), StoreError> {
