@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::json;
-use wasmkube_e2e::{Wasmlet, eventually};
+use wasmkube_e2e::{Wasmlet, eventually, leader_index, members, start_cluster};
 
 /// One write against some node; returns whether it was acknowledged.
 type WriteFn = Arc<dyn Fn(usize, u64) -> reqwest::RequestBuilder + Send + Sync>;
@@ -110,16 +110,13 @@ async fn load(write: &WriteFn, clients: usize, duration: Duration) -> Figures {
 }
 
 async fn start_wasmkube() -> anyhow::Result<Vec<Wasmlet>> {
-    let a = Wasmlet::start_fixed("a", &[])?;
-    let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
-    let b = Wasmlet::start_fixed("b", &["--join", &a.api, "--join-token", &token])?;
-    let c = Wasmlet::start_fixed("c", &["--join", &a.api, "--join-token", &token])?;
+    let nodes = start_cluster(&["a", "b", "c"], &[]).await?;
     eventually(Duration::from_secs(15), "three voters", || async {
-        let m = c.client().get_path("/cluster/v1/members").await.ok()?;
+        let m = members(&nodes[0]).await?;
         (m["members"].as_array()?.iter().filter(|x| x["role"] != "learner").count() == 3).then_some(())
     })
     .await?;
-    Ok(vec![a, b, c])
+    Ok(nodes)
 }
 
 /// Kills the leader repeatedly; prints the time from the kill to the next accepted write.
@@ -127,20 +124,7 @@ async fn failover(mut nodes: Vec<Wasmlet>) -> anyhow::Result<()> {
     let mut times = Vec::new();
     for round in 0..10 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let m = eventually(Duration::from_secs(10), "a leader", || {
-            let client = nodes[round % 3].client();
-            async move {
-                client.get_path("/cluster/v1/members").await.ok().filter(|m| m["leader"].as_u64() != Some(0))
-            }
-        })
-        .await?;
-        let leader = m["leader"].as_u64().unwrap_or(0);
-        let name = m["members"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|x| x["id"].as_u64() == Some(leader)))
-            .and_then(|x| x["name"].as_str())
-            .unwrap_or("");
-        let idx = ["a", "b", "c"].iter().position(|n| *n == name).unwrap_or(0);
+        let idx = eventually(Duration::from_secs(10), "a leader", || leader_index(&nodes)).await?;
         nodes[idx].kill9();
         let killed = Instant::now();
         let survivor = nodes[(idx + 1) % 3].client();

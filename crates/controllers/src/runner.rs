@@ -36,11 +36,9 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
                 r = leader.changed() => if r.is_err() { return } else { continue },
             }
         }
-        match reconcile_once(&cluster, &mut rng).await {
-            Ok(0) => {}
-            // It acted: its own writes will wake it to check the result.
-            Ok(_) => {}
-            Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
+        // When it acted, its own writes wake it again to check the result.
+        if let Err(e) = reconcile_once(&cluster, &mut rng).await {
+            tracing::warn!("reconcile failed, retrying: {e}");
         }
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep += EVENT_SWEEP;
@@ -57,8 +55,8 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
     }
 }
 
-/// One pass over everything; returns how many actions were committed.
-async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<usize, String> {
+/// One pass over everything.
+async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<(), String> {
     let snapshot = Snapshot::read(cluster.store()).map_err(|e| e.to_string())?;
     let seed: u64 = rand::Rng::random(rng);
     let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };
@@ -66,7 +64,6 @@ async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<usi
         snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)).collect();
     actions.extend(plan_orphans(&snapshot.deployments, &snapshot.pods));
     plan_placement(&snapshot, &mut actions, &mut ctx);
-    let n = actions.len();
     let results = join_all(actions.into_iter().map(|a| execute(cluster, a))).await;
     for r in results {
         match r {
@@ -76,7 +73,7 @@ async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<usi
             Err(e) => return Err(e.to_string()),
         }
     }
-    Ok(n)
+    Ok(())
 }
 
 async fn sweep_events(cluster: &ClusterHandle) {

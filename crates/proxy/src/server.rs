@@ -125,12 +125,11 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
         );
     };
     let req = req.map(|body| body.map_err(|e| wasmtime_error(e.to_string())));
-    let pod_header = HeaderValue::from_str(&endpoint.pod).unwrap_or(HeaderValue::from_static("unknown"));
     let mut response = match endpoint.http.serve(admission, req).await {
         Ok(resp) => resp.map(Body::new),
         Err(e) => request_error(&endpoint.pod, &e),
     };
-    response.headers_mut().insert("x-wasmkube-pod", pod_header);
+    response.headers_mut().insert("x-wasmkube-pod", endpoint.pod_header.clone());
     response.headers_mut().insert("x-wasmkube-node", state.node.clone());
     response
 }

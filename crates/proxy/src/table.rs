@@ -11,6 +11,8 @@ use crate::ServiceName;
 
 pub struct Endpoint {
     pub pod: String,
+    /// The pod's name as the `x-wasmkube-pod` header value, made once per table, not per request.
+    pub pod_header: http::HeaderValue,
     pub http: Arc<HttpPod>,
 }
 
@@ -63,7 +65,8 @@ impl EndpointTable {
                     let local = local.get(&format!("{namespace}/{}", p.metadata.name))?;
                     // Only the sandbox of this very pod (not a stale one of the same name).
                     (Some(local.uid.as_str()) == p.metadata.uid.as_deref()).then_some(())?;
-                    Some(Endpoint { pod: p.metadata.name.clone(), http: local.http? })
+                    let pod_header = http::HeaderValue::from_str(&p.metadata.name).ok()?;
+                    Some(Endpoint { pod: p.metadata.name.clone(), pod_header, http: local.http? })
                 })
                 .collect();
             let name = ServiceName { namespace, name: svc.metadata.name.clone() };

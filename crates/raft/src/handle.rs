@@ -140,6 +140,28 @@ impl ClusterHandle {
         Err(ProposeError::NotLeader)
     }
 
+    /// The leader's name and address, waiting up to `ELECTION_WAIT` for both a leader and its
+    /// description to be known (a node that just joined learns members by replaying the log).
+    pub async fn leader_member(&self) -> Option<Member> {
+        let (mut leader, mut membership) = (self.leader.clone(), self.membership.clone());
+        let known = |leader: &watch::Receiver<LeaderState>, membership: &watch::Receiver<Membership>| {
+            let id = leader.borrow().leader_id;
+            membership.borrow().members.get(&id).filter(|m| !m.url.is_empty()).cloned()
+        };
+        let wait = async {
+            loop {
+                if let Some(m) = known(&leader, &membership) {
+                    return Some(m);
+                }
+                tokio::select! {
+                    r = leader.changed() => r.ok()?,
+                    r = membership.changed() => r.ok()?,
+                }
+            }
+        };
+        tokio::time::timeout(ELECTION_WAIT, wait).await.ok().flatten()
+    }
+
     /// Waits up to `ELECTION_WAIT` for a leader to be known; whether one is.
     async fn await_leader(&self) -> bool {
         let mut leader = self.leader.clone();

@@ -113,6 +113,10 @@ impl Wasmlet {
         }
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -219,6 +223,47 @@ fn spawn(
     let api = field("api=").context("ready line has api=")?;
     let proxy = field("proxy=").context("ready line has proxy=")?;
     Ok((child, api, proxy))
+}
+
+/// Starts a cluster on fixed ports (so members can be restarted): the first name founds it,
+/// the others join with a fresh join token, in order. Returns once the founder lists them all.
+/// `extra` goes to every node.
+pub async fn start_cluster(names: &[&str], extra: &[&str]) -> anyhow::Result<Vec<Wasmlet>> {
+    let (first, rest) = names.split_first().context("a cluster needs a node")?;
+    let founder = Wasmlet::start_fixed(first, extra)?;
+    let token = founder.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
+    let mut nodes = vec![founder];
+    for name in rest {
+        let mut args = extra.to_vec();
+        args.extend(["--join", nodes[0].api.as_str(), "--join-token", token.as_str()]);
+        let node = Wasmlet::start_fixed(name, &args)?;
+        nodes.push(node);
+    }
+    eventually(Duration::from_secs(15), "every node to be a member", || async {
+        let m = members(&nodes[0]).await?;
+        let listed = m["members"].as_array()?.len();
+        (listed == names.len()).then_some(())
+    })
+    .await?;
+    Ok(nodes)
+}
+
+/// `GET /cluster/v1/members` on `node`: `{"leader": id, "members": [{id, name, url, role}]}`.
+pub async fn members(node: &Wasmlet) -> Option<serde_json::Value> {
+    node.client().get_path("/cluster/v1/members").await.ok()
+}
+
+/// The index in `nodes` of the leader, as the first running node that knows one reports it.
+pub async fn leader_index(nodes: &[Wasmlet]) -> Option<usize> {
+    for node in nodes.iter().filter(|n| n.pid().is_some()) {
+        let Some(m) = members(node).await else { continue };
+        let leader = m["leader"].as_u64().filter(|id| *id != 0)?;
+        let name = m["members"].as_array()?.iter().find(|x| x["id"].as_u64() == Some(leader))?["name"]
+            .as_str()?
+            .to_string();
+        return nodes.iter().position(|n| n.name() == name);
+    }
+    None
 }
 
 /// Polls `check` every 10 ms until it returns `Some`, or fails after `timeout`.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wasmkube_api::{ObjectMeta, Service, ServiceSpec};
-use wasmkube_e2e::{Wasmlet, eventually};
+use wasmkube_e2e::{Wasmlet, eventually, members, start_cluster};
 
 fn service(name: &str) -> Service {
     Service {
@@ -13,10 +13,6 @@ fn service(name: &str) -> Service {
         spec: ServiceSpec { selector: [("app".to_string(), name.to_string())].into(), ..Default::default() },
         ..Default::default()
     }
-}
-
-async fn members(node: &Wasmlet) -> Option<Value> {
-    node.client().get_path("/cluster/v1/members").await.ok()
 }
 
 fn roles(members: &Value) -> Vec<(String, String)> {
@@ -39,10 +35,9 @@ async fn has_service(node: &Wasmlet, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_forward_writes_refuse_bad_joins_and_fail_over() -> anyhow::Result<()> {
-    let mut a = Wasmlet::start_named("a", &[])?;
+    let [mut a, b, c]: [Wasmlet; 3] =
+        start_cluster(&["a", "b", "c"], &[]).await?.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
     let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
-    let b = Wasmlet::start_named("b", &["--join", &a.api, "--join-token", &token])?;
-    let c = Wasmlet::start_named("c", &["--join", &a.api, "--join-token", &token])?;
     assert_eq!(b.token, a.token, "a joined node serves with the cluster's admin token");
 
     let expected = vec![
@@ -106,12 +101,8 @@ async fn three_nodes_join_forward_writes_refuse_bad_joins_and_fail_over() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_keep_three_voters_and_promote_a_learner_when_a_voter_leaves() -> anyhow::Result<()> {
-    let a = Wasmlet::start_named("a", &["--voters", "3"])?;
-    let token = a.wasmctl_ok(&["cluster", "join-token", "--ttl", "10m"]).trim().to_string();
-    let mut others = Vec::new();
-    for name in ["b", "c", "d", "e"] {
-        others.push(Wasmlet::start_named(name, &["--join", &a.api, "--join-token", &token])?);
-    }
+    let mut others = start_cluster(&["a", "b", "c", "d", "e"], &["--voters", "3"]).await?;
+    let a = others.remove(0);
     let count = |m: &Value, role: &str| roles(m).iter().filter(|(_, r)| r == role).count();
     let settled =
         eventually(Duration::from_secs(15), "3 voters (leader included) and 2 learners", || async {
@@ -182,10 +173,8 @@ async fn set_faults(node: &Wasmlet, plan: Value) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_minority_never_acknowledges_and_everyone_converges_after_healing() -> anyhow::Result<()>
 {
-    let a = Wasmlet::start_named("a", &[])?;
-    let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
-    let b = Wasmlet::start_named("b", &["--join", &a.api, "--join-token", &token])?;
-    let c = Wasmlet::start_named("c", &["--join", &a.api, "--join-token", &token])?;
+    let [a, b, c]: [Wasmlet; 3] =
+        start_cluster(&["a", "b", "c"], &[]).await?.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
     eventually(Duration::from_secs(15), "a leading b and c", || async {
         members(&b).await.filter(|m| count_voting(m) == 3 && m["leader"] == 1)
     })
@@ -226,10 +215,8 @@ fn count_voting(m: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_node_at_once_keeps_every_acknowledged_write() -> anyhow::Result<()> {
-    let mut a = Wasmlet::start_fixed("a", &[])?;
-    let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
-    let mut b = Wasmlet::start_fixed("b", &["--join", &a.api, "--join-token", &token])?;
-    let mut c = Wasmlet::start_fixed("c", &["--join", &a.api, "--join-token", &token])?;
+    let [mut a, mut b, mut c]: [Wasmlet; 3] =
+        start_cluster(&["a", "b", "c"], &[]).await?.try_into().map_err(|_| anyhow::anyhow!("three nodes"))?;
     eventually(Duration::from_secs(15), "three voters", || async {
         members(&c).await.filter(|m| count_voting(m) == 3)
     })

@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use wasmkube_e2e::linearizability::{Op, OpKind, check};
-use wasmkube_e2e::{Wasmlet, eventually};
+use wasmkube_e2e::{eventually, leader_index, start_cluster};
 
 const KEYS: usize = 4;
 const CLIENTS: usize = 4;
@@ -117,27 +117,9 @@ async fn client(
     }
 }
 
-async fn leader_name(nodes: &[Wasmlet], alive: &[bool]) -> Option<String> {
-    for (node, _) in nodes.iter().zip(alive).filter(|(_, a)| **a) {
-        if let Ok(m) = node.client().get_path("/cluster/v1/members").await {
-            let leader = m["leader"].as_u64().unwrap_or(0);
-            let name = m["members"].as_array()?.iter().find(|x| x["id"].as_u64() == Some(leader))?["name"]
-                .as_str()?
-                .to_string();
-            return Some(name);
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_ten_times_under_load_stays_linearizable() -> anyhow::Result<()> {
-    let a = Wasmlet::start_fixed("a", &[])?;
-    let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
-    let b = Wasmlet::start_fixed("b", &["--join", &a.api, "--join-token", &token])?;
-    let c = Wasmlet::start_fixed("c", &["--join", &a.api, "--join-token", &token])?;
-    let mut nodes = vec![a, b, c];
-    let names = ["a", "b", "c"];
+    let mut nodes = start_cluster(&["a", "b", "c"], &[]).await?;
     eventually(Duration::from_secs(15), "three voters", || async {
         let m = nodes[2].client().get_path("/cluster/v1/members").await.ok()?;
         (m["members"].as_array()?.iter().filter(|x| x["role"] != "learner").count() == 3).then_some(())
@@ -152,13 +134,10 @@ async fn killing_the_leader_ten_times_under_load_stays_linearizable() -> anyhow:
         .collect();
 
     let mut failovers = Vec::new();
-    let mut alive = [true; 3];
     for round in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let leader = eventually(Duration::from_secs(10), "a leader", || leader_name(&nodes, &alive)).await?;
-        let idx = names.iter().position(|n| *n == leader).expect("a known node");
+        let idx = eventually(Duration::from_secs(10), "a leader", || leader_index(&nodes)).await?;
         nodes[idx].kill9();
-        alive[idx] = false;
         let killed = Instant::now();
         let survivor = (idx + 1) % 3;
         let probe =
@@ -181,7 +160,6 @@ async fn killing_the_leader_ten_times_under_load_stays_linearizable() -> anyhow:
         .await?;
         failovers.push(killed.elapsed());
         nodes[idx].restart()?;
-        alive[idx] = true;
     }
     stop_tx.send(true)?;
     for c in clients {

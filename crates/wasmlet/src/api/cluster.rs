@@ -203,20 +203,6 @@ fn check_join_token(state: &ApiState, token: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The leader's URL, waiting briefly for one to be known (a node that just joined, or an
-/// election in progress).
-async fn leader_url(cluster: &wasmkube_raft::ClusterHandle) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let leader = cluster.leader_id();
-        let url = cluster.membership().members.get(&leader).map(|m| m.url.clone()).filter(|u| !u.is_empty());
-        if url.is_some() || tokio::time::Instant::now() >= deadline {
-            return url;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Relays a membership request to the leader and its answer back.
 async fn forward_to_leader(
     state: &ApiState,
@@ -226,7 +212,7 @@ async fn forward_to_leader(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cluster = &state.parts().cluster;
-    let Some(url) = leader_url(cluster).await else {
+    let Some(url) = cluster.leader_member().await.map(|m| m.url) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
