@@ -110,6 +110,11 @@ impl Cluster {
         }
     }
 
+    /// A founding node other than `leader`.
+    fn follower_of(&self, leader: u64) -> u64 {
+        self.ids.iter().copied().find(|&id| id != leader).unwrap_or(leader)
+    }
+
     /// Stops every running node.
     async fn stop_all(&mut self) {
         let running: Vec<u64> = self.done.keys().copied().collect();
@@ -162,7 +167,7 @@ async fn three_voters_replicate_and_fail_over_without_losing_writes() {
     for i in 0..10 {
         c.handle(first).propose(create(&format!("n{i}"))).await.expect("committed");
     }
-    let follower = *c.ids.iter().find(|&&id| id != first).expect("a follower");
+    let follower = c.follower_of(first);
     assert!(matches!(c.handle(follower).propose(create("x")).await, Err(ProposeError::NotLeader)));
     c.converge(&[1, 2, 3], 10).await;
 
@@ -192,7 +197,7 @@ async fn three_voters_replicate_and_fail_over_without_losing_writes() {
 async fn a_restarted_follower_catches_up_from_the_log() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let leader = c.leader(&[1, 2, 3]).await;
-    let follower = *c.ids.iter().find(|&&id| id != leader).expect("a follower");
+    let follower = c.follower_of(leader);
     c.handle(leader).propose(create("before")).await.expect("committed");
     c.converge(&[1, 2, 3], 1).await;
 
@@ -251,7 +256,7 @@ async fn nodes_join_with_an_empty_log_as_voters_or_learners_and_leave() {
         !c.handle(leader).membership().members.contains_key(&3),
         "a removed member's address is forgotten"
     );
-    // Only the leader takes membership changes.
+    // Only the leader takes membership changes (voters here: 1 and 2).
     let follower = if leader == 1 { 2 } else { 1 };
     assert!(matches!(
         c.handle(follower).change_membership(MembershipChange::AddVoter(member(9))).await,
@@ -264,7 +269,7 @@ async fn nodes_join_with_an_empty_log_as_voters_or_learners_and_leave() {
 async fn read_barriers_make_follower_reads_linearizable() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let leader = c.leader(&[1, 2, 3]).await;
-    let follower = *c.ids.iter().find(|&&id| id != leader).expect("a follower");
+    let follower = c.follower_of(leader);
     for i in 0..20 {
         let name = format!("r{i}");
         c.handle(leader).propose(create(&name)).await.expect("committed");
@@ -284,7 +289,7 @@ async fn read_barriers_make_follower_reads_linearizable() {
 async fn followers_behind_compaction_and_new_joiners_catch_up_by_snapshot() {
     let mut c = Cluster::new(&[1, 2, 3]);
     let leader = c.leader(&[1, 2, 3]).await;
-    let follower = *c.ids.iter().find(|&&id| id != leader).expect("a follower");
+    let follower = c.follower_of(leader);
     c.stop(follower).await;
     for i in 0..150 {
         c.handle(leader).propose(create(&format!("s{i}"))).await.expect("2 of 3 commit");
