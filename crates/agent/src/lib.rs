@@ -71,6 +71,7 @@ impl Agent {
         tokio::pin!(shutdown);
         let mut changes = self.cluster.store().subscribe_all();
         let mut next_heartbeat = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -80,11 +81,18 @@ impl Agent {
                     let wait = if self.heartbeat().await { self.config.heartbeat } else { HEARTBEAT_RETRY };
                     next_heartbeat = tokio::time::Instant::now() + wait;
                 }
-                _ = changes.recv() => {}
-                _ = tokio::time::sleep(STATUS_POLL) => {}
+                // Only pods (and the modules they run) concern the agent: a storm of other
+                // writes costs it nothing.
+                r = changes.recv() => match r {
+                    Ok(e) if !e.concerns(&["Pod", "Module"]) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    _ => {}
+                },
+                _ = tokio::time::sleep_until(next_poll) => {}
             }
             while changes.try_recv().is_ok() {}
             self.sync().await;
+            next_poll = tokio::time::Instant::now() + STATUS_POLL;
         }
         for key in self.running.keys() {
             self.registry.remove(key);

@@ -30,9 +30,14 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
             json!({"metadata": {"name": format!("b-{client}-{i}")}, "spec": {"selector": {"app": "bench"}}});
         wk_http.post(format!("{api}/api/v1/namespaces/default/services")).bearer_auth(token).json(&body)
     });
-    println!("control plane, 3 nodes on loopback, {seconds}s per run (writes/s, p50, p99):");
+    let wk_pids: Vec<u32> = nodes.iter().filter_map(|n| n.pid()).collect();
+    let etcd_pids: Vec<u32> =
+        etcd.as_ref().map(|e| e.children.iter().map(|c| c.id()).collect()).unwrap_or_default();
+    println!(
+        "control plane, 3 nodes on loopback, {seconds}s per run (writes/s, p50, p99, server CPU per write):"
+    );
     for clients in [1, 64] {
-        let wk = load(&wasmkube, clients, duration).await;
+        let wk = load(&wasmkube, clients, duration, &wk_pids).await;
         print_row("wasmkube", clients, &wk);
         match &etcd {
             Ok(etcd) => {
@@ -43,7 +48,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
                     let body = json!({"key": b64(format!("bench/{client}/{i}")), "value": b64("x".into())});
                     etcd_http.post(format!("{}/v3/kv/put", urls[client % urls.len()])).json(&body)
                 });
-                let e = load(&write, clients, duration).await;
+                let e = load(&write, clients, duration, &etcd_pids).await;
                 print_row("etcd 3.4", clients, &e);
                 println!(
                     "  wasmkube / etcd at {clients} client(s): {:.0} %",
@@ -60,22 +65,42 @@ struct Figures {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time (user + system) the servers spent per acknowledged write.
+    cpu_per_write: Duration,
+}
+
+/// CPU time (user + system) used so far by the processes `pids`, from /proc.
+fn cpu_time(pids: &[u32]) -> Duration {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may hold spaces) start at ") ".
+            let rest = stat.rsplit_once(") ")?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second)
 }
 
 fn print_row(name: &str, clients: usize, f: &Figures) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "  {name:<9} {clients:>2} client(s): {:>7.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        "  {name:<9} {clients:>2} client(s): {:>7.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   cpu {:>5.0} µs/write",
         f.rate,
         ms(f.p50),
-        ms(f.p99)
+        ms(f.p99),
+        f.cpu_per_write.as_secs_f64() * 1e6
     );
 }
 
 /// Closed loop: each client sends its next write when the previous one is answered.
-async fn load(write: &WriteFn, clients: usize, duration: Duration) -> Figures {
+async fn load(write: &WriteFn, clients: usize, duration: Duration, servers: &[u32]) -> Figures {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
+    let cpu_before = cpu_time(servers);
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let write = write.clone();
@@ -106,7 +131,13 @@ async fn load(write: &WriteFn, clients: usize, duration: Duration) -> Figures {
             .copied()
             .unwrap_or_default()
     };
-    Figures { rate: all.len() as f64 / start.elapsed().as_secs_f64(), p50: pick(0.5), p99: pick(0.99) }
+    let cpu = cpu_time(servers).saturating_sub(cpu_before);
+    Figures {
+        rate: all.len() as f64 / start.elapsed().as_secs_f64(),
+        p50: pick(0.5),
+        p99: pick(0.99),
+        cpu_per_write: cpu / (all.len().max(1) as u32),
+    }
 }
 
 async fn start_wasmkube() -> anyhow::Result<Vec<Wasmlet>> {

@@ -35,13 +35,17 @@ struct Flags {
 enum Mode {
     /// Internal: serve the component bare (hyper + wasmtime, no wasmkube) and print the address.
     ServeBare,
+    /// Only the control-plane figures (3-node clusters, wasmkube next to etcd, failover).
+    ControlPlane,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
-    if let Some(Mode::ServeBare) = flags.mode {
-        return bare::serve(&flags.wasm).await;
+    match flags.mode {
+        Some(Mode::ServeBare) => return bare::serve(&flags.wasm).await,
+        Some(Mode::ControlPlane) => return cluster::run(flags.seconds).await,
+        None => {}
     }
     let bytes = std::fs::read(&flags.wasm)
         .map_err(|e| anyhow::anyhow!("reading {}: {e} (run `make examples`)", flags.wasm.display()))?;

@@ -18,6 +18,8 @@ use crate::placement::plan_placement;
 use crate::snapshot::Snapshot;
 
 const RESYNC: Duration = Duration::from_secs(5);
+/// The kinds whose changes start a pass.
+const WATCHED: [&str; 3] = ["Deployment", "Pod", "Node"];
 /// Events are swept on their own, slower clock: reading them all on every pass would cost
 /// more than the sweep is worth.
 const EVENT_SWEEP: Duration = Duration::from_secs(60);
@@ -44,11 +46,21 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
             next_sweep += EVENT_SWEEP;
             sweep_events(&cluster).await;
         }
-        tokio::select! {
-            _ = &mut shutdown => return,
-            r = changes.recv() => if let Err(RecvError::Closed) = r { return },
-            _ = tokio::time::sleep(RESYNC) => {}
-            _ = leader.changed() => {}
+        // Wait for a change to what the controllers decide over; other writes (services,
+        // events, modules) cost nothing.
+        let resync = tokio::time::Instant::now() + RESYNC;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                r = changes.recv() => match r {
+                    Ok(e) if !e.concerns(&WATCHED) => continue,
+                    Err(RecvError::Closed) => return,
+                    _ => {}
+                },
+                _ = tokio::time::sleep_until(resync) => {}
+                _ = leader.changed() => {}
+            }
+            break;
         }
         // Coalesce a burst of changes into one pass.
         while changes.try_recv().is_ok() {}

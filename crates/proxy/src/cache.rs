@@ -1,70 +1,170 @@
 //! The proxy's copy of the Services and Pods, kept current from the store's change stream
-//! (Kubernetes' informer pattern), so a change costs parsing one object, not the whole store.
+//! (Kubernetes' informer pattern). A change costs parsing one object and rebuilding the
+//! entries of the services it can move, not the whole table.
 
 use std::collections::BTreeMap;
 
-use wasmkube_api::{Pod, Service};
+use wasmkube_api::{Pod, Service, labels_match};
 use wasmkube_runtime::SandboxRegistry;
-use wasmkube_store::{EventType, ObjectKey, ObjectStore, StoreError, StoreEvent};
+use wasmkube_store::{EventType, ObjectStore, StoreError, StoreEvent};
 
-use crate::EndpointTable;
+use crate::{EndpointTable, ServiceEntry, ServiceName};
 
 #[derive(Default)]
 pub struct RouteCache {
-    services: BTreeMap<ObjectKey, Service>,
-    pods: BTreeMap<ObjectKey, Pod>,
+    services: BTreeMap<ServiceName, Service>,
+    /// Keyed by namespace then name, so one namespace's pods are a range.
+    pods: BTreeMap<ServiceName, Pod>,
 }
 
 impl RouteCache {
     /// Reads every Service and Pod.
     pub fn load(store: &ObjectStore) -> Result<Self, StoreError> {
         let mut cache = RouteCache::default();
-        for (kind, items) in
-            [("Service", store.list("Service", None)?.0), ("Pod", store.list("Pod", None)?.0)]
-        {
-            for object in items {
-                if let Some(key) = ObjectKey::of(&object) {
-                    cache.put(kind, key, object);
-                }
-            }
+        for object in store.list("Service", None)?.0 {
+            cache.put_service(object);
+        }
+        for object in store.list("Pod", None)?.0 {
+            cache.put_pod(object);
         }
         Ok(cache)
     }
 
-    /// Applies one change; returns whether it can move an endpoint. A `Restored` store cannot
-    /// be followed incrementally: the caller loads again.
-    pub fn apply(&mut self, event: &StoreEvent) -> bool {
-        let kind = event.key.kind.as_str();
-        if !matches!(kind, "Service" | "Pod") {
-            return false;
-        }
-        if event.type_ == EventType::Deleted {
-            self.services.remove(&event.key);
-            self.pods.remove(&event.key);
-        } else {
-            self.put(kind, event.key.clone(), event.object.clone());
-        }
-        true
-    }
-
-    fn put(&mut self, kind: &str, key: ObjectKey, object: serde_json::Value) {
-        // Objects were validated on admission; one that does not parse is skipped.
-        match kind {
+    /// Applies one change; returns the services whose endpoints it can move (none for other
+    /// kinds). A `Restored` store cannot be followed incrementally: the caller loads again.
+    pub fn apply(&mut self, event: &StoreEvent) -> Vec<ServiceName> {
+        let name = ServiceName { namespace: event.key.namespace.clone(), name: event.key.name.clone() };
+        let deleted = event.type_ == EventType::Deleted;
+        match event.key.kind.as_str() {
             "Service" => {
-                if let Ok(s) = serde_json::from_value(object) {
-                    self.services.insert(key, s);
+                self.services.remove(&name);
+                if !deleted {
+                    self.put_service(event.object.clone());
                 }
+                vec![name]
             }
-            _ => {
-                if let Ok(p) = serde_json::from_value(object) {
-                    self.pods.insert(key, p);
+            "Pod" => {
+                // The services that selected the pod before the change, and those after.
+                let mut affected = Vec::new();
+                if let Some(old) = self.pods.remove(&name) {
+                    affected.extend(self.selecting(&old));
                 }
+                if !deleted && let Some(new) = self.put_pod(event.object.clone()) {
+                    affected.extend(self.selecting(&self.pods[&new]));
+                }
+                affected.sort();
+                affected.dedup();
+                affected
             }
+            _ => Vec::new(),
         }
     }
 
+    /// The entry of service `name` as things stand, or `None` when there is no such Service.
+    pub fn entry(&self, name: &ServiceName, local: &SandboxRegistry) -> Option<ServiceEntry> {
+        let service = self.services.get(name)?;
+        Some(ServiceEntry::build(service, self.pods_in(&name.namespace), local))
+    }
+
+    /// The whole table.
     pub fn table(&self, local: &SandboxRegistry) -> EndpointTable {
-        let pods: Vec<&Pod> = self.pods.values().collect();
-        EndpointTable::build(self.services.values(), &pods, local)
+        let mut table = EndpointTable::default();
+        for (name, service) in &self.services {
+            table.set(name.clone(), Some(ServiceEntry::build(service, self.pods_in(&name.namespace), local)));
+        }
+        table
+    }
+
+    fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
+        let start = ServiceName { namespace: namespace.to_string(), name: String::new() };
+        self.pods.range(start..).take_while(move |(k, _)| k.namespace == namespace).map(|(_, p)| p)
+    }
+
+    /// The services of the pod's namespace whose selector matches its labels.
+    fn selecting<'a>(&'a self, pod: &'a Pod) -> impl Iterator<Item = ServiceName> + 'a {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let start = ServiceName { namespace: namespace.to_string(), name: String::new() };
+        self.services
+            .range(start..)
+            .take_while(move |(k, _)| k.namespace == namespace)
+            .filter(|(_, s)| labels_match(&s.spec.selector, &pod.metadata.labels))
+            .map(|(k, _)| k.clone())
+    }
+
+    // Objects were validated on admission; one that does not parse is skipped.
+    fn put_service(&mut self, object: serde_json::Value) {
+        if let Ok(s) = serde_json::from_value::<Service>(object) {
+            let name = ServiceName {
+                namespace: s.metadata.namespace.clone().unwrap_or_default(),
+                name: s.metadata.name.clone(),
+            };
+            self.services.insert(name, s);
+        }
+    }
+
+    fn put_pod(&mut self, object: serde_json::Value) -> Option<ServiceName> {
+        let p = serde_json::from_value::<Pod>(object).ok()?;
+        let name = ServiceName {
+            namespace: p.metadata.namespace.clone().unwrap_or_default(),
+            name: p.metadata.name.clone(),
+        };
+        self.pods.insert(name.clone(), p);
+        Some(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use wasmkube_store::ObjectKey;
+
+    fn event(type_: EventType, object: serde_json::Value) -> StoreEvent {
+        let key = ObjectKey::of(&object).expect("key");
+        StoreEvent { revision: 1, type_, key, object }
+    }
+
+    fn service(ns: &str, name: &str, app: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": name, "namespace": ns}, "spec": {"selector": {"app": app}}})
+    }
+
+    fn pod(ns: &str, name: &str, app: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+               "spec": {"containers": [{"name": "main", "image": "sha256:00"}]}})
+    }
+
+    fn names(v: Vec<ServiceName>) -> Vec<String> {
+        v.into_iter().map(|n| format!("{}/{}", n.namespace, n.name)).collect()
+    }
+
+    #[test]
+    fn a_change_moves_only_the_services_it_concerns() {
+        let mut cache = RouteCache::default();
+        assert_eq!(names(cache.apply(&event(EventType::Added, service("a", "web", "web")))), ["a/web"]);
+        assert_eq!(names(cache.apply(&event(EventType::Added, service("a", "api", "api")))), ["a/api"]);
+        assert_eq!(names(cache.apply(&event(EventType::Added, service("b", "web", "web")))), ["b/web"]);
+
+        // A pod moves the services of its namespace that select it, and no others.
+        assert_eq!(names(cache.apply(&event(EventType::Added, pod("a", "p1", "web")))), ["a/web"]);
+        // Relabelled: the service that selected it and the one that now does.
+        assert_eq!(
+            names(cache.apply(&event(EventType::Modified, pod("a", "p1", "api")))),
+            ["a/api", "a/web"]
+        );
+        assert_eq!(names(cache.apply(&event(EventType::Deleted, pod("a", "p1", "api")))), ["a/api"]);
+        assert!(cache.apply(&event(EventType::Added, pod("c", "p2", "web"))).is_empty());
+
+        // Other kinds move nothing.
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}});
+        assert!(cache.apply(&event(EventType::Added, node)).is_empty());
+
+        // A deleted service leaves the cache, so the caller removes its entry.
+        let local = SandboxRegistry::default();
+        assert!(cache.entry(&ServiceName { namespace: "b".into(), name: "web".into() }, &local).is_some());
+        cache.apply(&event(EventType::Deleted, service("b", "web", "web")));
+        assert!(cache.entry(&ServiceName { namespace: "b".into(), name: "web".into() }, &local).is_none());
+        assert_eq!(cache.table(&local).len(), 2);
     }
 }

@@ -2,9 +2,9 @@
 //! the named Service, least-outstanding-requests first, and stamps the response with the pod
 //! and node that served it.
 //!
-//! The routing table is rebuilt from a cache of Services and Pods (kept current from the
-//! store's change stream) and the local sandbox registry whenever either changes; the request
-//! path only reads an immutable table. The proxy never changes cluster
+//! The routing table is kept from a cache of Services and Pods (current from the store's
+//! change stream) and the local sandbox registry: a change rebuilds the entries of the
+//! services it concerns; a request holds one immutable entry. The proxy never changes cluster
 //! state.
 
 mod cache;

@@ -2,7 +2,7 @@
 
 use wasmkube_api::DEFAULT_NAMESPACE;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceName {
     pub namespace: String,
     pub name: String,

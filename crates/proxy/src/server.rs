@@ -1,7 +1,8 @@
 //! The proxy's HTTP front: Host → Service → pod, and the table refresher.
 
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::Router;
 use axum::body::Body;
@@ -13,12 +14,12 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use wasmkube_runtime::{RequestError, SandboxRegistry};
 use wasmkube_store::{EventType, ObjectStore};
 
-use crate::{EndpointTable, RouteCache};
+use crate::{EndpointTable, RouteCache, ServiceEntry};
 use crate::{ServiceName, parse_host};
 
 #[derive(Clone)]
 pub struct ProxyState {
-    table: Arc<RwLock<Arc<EndpointTable>>>,
+    table: Arc<RwLock<EndpointTable>>,
     node: HeaderValue,
 }
 
@@ -30,12 +31,21 @@ impl ProxyState {
         }
     }
 
-    fn table(&self) -> Arc<EndpointTable> {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    fn lookup(&self, name: &ServiceName) -> Option<Arc<ServiceEntry>> {
+        self.read().lookup(name)
     }
 
-    /// Rebuilds the table now, and again whenever the store or the local sandboxes change,
-    /// until `shutdown` resolves.
+    fn read(&self) -> RwLockReadGuard<'_, EndpointTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, EndpointTable> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds the table now, then keeps it current until `shutdown` resolves: a change to a
+    /// Service or Pod rebuilds the entries of the services it concerns; a change to the local
+    /// sandboxes (or a store replaced by a snapshot, or a lagging stream) rebuilds it all.
     pub async fn keep_table_fresh(
         self,
         store: Arc<ObjectStore>,
@@ -52,36 +62,48 @@ impl ProxyState {
             })
         };
         let mut cache = load();
+        let mut rebuild_all = true;
+        let mut dirty: BTreeSet<ServiceName> = BTreeSet::new();
         loop {
-            *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cache.table(&local));
+            if rebuild_all {
+                let table = cache.table(&local);
+                *self.write() = table;
+            } else {
+                let entries: Vec<_> =
+                    dirty.iter().map(|name| (name.clone(), cache.entry(name, &local))).collect();
+                let mut table = self.write();
+                for (name, entry) in entries {
+                    table.set(name, entry);
+                }
+            }
+            rebuild_all = false;
+            dirty.clear();
             // Wait for a change that can move an endpoint, then take every change queued
             // behind it: under a storm of writes, rebuilds pace themselves.
             let mut reload = false;
-            loop {
+            while dirty.is_empty() && !reload && !rebuild_all {
                 tokio::select! {
                     _ = &mut shutdown => return,
                     r = changes.recv() => match r {
                         Ok(e) if e.type_ == EventType::Restored => reload = true,
-                        Ok(e) => if !cache.apply(&e) { continue },
+                        Ok(e) => dirty.extend(cache.apply(&e)),
                         Err(RecvError::Lagged(_)) => reload = true,
                         Err(RecvError::Closed) => return,
                     },
-                    r = sandboxes.changed() => if r.is_err() { return },
+                    r = sandboxes.changed() => if r.is_err() { return } else { rebuild_all = true },
                 }
-                break;
             }
             loop {
                 match changes.try_recv() {
                     Ok(e) if e.type_ == EventType::Restored => reload = true,
-                    Ok(e) => {
-                        cache.apply(&e);
-                    }
+                    Ok(e) => dirty.extend(cache.apply(&e)),
                     Err(TryRecvError::Lagged(_)) => reload = true,
                     Err(_) => break,
                 }
             }
             if reload {
                 cache = load();
+                rebuild_all = true;
             }
         }
     }
@@ -104,8 +126,7 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
             format!("{host:?} does not name a service (use <service>[.<namespace>])"),
         );
     };
-    let table = state.table();
-    let Some(entry) = table.lookup(&service) else {
+    let Some(entry) = state.lookup(&service) else {
         return error(StatusCode::NOT_FOUND, format!("service {} not found", display(&service)));
     };
     if entry.endpoints.is_empty() {

@@ -11,7 +11,7 @@ use crate::ServiceName;
 
 pub struct Endpoint {
     pub pod: String,
-    /// The pod's name as the `x-wasmkube-pod` header value, made once per table, not per request.
+    /// The pod's name as the `x-wasmkube-pod` header value, made once per entry, not per request.
     pub pod_header: http::HeaderValue,
     pub http: Arc<HttpPod>,
 }
@@ -25,6 +25,27 @@ pub struct ServiceEntry {
 impl ServiceEntry {
     pub fn new(endpoints: Vec<Endpoint>) -> Self {
         ServiceEntry { endpoints, next: AtomicUsize::new(0) }
+    }
+
+    /// The entry of `service`: those of `pods` (its namespace's) that it selects, that are
+    /// ready, and whose sandbox runs here.
+    pub fn build<'a>(
+        service: &Service,
+        pods: impl Iterator<Item = &'a Pod>,
+        local: &SandboxRegistry,
+    ) -> Self {
+        let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
+        let endpoints = pods
+            .filter(|p| labels_match(&service.spec.selector, &p.metadata.labels) && p.is_ready())
+            .filter_map(|p| {
+                let local = local.get(&format!("{namespace}/{}", p.metadata.name))?;
+                // Only the sandbox of this very pod (not a stale one of the same name).
+                (Some(local.uid.as_str()) == p.metadata.uid.as_deref()).then_some(())?;
+                let pod_header = http::HeaderValue::from_str(&p.metadata.name).ok()?;
+                Some(Endpoint { pod: p.metadata.name.clone(), pod_header, http: local.http? })
+            })
+            .collect();
+        ServiceEntry::new(endpoints)
     }
 
     /// Endpoint indices in the order to try them: fewest outstanding requests first, ties in
@@ -42,40 +63,35 @@ impl ServiceEntry {
     }
 }
 
+/// Service → entry. Changed in place, one service at a time, as the cluster changes; a
+/// request holds its entry (an `Arc`), never the table.
 #[derive(Default)]
 pub struct EndpointTable {
-    services: HashMap<ServiceName, ServiceEntry>,
+    services: HashMap<ServiceName, Arc<ServiceEntry>>,
 }
 
 impl EndpointTable {
-    /// Builds the table from Services, Pods and the sandboxes running here.
-    pub fn build<'a>(
-        services: impl Iterator<Item = &'a Service>,
-        pods: &[&'a Pod],
-        local: &SandboxRegistry,
-    ) -> Self {
-        let mut table = EndpointTable::default();
-        for svc in services {
-            let namespace = svc.metadata.namespace.clone().unwrap_or_default();
-            let endpoints = pods
-                .iter()
-                .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
-                .filter(|p| labels_match(&svc.spec.selector, &p.metadata.labels) && p.is_ready())
-                .filter_map(|p| {
-                    let local = local.get(&format!("{namespace}/{}", p.metadata.name))?;
-                    // Only the sandbox of this very pod (not a stale one of the same name).
-                    (Some(local.uid.as_str()) == p.metadata.uid.as_deref()).then_some(())?;
-                    let pod_header = http::HeaderValue::from_str(&p.metadata.name).ok()?;
-                    Some(Endpoint { pod: p.metadata.name.clone(), pod_header, http: local.http? })
-                })
-                .collect();
-            let name = ServiceName { namespace, name: svc.metadata.name.clone() };
-            table.services.insert(name, ServiceEntry::new(endpoints));
-        }
-        table
+    pub fn lookup(&self, name: &ServiceName) -> Option<Arc<ServiceEntry>> {
+        self.services.get(name).cloned()
     }
 
-    pub fn lookup(&self, name: &ServiceName) -> Option<&ServiceEntry> {
-        self.services.get(name)
+    /// Sets the entry of `name`, or removes it (`None`: the Service is gone).
+    pub fn set(&mut self, name: ServiceName, entry: Option<ServiceEntry>) {
+        match entry {
+            Some(entry) => {
+                self.services.insert(name, Arc::new(entry));
+            }
+            None => {
+                self.services.remove(&name);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
     }
 }

@@ -62,6 +62,8 @@ struct Driver {
     reads_ready: Vec<(u64, Reply)>,
     /// The term the pending reads were asked in; a new term drops them (raft-rs does).
     reads_term: u64,
+    /// The term and leader the pending proposals were made under.
+    proposals_under: (u64, u64),
     next_proposal: u64,
     node_id: u64,
     transport: Box<dyn Transport>,
@@ -110,7 +112,6 @@ pub fn start(
         store: store.clone(),
         leader: leader_rx,
         membership: membership_rx,
-        forwarder: None,
         log: log.clone(),
         node_id: config.node_id,
         propose_timeout: config.propose_timeout,
@@ -126,7 +127,10 @@ pub fn start(
         reads_asked: HashMap::new(),
         reads_ready: Vec::new(),
         reads_term: 0,
-        next_proposal: 1,
+        proposals_under: (0, 0),
+        // Random, so an entry proposed before a restart (and applied after it) can never
+        // answer a writer of this incarnation.
+        next_proposal: rand::random(),
         node_id: config.node_id,
         transport,
         compact_after: config.compact_after,
@@ -251,8 +255,7 @@ impl Driver {
                     let _ = reply.send(Err(ProposeError::NotLeader));
                     return;
                 }
-                let id = self.next_proposal;
-                self.next_proposal += 1;
+                let id = self.next_id();
                 self.node.read_index(proposal_context(self.node_id, id));
                 self.reads_asked.insert(id, reply);
             }
@@ -273,9 +276,13 @@ impl Driver {
                 }
             }
             Request::Propose { command, reply } => {
-                let Some((id, reply)) = self.lead(reply) else { return };
-                let context = proposal_context(self.node_id, id);
-                match self.node.propose(context, command) {
+                // A follower hands the proposal to raft-rs, which forwards it to the leader
+                // with the other raft messages (as etcd does); the follower answers the writer
+                // when it applies the entry, which carries this node's id and the proposal's.
+                // With no leader known, raft-rs drops it: `NotLeader`, and the writer waits
+                // for an election.
+                let id = self.next_id();
+                match self.node.propose(proposal_context(self.node_id, id), command) {
                     Ok(()) => {
                         self.pending.insert(id, reply);
                     }
@@ -293,9 +300,13 @@ impl Driver {
             let _ = reply.send(Err(ProposeError::NotLeader));
             return None;
         }
+        Some((self.next_id(), reply))
+    }
+
+    fn next_id(&mut self) -> u64 {
         let id = self.next_proposal;
-        self.next_proposal += 1;
-        Some((id, reply))
+        self.next_proposal = self.next_proposal.wrapping_add(1);
+        id
     }
 
     fn on_ready(&mut self) -> Result<(), StoreError> {
@@ -482,9 +493,11 @@ impl Driver {
                 let _ = reply.send(Err(ProposeError::NotLeader));
             }
         }
-        if !state.is_leader && !self.pending.is_empty() {
-            // Lost leadership: what we proposed may or may not commit. Tell the writers so
-            // rather than letting them wait out the timeout.
+        if (state.term, state.leader_id) != self.proposals_under {
+            // The leader the pending proposals went to (or this node's leadership) is gone:
+            // each may or may not commit. Tell the writers so rather than letting them wait
+            // out the timeout.
+            self.proposals_under = (state.term, state.leader_id);
             for (_, reply) in self.pending.drain() {
                 let _ = reply.send(Err(ProposeError::Timeout(Duration::ZERO)));
             }

@@ -112,8 +112,6 @@ pub struct ClusterHandle {
     pub(crate) store: Arc<ObjectStore>,
     pub(crate) leader: watch::Receiver<LeaderState>,
     pub(crate) membership: watch::Receiver<Membership>,
-    /// Where proposals go when this node is not the leader (none on a single node).
-    pub(crate) forwarder: Option<std::sync::Arc<crate::peers::Forwarder>>,
     pub(crate) log: wasmkube_store::RaftLog,
     pub(crate) node_id: u64,
     pub(crate) propose_timeout: Duration,
@@ -122,22 +120,19 @@ pub struct ClusterHandle {
 impl ClusterHandle {
     /// Proposes `command` and waits until it is committed and applied, returning the object
     /// as the state machine left it.
+    ///
+    /// Any member takes the write: a follower's proposal travels to the leader with the raft
+    /// messages, and the follower answers once it has applied the entry.
     pub async fn propose(&self, command: Command) -> Result<Value, ProposeError> {
+        let command = serde_json::to_vec(&command).map_err(|e| ApplyError::Invalid(e.to_string()))?;
         // During an election there is briefly no leader: wait for one (bounded) rather than
         // bounce the write, as etcd does.
-        for first_try in [true, false] {
-            match self.propose_here(&command).await {
-                Err(ProposeError::NotLeader) => match (&self.forwarder, self.leader_id()) {
-                    (Some(forwarder), leader) if leader != 0 && leader != self.node_id => {
-                        return forwarder.forward(leader, &command).await;
-                    }
-                    _ if first_try && self.await_leader().await => continue,
-                    _ => return Err(ProposeError::NotLeader),
-                },
-                other => return other,
+        match self.request(|reply| Request::Propose { command: command.clone(), reply }).await {
+            Err(ProposeError::NotLeader) if self.await_leader().await => {
+                self.request(|reply| Request::Propose { command, reply }).await
             }
+            other => other,
         }
-        Err(ProposeError::NotLeader)
     }
 
     /// The leader's name and address, waiting up to `ELECTION_WAIT` for both a leader and its
@@ -166,22 +161,6 @@ impl ClusterHandle {
     async fn await_leader(&self) -> bool {
         let mut leader = self.leader.clone();
         matches!(tokio::time::timeout(ELECTION_WAIT, leader.wait_for(|s| s.leader_id != 0)).await, Ok(Ok(_)))
-    }
-
-    /// Proposes on this node only: `NotLeader` when it does not lead. What a forwarded
-    /// proposal runs on the leader, so forwarding never loops.
-    pub async fn propose_here(&self, command: &Command) -> Result<Value, ProposeError> {
-        let command = serde_json::to_vec(command).map_err(|e| ApplyError::Invalid(e.to_string()))?;
-        self.request(|reply| Request::Propose { command, reply }).await
-    }
-
-    /// Forwards proposals that this node cannot take to the leader, over the peer transport's
-    /// HTTP endpoint, authenticated with the cluster's peer `token`.
-    pub fn with_forwarding(mut self, token: String) -> Result<Self, String> {
-        let forwarder =
-            crate::peers::Forwarder::new(self.node_id, token, self.membership.clone(), self.propose_timeout)?;
-        self.forwarder = Some(std::sync::Arc::new(forwarder));
-        Ok(self)
     }
 
     /// Changes the group's membership and waits until the change is applied; returns the new

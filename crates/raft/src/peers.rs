@@ -22,14 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::transport::Transport;
 use crate::wire;
-use crate::{ClusterHandle, Faults, Membership, ProposeError};
-use serde_json::Value;
-use tokio::sync::watch;
-use wasmkube_store::Command;
+use crate::{ClusterHandle, Faults};
 
 pub const PEER_MESSAGES_PATH: &str = "/raft/v1/messages";
-/// Where a follower forwards a proposal to the leader.
-pub const PEER_PROPOSE_PATH: &str = "/raft/v1/propose";
 const FROM_HEADER: &str = "x-wasmkube-from";
 const QUEUE: usize = 4096;
 const BATCH: usize = 256;
@@ -171,10 +166,11 @@ struct Receiver {
 
 /// The receiving end, to be served on the node's API listener.
 pub fn peer_router(handle: ClusterHandle, token: String, faults: Arc<Faults>) -> Router {
-    Router::new()
-        .route(PEER_MESSAGES_PATH, post(receive))
-        .route(PEER_PROPOSE_PATH, post(propose))
-        .with_state(Receiver { handle, token: Arc::new(token), faults })
+    Router::new().route(PEER_MESSAGES_PATH, post(receive)).with_state(Receiver {
+        handle,
+        token: Arc::new(token),
+        faults,
+    })
 }
 
 /// Checks the peer token and that the sender is a member; returns the sender's id.
@@ -207,20 +203,6 @@ fn authorize(r: &Receiver, headers: &HeaderMap) -> Result<u64, (StatusCode, Stri
     Ok(from)
 }
 
-/// A follower's proposal, run here (never forwarded again). The answer is the JSON of
-/// `Result<Value, ProposeError>`.
-async fn propose(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
-    if let Err(refused) = authorize(&r, &headers) {
-        return refused;
-    }
-    let command: Command = match serde_json::from_slice(&body) {
-        Ok(c) => c,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not a command: {e}")),
-    };
-    let outcome = r.handle.propose_here(&command).await;
-    (StatusCode::OK, serde_json::to_string(&outcome).unwrap_or_default())
-}
-
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
     let from = match authorize(&r, &headers) {
         Ok(from) => from,
@@ -239,58 +221,4 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         }
     }
     (StatusCode::NO_CONTENT, String::new())
-}
-
-/// Sends proposals to the leader's `PEER_PROPOSE_PATH`.
-pub(crate) struct Forwarder {
-    http: reqwest::Client,
-    from: u64,
-    token: String,
-    membership: watch::Receiver<Membership>,
-}
-
-impl Forwarder {
-    pub(crate) fn new(
-        from: u64,
-        token: String,
-        membership: watch::Receiver<Membership>,
-        timeout: Duration,
-    ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("building the forwarding client: {e}"))?;
-        Ok(Forwarder { http, from, token, membership })
-    }
-
-    /// Proposes `command` on node `leader`. An unreachable leader is `NotLeader` (retryable);
-    /// a lost answer is `Timeout` (the write may have committed).
-    pub(crate) async fn forward(&self, leader: u64, command: &Command) -> Result<Value, ProposeError> {
-        let url = self.membership.borrow().members.get(&leader).map(|m| m.url.clone());
-        let Some(url) = url.filter(|u| !u.is_empty()) else {
-            return Err(ProposeError::NotLeader);
-        };
-        let sent = self
-            .http
-            .post(format!("{}{PEER_PROPOSE_PATH}", url.trim_end_matches('/')))
-            .bearer_auth(&self.token)
-            .header(FROM_HEADER, self.from.to_string())
-            .json(command)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) => {
-                tracing::warn!(leader, status = %r.status(), "the leader refused a forwarded write");
-                return Err(ProposeError::NotLeader);
-            }
-            Err(e) if e.is_connect() => return Err(ProposeError::NotLeader),
-            Err(_) => return Err(ProposeError::Timeout(Duration::ZERO)),
-        };
-        match response.json::<Result<Value, ProposeError>>().await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(ProposeError::Timeout(Duration::ZERO)),
-        }
-    }
 }

@@ -38,7 +38,6 @@ async fn start(id: u64, listener: tokio::net::TcpListener, voters: &[Member]) ->
     };
     let (handle, done) =
         wasmkube_raft::start(config, log, store, Box::new(transport.clone())).expect("start");
-    let handle = handle.with_forwarding(TOKEN.into()).expect("forwarding");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let router = peer_router(handle.clone(), TOKEN.into(), transport.faults());
     let server = tokio::spawn(async move {

@@ -105,9 +105,15 @@ impl RaftLog {
     }
 
     /// Appends `entries` (truncating any conflicting tail) and stores `hard_state`, in one
-    /// fsynced batch.
+    /// batch. The batch is fsynced when it holds entries, a term or a vote: what a node has
+    /// promised its peers. A commit index alone is not: raft recovers it from the quorum, and
+    /// RocksDB's log is written in order, so whatever was applied after it (also unsynced)
+    /// can never survive a crash that loses it.
     pub fn append(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), StoreError> {
         let mut bounds = self.write();
+        let promise = !entries.is_empty()
+            || hard_state
+                .is_some_and(|hs| hs.term != bounds.hard_state.term || hs.vote != bounds.hard_state.vote);
         let mut batch = WriteBatch::default();
         let log = cf(&self.db, CF_RAFT_LOG);
         for e in entries {
@@ -124,7 +130,8 @@ impl RaftLog {
             let bytes = hs.write_to_bytes().map_err(|e| StoreError::corrupt("hard state", e))?;
             batch.put_cf(cf(&self.db, CF_RAFT_STATE), HARD_STATE, bytes);
         }
-        self.db.write_opt(batch, &synced())?;
+        let options = if promise { synced() } else { WriteOptions::default() };
+        self.db.write_opt(batch, &options)?;
         if let Some(new_last) = new_last {
             bounds.last_index = new_last;
         }
@@ -204,7 +211,7 @@ impl RaftLog {
         Ok(())
     }
 
-    /// Stores a new commit index (hard state) durably.
+    /// Stores a new commit index (hard state), not fsynced: see `append`.
     pub fn set_commit(&self, commit: u64) -> Result<(), StoreError> {
         let mut hs = self.read().hard_state.clone();
         if hs.commit >= commit {

@@ -42,6 +42,14 @@ pub struct StoreEvent {
     pub object: Value,
 }
 
+impl StoreEvent {
+    /// Whether a follower of `kinds` must look again after this event: it changed one of them,
+    /// or replaced the whole store (a snapshot was installed).
+    pub fn concerns(&self, kinds: &[&str]) -> bool {
+        self.type_ == EventType::Restored || kinds.contains(&self.key.kind.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WatchError {
     /// The requested revision is older than the history kept: list again, then watch.

@@ -63,7 +63,6 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let (cluster, mut raft_done) =
         wasmkube_raft::start(config, log, store.clone(), Box::new(transport.clone()))?;
-    let cluster = cluster.with_forwarding(identity.peer_token.clone()).map_err(anyhow::Error::msg)?;
     cluster::remember(&data, &identity)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
