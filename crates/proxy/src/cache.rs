@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize as _;
+
 use wasmkube_api::{Pod, Service, labels_match};
 use wasmkube_runtime::SandboxRegistry;
 use wasmkube_store::{EventType, ObjectStore, StoreError, StoreEvent};
@@ -22,10 +24,10 @@ impl RouteCache {
     pub fn load(store: &ObjectStore) -> Result<Self, StoreError> {
         let mut cache = RouteCache::default();
         for object in store.list("Service", None)?.0 {
-            cache.put_service(object);
+            cache.put_service(&object);
         }
         for object in store.list("Pod", None)?.0 {
-            cache.put_pod(object);
+            cache.put_pod(&object);
         }
         Ok(cache)
     }
@@ -39,7 +41,7 @@ impl RouteCache {
             "Service" => {
                 self.services.remove(&name);
                 if !deleted {
-                    self.put_service(event.object.clone());
+                    self.put_service(&event.object);
                 }
                 vec![name]
             }
@@ -49,7 +51,7 @@ impl RouteCache {
                 if let Some(old) = self.pods.remove(&name) {
                     affected.extend(self.selecting(&old));
                 }
-                if !deleted && let Some(new) = self.put_pod(event.object.clone()) {
+                if !deleted && let Some(new) = self.put_pod(&event.object) {
                     affected.extend(self.selecting(&self.pods[&new]));
                 }
                 affected.sort();
@@ -92,8 +94,8 @@ impl RouteCache {
     }
 
     // Objects were validated on admission; one that does not parse is skipped.
-    fn put_service(&mut self, object: serde_json::Value) {
-        if let Ok(s) = serde_json::from_value::<Service>(object) {
+    fn put_service(&mut self, object: &serde_json::Value) {
+        if let Ok(s) = Service::deserialize(object) {
             let name = ServiceName {
                 namespace: s.metadata.namespace.clone().unwrap_or_default(),
                 name: s.metadata.name.clone(),
@@ -102,8 +104,8 @@ impl RouteCache {
         }
     }
 
-    fn put_pod(&mut self, object: serde_json::Value) -> Option<ServiceName> {
-        let p = serde_json::from_value::<Pod>(object).ok()?;
+    fn put_pod(&mut self, object: &serde_json::Value) -> Option<ServiceName> {
+        let p = Pod::deserialize(object).ok()?;
         let name = ServiceName {
             namespace: p.metadata.namespace.clone().unwrap_or_default(),
             name: p.metadata.name.clone(),

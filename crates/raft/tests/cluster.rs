@@ -139,6 +139,15 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `id` has applied the change that made `member` a member.
+    async fn knows_member(&self, id: u64, member: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.handle(id).membership().members.contains_key(&member) {
+            assert!(Instant::now() < deadline, "node {id} did not learn member {member}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn converge(&self, ids: &[u64], revision: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ids.iter().all(|&id| self.handle(id).store().revision() == revision) {
@@ -233,7 +242,9 @@ async fn nodes_join_with_an_empty_log_as_voters_or_learners_and_leave() {
     let cs = c.handle(1).change_membership(MembershipChange::AddVoter(member(2))).await.expect("voter added");
     assert_eq!(ids(&cs["voters"]), [1, 2]);
     c.converge(&[1, 2], 5).await;
-    // Names and addresses travel in the log: the joiner knows the founder's from replay.
+    // Names and addresses travel in the log: the joiner knows the founder's from replay (the
+    // change that added it comes after the 5 writes: wait until it has applied that too).
+    c.knows_member(2, 2).await;
     let known = c.handle(2).membership();
     assert_eq!(known.members.get(&1), Some(&member(1)));
     assert_eq!(known.members.get(&2), Some(&member(2)));

@@ -77,8 +77,28 @@ pub fn open_db(path: &Path) -> Result<Arc<rocksdb::DB>, StoreError> {
     // Small footprint: this runs on laptops and edge boxes next to the workloads.
     opts.set_max_background_jobs(2);
     opts.set_write_buffer_size(8 << 20);
+    // The state machine is written without RocksDB's WAL (the raft log is its log), so its
+    // column families must only ever reach disk together: every flush covers them all.
+    opts.set_atomic_flush(true);
     let cfs = [CF_RAFT_LOG, CF_RAFT_STATE, CF_OBJECTS, CF_META];
     Ok(Arc::new(rocksdb::DB::open_cf(&opts, path, cfs)?))
+}
+
+/// Writes that skip RocksDB's WAL: the state machine's. A crash may lose the newest of them;
+/// the node then re-applies those entries from the raft log, which keeps every entry past
+/// the last flush (`RaftLog::compact` flushes first).
+pub(crate) fn unlogged() -> rocksdb::WriteOptions {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.disable_wal(true);
+    opts
+}
+
+/// Flushes every column family, atomically: the state machine is on disk up to its applied
+/// index, together with the raft state that covers it.
+pub(crate) fn flush_all(db: &rocksdb::DB) -> Result<(), StoreError> {
+    let cfs: Vec<_> = [CF_RAFT_LOG, CF_RAFT_STATE, CF_OBJECTS, CF_META].iter().map(|n| cf(db, n)).collect();
+    db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+    Ok(())
 }
 
 pub(crate) fn cf<'a>(db: &'a rocksdb::DB, name: &str) -> &'a rocksdb::ColumnFamily {

@@ -4,6 +4,8 @@
 //! `metadata.resourceVersion` becomes that revision. Each applied log entry is written in
 //! one RocksDB batch together with the applied index and the revision, so a crash leaves
 //! the state machine at an entry boundary and replay resumes from `applied_index + 1`.
+//! Those batches skip RocksDB's WAL (the raft log already holds every entry): a crash loses
+//! at most the entries applied since the last flush, and they are applied again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +16,7 @@ use serde_json::Value;
 use crate::watch::{WatchFilter, WatchHub};
 use crate::{
     ApplyError, CF_META, CF_OBJECTS, Command, EventType, ObjectKey, StoreError, StoreEvent, Watch,
-    WatchError, cf,
+    WatchError, cf, unlogged,
 };
 
 const META_REVISION: &[u8] = b"revision";
@@ -165,11 +167,19 @@ impl ObjectStore {
         Ok(applied)
     }
 
+    /// Puts everything applied so far on disk (the state machine's writes skip the WAL).
+    /// The raft driver calls it before storing a new membership, which is written with the
+    /// WAL: so the state machine on disk is never behind a membership it led to, and replay
+    /// after a crash never re-applies an older membership change over a newer one.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        crate::flush_all(&self.db)
+    }
+
     /// Records that entry `index` carried no command (an empty or configuration entry).
     pub fn skip(&self, index: u64) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_META), META_APPLIED, index.to_be_bytes());
-        self.db.write(batch)?;
+        self.db.write_opt(batch, &unlogged())?;
         self.applied_index.store(index, Ordering::Release);
         Ok(())
     }
@@ -195,7 +205,7 @@ impl ObjectStore {
         let meta = cf(&self.db, CF_META);
         batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
         batch.put_cf(meta, META_APPLIED, index.to_be_bytes());
-        self.db.write(batch)?;
+        self.db.write_opt(batch, &unlogged())?;
         self.revision.store(revision, Ordering::Release);
         self.applied_index.store(index, Ordering::Release);
         let result = outcome.object.clone();

@@ -143,6 +143,9 @@ impl RaftLog {
 
     /// Drops the entries up to and including `upto` (which must be applied): the log no longer
     /// grows without bound. A follower that needs them gets a snapshot instead.
+    ///
+    /// The state machine is written without RocksDB's WAL, so it is flushed first: no entry
+    /// leaves the log before what it did is on disk.
     pub fn compact(&self, upto: u64) -> Result<(), StoreError> {
         use raft::Storage as _;
         let (base, last) = {
@@ -153,6 +156,7 @@ impl RaftLog {
             return Ok(());
         }
         let term = self.term(upto).map_err(|e| StoreError::corrupt("raft log", e))?;
+        crate::flush_all(&self.db)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf(&self.db, CF_RAFT_LOG), (base + 1).to_be_bytes(), (upto + 1).to_be_bytes());
         batch.put_cf(cf(&self.db, CF_RAFT_STATE), SNAPSHOT_BASE, encode_pair(upto, term));
