@@ -43,6 +43,10 @@ pub struct Flags {
     /// Voting members the cluster keeps (3 or 5); nodes beyond join as learners.
     #[arg(long, default_value_t = 3)]
     pub voters: usize,
+    /// Applied raft entries after which the log is compacted (as etcd's --snapshot-count);
+    /// a follower behind the compaction point catches up from a snapshot.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub snapshot_count: u64,
 }
 
 #[tokio::main]

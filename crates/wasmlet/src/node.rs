@@ -59,6 +59,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let config = DriverConfig {
         node_id: identity.node_id,
         initial_voters: identity.initial_voters.clone(),
+        compact_after: flags.snapshot_count,
+        // A tail for followers that lag a little, so they need no snapshot.
+        compact_keep: (flags.snapshot_count / 10).min(1_000),
         ..DriverConfig::default()
     };
     let (cluster, mut raft_done) =

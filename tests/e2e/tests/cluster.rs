@@ -251,3 +251,67 @@ async fn restarting_every_node_at_once_keeps_every_acknowledged_write() -> anyho
     c.client().create(&service("after-restart")).await?;
     Ok(())
 }
+
+/// `appliedIndex` and `logFirstIndex` of the node that answers.
+async fn progress(node: &Wasmlet) -> Option<(u64, u64)> {
+    let m = members(node).await?;
+    Some((m["self"]["appliedIndex"].as_u64()?, m["self"]["logFirstIndex"].as_u64()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_past_compaction_catches_up_by_snapshot() -> anyhow::Result<()> {
+    let [a, b, c]: [Wasmlet; 3] = start_cluster(&["a", "b", "c"], &["--snapshot-count", "100"])
+        .await?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three nodes"))?;
+    eventually(Duration::from_secs(15), "a leading b and c", || async {
+        members(&c).await.filter(|m| count_voting(m) == 3 && m["leader"] == 1)
+    })
+    .await?;
+    a.client().create(&service("before")).await?;
+    eventually(Duration::from_secs(15), "c to have the first write", || async {
+        has_service(&c, "before").await.then_some(())
+    })
+    .await?;
+    let (cut_at, _) = progress(&c).await.ok_or_else(|| anyhow::anyhow!("c's progress"))?;
+
+    // Cut c off; the other two commit far past c and compact their logs.
+    set_faults(&a, serde_json::json!({"partitionedFrom": [3]})).await?;
+    set_faults(&b, serde_json::json!({"partitionedFrom": [3]})).await?;
+    set_faults(&c, serde_json::json!({"partitionedFrom": [1, 2]})).await?;
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let client = a.client();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    client.create(&service(&format!("cut-{w}-{i}"))).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    let (_, leader_first) = progress(&a).await.ok_or_else(|| anyhow::anyhow!("a's progress"))?;
+    assert!(leader_first > cut_at + 1, "the leader compacted past c ({leader_first} vs {cut_at})");
+
+    // Heal: the entries c lacks are gone from every log, so only a snapshot can bring it up.
+    for node in [&a, &b, &c] {
+        set_faults(node, serde_json::json!({})).await?;
+    }
+    eventually(Duration::from_secs(20), "c to catch up", || async {
+        let names: Vec<Service> = c.client().list(Some("default")).await.ok()?;
+        (names.iter().filter(|s| s.metadata.name.starts_with("cut-")).count() == 320).then_some(())
+    })
+    .await?;
+    let (_, c_first) = progress(&c).await.ok_or_else(|| anyhow::anyhow!("c's progress"))?;
+    assert!(c_first > cut_at + 1, "c's log starts past where it was cut off: it installed a snapshot");
+    // And it carries on as a normal member: its writes commit and reach the others.
+    c.client().create(&service("after")).await?;
+    eventually(Duration::from_secs(15), "a to see c's write", || async {
+        has_service(&a, "after").await.then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -73,7 +73,14 @@ pub async fn members(State(state): State<ApiState>) -> Json<Value> {
             json!({"id": m.id, "name": m.name, "url": m.url, "role": role})
         })
         .collect();
-    Json(json!({"leader": leader, "members": members}))
+    // This node's own raft progress: where its log starts (it moves up with compaction, or
+    // jumps when a snapshot is installed) and what it has applied.
+    let this = json!({
+        "id": cluster.node_id(),
+        "appliedIndex": cluster.store().applied_index(),
+        "logFirstIndex": cluster.log_first_index(),
+    });
+    Json(json!({"leader": leader, "members": members, "self": this}))
 }
 
 /// `POST /cluster/v1/join`: adds the caller as a voter (while the cluster has fewer than
