@@ -5,6 +5,7 @@
 //! says and reports what happened. Every write goes through Raft.
 
 mod node;
+mod pull;
 mod sandbox;
 mod status;
 
@@ -18,9 +19,11 @@ use rand::rngs::StdRng;
 use wasmkube_api::{Pod, PodStatus};
 use wasmkube_raft::ClusterHandle;
 use wasmkube_runtime::{Runtime, SandboxRegistry};
-use wasmkube_store::{BlobStore, Command, ObjectKey};
+use wasmkube_store::{Command, ObjectKey};
 
 use crate::sandbox::Sandbox;
+
+pub use pull::{BlobPuller, PEER_BLOBS_PATH, replicate};
 
 /// How often statuses are re-checked without a change (cli pods change on their own).
 const STATUS_POLL: Duration = Duration::from_millis(500);
@@ -41,7 +44,8 @@ pub struct Agent {
     config: AgentConfig,
     cluster: ClusterHandle,
     runtime: Arc<Runtime>,
-    blobs: Arc<BlobStore>,
+    /// The module bytes here, and other members' when they are not.
+    puller: Arc<BlobPuller>,
     registry: SandboxRegistry,
     running: HashMap<String, Sandbox>,
     rng: StdRng,
@@ -52,14 +56,14 @@ impl Agent {
         config: AgentConfig,
         cluster: ClusterHandle,
         runtime: Arc<Runtime>,
-        blobs: Arc<BlobStore>,
+        puller: Arc<BlobPuller>,
         registry: SandboxRegistry,
     ) -> Self {
         Agent {
             config,
             cluster,
             runtime,
-            blobs,
+            puller,
             registry,
             running: HashMap::new(),
             rng: StdRng::from_os_rng(),

@@ -120,7 +120,9 @@ impl Agent {
         if let Some(module) = self.runtime.prepared(&digest) {
             return Ok(module);
         }
-        let bytes = match self.blobs.get(&digest) {
+        // Not here yet (uploaded through another node): fetch it from a member that has it.
+        self.puller.ensure(&digest).await.map_err(|e| ("ModuleNotFound".to_string(), e))?;
+        let bytes = match self.puller.blobs().get(&digest) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 return Err(("ModuleNotFound".into(), format!("module sha256:{digest} is not on this node")));

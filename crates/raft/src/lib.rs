@@ -16,6 +16,6 @@ mod wire;
 pub use driver::{DriverConfig, start};
 pub use faults::{FaultPlan, Faults};
 pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};
-pub use peers::{PEER_MESSAGES_PATH, PeerTransport, peer_router};
+pub use peers::{PEER_FROM_HEADER, PEER_MESSAGES_PATH, PeerTransport, authorize_peer, peer_router};
 pub use raft::prelude::Message;
 pub use transport::{NoPeers, Transport};

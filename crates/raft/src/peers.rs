@@ -25,7 +25,8 @@ use crate::wire;
 use crate::{ClusterHandle, Faults};
 
 pub const PEER_MESSAGES_PATH: &str = "/raft/v1/messages";
-const FROM_HEADER: &str = "x-wasmkube-from";
+/// Names the sending node (its raft id) on every peer request.
+pub const PEER_FROM_HEADER: &str = "x-wasmkube-from";
 const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 const BACKOFF_START: Duration = Duration::from_millis(50);
@@ -139,7 +140,7 @@ impl Sender {
                 .http
                 .post(&endpoint)
                 .bearer_auth(&self.inner.token)
-                .header(FROM_HEADER, self.inner.from.to_string())
+                .header(PEER_FROM_HEADER, self.inner.from.to_string())
                 .body(wire::encode(&batch))
                 .send()
                 .await;
@@ -173,28 +174,41 @@ pub fn peer_router(handle: ClusterHandle, token: String, faults: Arc<Faults>) ->
     })
 }
 
-/// Checks the peer token and that the sender is a member; returns the sender's id.
 fn authorize(r: &Receiver, headers: &HeaderMap) -> Result<u64, (StatusCode, String)> {
+    authorize_peer(&r.handle, &r.token, &r.faults, headers)
+}
+
+/// Checks a peer request: the cluster's peer `token` as a bearer token, and a sender (named
+/// by the `PEER_FROM_HEADER` header) that is a member as this node knows the membership (a
+/// node still joining, knowing none, accepts any holder of the token), and not cut off by
+/// an injected fault. Returns the sender's id, or the status and message to refuse with.
+pub fn authorize_peer(
+    handle: &ClusterHandle,
+    token: &str,
+    faults: &Faults,
+    headers: &HeaderMap,
+) -> Result<u64, (StatusCode, String)> {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), r.token.as_bytes())) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), token.as_bytes())) {
         return Err((StatusCode::UNAUTHORIZED, "a valid peer token is required".into()));
     }
-    let from = headers.get(FROM_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let from =
+        headers.get(PEER_FROM_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let Some(from) = from else {
         return Err((
             StatusCode::BAD_REQUEST,
-            format!("the {FROM_HEADER} header must name the sending node"),
+            format!("the {PEER_FROM_HEADER} header must name the sending node"),
         ));
     };
-    let members = r.handle.membership();
+    let members = handle.membership();
     if !members.voters.is_empty() && !members.contains(from) {
         return Err((StatusCode::FORBIDDEN, format!("node {from} is not a member of this cluster")));
     }
-    if r.faults.cut(from) {
+    if faults.cut(from) {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             format!("partitioned from node {from} (injected fault)"),

@@ -50,6 +50,11 @@ impl BlobStore {
         Ok(Some(bytes))
     }
 
+    /// Whether the blob is here (not verified: `get` verifies).
+    pub fn contains(&self, digest: &str) -> bool {
+        self.path(digest).exists()
+    }
+
     pub fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}.wasm"))
     }

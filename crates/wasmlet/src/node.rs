@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use wasmkube_agent::{Agent, AgentConfig};
+use wasmkube_agent::{Agent, AgentConfig, BlobPuller};
 use wasmkube_proxy::ProxyState;
 use wasmkube_raft::{DriverConfig, PeerTransport};
 use wasmkube_runtime::{Runtime, RuntimeConfig, SandboxRegistry};
@@ -85,9 +85,19 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         max_pods: flags.max_pods,
         heartbeat: Duration::from_secs(10),
     };
-    let agent = Agent::new(agent_config, cluster.clone(), runtime.clone(), blobs.clone(), registry.clone());
+    let puller = Arc::new(
+        BlobPuller::new(
+            blobs.clone(),
+            cluster.clone(),
+            identity.peer_token.clone(),
+            flags.max_module_mib << 20,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    let agent = Agent::new(agent_config, cluster.clone(), runtime.clone(), puller.clone(), registry.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(agent.run(stopped()));
+    tasks.spawn(wasmkube_agent::replicate(puller, stopped()));
     tasks.spawn(wasmkube_controllers::run(cluster.clone(), stopped()));
     tasks.spawn(cluster::sync_peers(
         transport.clone(),

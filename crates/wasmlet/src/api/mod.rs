@@ -94,6 +94,8 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Joining is authenticated by the join token in the body, not the admin token.
         .route("/cluster/v1/join", post(cluster::join))
+        // Members copy module bytes from each other with the peer token.
+        .route(&format!("{}/{{digest}}", wasmkube_agent::PEER_BLOBS_PATH), get(modules::serve_blob))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

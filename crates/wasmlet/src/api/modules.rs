@@ -4,9 +4,10 @@
 //! nothing behind. Uploads are idempotent: the name is the sha256 digest.
 
 use axum::Json;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use wasmkube_api::{Module, ModuleSpec, ObjectMeta};
 use wasmkube_store::{BlobStore, Command, ObjectKey};
 
@@ -58,5 +59,31 @@ pub async fn upload(state: &ApiState, body: Bytes) -> Result<Response, ApiError>
             Ok(Json(existing).into_response())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /peer/v1/blobs/{digest}`: a module's bytes, for another member (peer token; members
+/// only). The bytes are verified against the digest before they leave.
+pub async fn serve_blob(
+    State(state): State<ApiState>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let parts = state.parts();
+    if let Err((status, message)) =
+        wasmkube_raft::authorize_peer(&parts.cluster, &parts.peer_token, &parts.faults, &headers)
+    {
+        return (status, message).into_response();
+    }
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return (StatusCode::BAD_REQUEST, "a blob is named by its hex sha256 digest".to_string())
+            .into_response();
+    }
+    match parts.blobs.get(&digest) {
+        Ok(Some(bytes)) => ([(http::header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
+        Ok(None) => {
+            (StatusCode::NOT_FOUND, format!("module sha256:{digest} is not on this node")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -1,0 +1,80 @@
+//! Pods across nodes with the real binaries: a module uploaded through one node runs on every
+//! node (each copies the bytes from a member that has them, verified by digest), and each
+//! node's copy outlives the node it was uploaded to.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use wasmkube_api::{Node, Pod};
+use wasmkube_e2e::{Wasmlet, distinct_pods, eventually, example, start_cluster, through_proxy};
+
+fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
+    node.data_dir.join("modules").join(format!("{digest}.wasm"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_uploaded_through_one_node_runs_on_every_node_and_outlives_it() -> anyhow::Result<()> {
+    let mut nodes = start_cluster(&["a", "b", "c"], &[]).await?;
+    eventually(Duration::from_secs(20), "three Ready nodes", || async {
+        let listed: Vec<Node> = nodes[0].client().list(None).await.ok()?;
+        (listed.iter().filter(|n| n.is_ready()).count() == 3).then_some(())
+    })
+    .await?;
+
+    // Deployed through a: one pod on each node (the scheduler spreads them), and b and c
+    // fetch the bytes from a to start theirs.
+    let wasm = example("hello_http").display().to_string();
+    nodes[0].wasmctl_ok(&["deploy", &wasm, "--name", "hello", "--replicas", "3", "--wait"]);
+    let pods: Vec<Pod> = nodes[0].client().list(Some("default")).await?;
+    let placed: BTreeSet<String> = pods.iter().filter_map(|p| p.spec.node_name.clone()).collect();
+    assert_eq!(placed.len(), 3, "one pod per node: {placed:?}");
+    assert!(pods.iter().all(Pod::is_ready), "every pod runs, wherever it was placed");
+    let digest = pods[0].spec.containers[0].module_digest().unwrap_or_default().to_string();
+    for node in &nodes {
+        assert!(blob(node, &digest).exists(), "{} holds its own copy of the module", node.name());
+        // Each node's proxy serves from its own pod.
+        let r = through_proxy(&node.proxy, "hello", "/", 3).await;
+        assert!(r.iter().all(|(s, _)| *s == 200), "{}: {r:?}", node.name());
+    }
+
+    // Lose a, where the module was uploaded; restart b: its pod comes back from b's own copy.
+    nodes[0].kill9();
+    nodes[1].kill9();
+    nodes[1].restart()?;
+    let b = &nodes[1];
+    eventually(Duration::from_secs(30), "b's pod serving again without a", || async {
+        let r = through_proxy(&b.proxy, "hello", "/", 3).await;
+        (distinct_pods(&r).len() == 1 && r.iter().all(|(s, _)| *s == 200)).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_module_is_copied_to_every_node_and_a_peer_must_be_a_member() -> anyhow::Result<()> {
+    let nodes = start_cluster(&["a", "b"], &[]).await?;
+    let bytes = std::fs::read(example("hello_http"))?;
+    let module = nodes[1].client().upload_module(bytes).await?;
+    let digest = module.metadata.name.clone();
+    // Uploaded through b, with no pod to run it: a copies it anyway.
+    eventually(Duration::from_secs(20), "a copy on a", || async {
+        blob(&nodes[0], &digest).exists().then_some(())
+    })
+    .await?;
+
+    // The blob endpoint answers members holding the peer token only.
+    let http = reqwest::Client::new();
+    let url = format!("{}/peer/v1/blobs/{digest}", nodes[0].api);
+    let peer_token = std::fs::read_to_string(nodes[0].data_dir.join("peer.token"))?.trim().to_string();
+    let get =
+        |token: &str, from: &str| http.get(&url).bearer_auth(token).header("x-wasmkube-from", from).send();
+    assert_eq!(get(&nodes[0].token, "2").await?.status(), 401, "the admin token is not the peer token");
+    assert_eq!(get(&peer_token, "9").await?.status(), 403, "a non-member is refused");
+    let ok = get(&peer_token, "2").await?;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ok.bytes().await?)), digest);
+    let missing = format!("{}/peer/v1/blobs/{}", nodes[0].api, "0".repeat(64));
+    let r = http.get(&missing).bearer_auth(&peer_token).header("x-wasmkube-from", "2").send().await?;
+    assert_eq!(r.status(), 404);
+    Ok(())
+}
