@@ -2,39 +2,60 @@
 //! (Kubernetes' informer pattern). A change costs parsing one object and rebuilding the
 //! entries of the services it can move, not the whole table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize as _;
 
-use wasmkube_api::{Pod, Service, labels_match};
+use wasmkube_api::{Node, Pod, Service, labels_match};
 use wasmkube_runtime::SandboxRegistry;
 use wasmkube_store::{EventType, ObjectStore, StoreError, StoreEvent};
 
+use crate::table::Locality;
 use crate::{EndpointTable, ServiceEntry, ServiceName};
+
+/// What a change can move.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Affected {
+    /// The entries of these services.
+    Services(Vec<ServiceName>),
+    /// Any entry (a node's proxy address changed).
+    All,
+}
 
 #[derive(Default)]
 pub struct RouteCache {
+    /// This node's name: its pods are served in-process, others' through their node's proxy.
+    here: String,
     services: BTreeMap<ServiceName, Service>,
     /// Keyed by namespace then name, so one namespace's pods are a range.
     pods: BTreeMap<ServiceName, Pod>,
+    /// Each node's proxy URL, from its Node object.
+    proxies: HashMap<String, String>,
 }
 
 impl RouteCache {
-    /// Reads every Service and Pod.
-    pub fn load(store: &ObjectStore) -> Result<Self, StoreError> {
-        let mut cache = RouteCache::default();
+    pub fn new(here: &str) -> Self {
+        RouteCache { here: here.to_string(), ..RouteCache::default() }
+    }
+
+    /// Reads every Service, Pod and Node.
+    pub fn load(here: &str, store: &ObjectStore) -> Result<Self, StoreError> {
+        let mut cache = RouteCache::new(here);
         for object in store.list("Service", None)?.0 {
             cache.put_service(&object);
         }
         for object in store.list("Pod", None)?.0 {
             cache.put_pod(&object);
         }
+        for object in store.list("Node", None)?.0 {
+            cache.put_node(&object);
+        }
         Ok(cache)
     }
 
-    /// Applies one change; returns the services whose endpoints it can move (none for other
-    /// kinds). A `Restored` store cannot be followed incrementally: the caller loads again.
-    pub fn apply(&mut self, event: &StoreEvent) -> Vec<ServiceName> {
+    /// Applies one change; returns what it can move (nothing for other kinds, or for a node
+    /// heartbeat). A `Restored` store cannot be followed incrementally: the caller loads again.
+    pub fn apply(&mut self, event: &StoreEvent) -> Affected {
         let name = ServiceName { namespace: event.key.namespace.clone(), name: event.key.name.clone() };
         let deleted = event.type_ == EventType::Deleted;
         match event.key.kind.as_str() {
@@ -43,7 +64,18 @@ impl RouteCache {
                 if !deleted {
                     self.put_service(&event.object);
                 }
-                vec![name]
+                Affected::Services(vec![name])
+            }
+            "Node" => {
+                let before = self.proxies.remove(&event.key.name);
+                if !deleted {
+                    self.put_node(&event.object);
+                }
+                if self.proxies.get(&event.key.name) == before.as_ref() {
+                    Affected::Services(Vec::new())
+                } else {
+                    Affected::All
+                }
             }
             "Pod" => {
                 // The services that selected the pod before the change, and those after.
@@ -56,25 +88,30 @@ impl RouteCache {
                 }
                 affected.sort();
                 affected.dedup();
-                affected
+                Affected::Services(affected)
             }
-            _ => Vec::new(),
+            _ => Affected::Services(Vec::new()),
         }
     }
 
     /// The entry of service `name` as things stand, or `None` when there is no such Service.
-    pub fn entry(&self, name: &ServiceName, local: &SandboxRegistry) -> Option<ServiceEntry> {
+    pub fn entry(&self, name: &ServiceName, sandboxes: &SandboxRegistry) -> Option<ServiceEntry> {
         let service = self.services.get(name)?;
-        Some(ServiceEntry::build(service, self.pods_in(&name.namespace), local))
+        Some(ServiceEntry::build(service, self.pods_in(&name.namespace), &self.locality(sandboxes)))
     }
 
     /// The whole table.
-    pub fn table(&self, local: &SandboxRegistry) -> EndpointTable {
+    pub fn table(&self, sandboxes: &SandboxRegistry) -> EndpointTable {
+        let at = self.locality(sandboxes);
         let mut table = EndpointTable::default();
         for (name, service) in &self.services {
-            table.set(name.clone(), Some(ServiceEntry::build(service, self.pods_in(&name.namespace), local)));
+            table.set(name.clone(), Some(ServiceEntry::build(service, self.pods_in(&name.namespace), &at)));
         }
         table
+    }
+
+    fn locality<'a>(&'a self, sandboxes: &'a SandboxRegistry) -> Locality<'a> {
+        Locality { here: &self.here, sandboxes, proxies: &self.proxies }
     }
 
     fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
@@ -101,6 +138,14 @@ impl RouteCache {
                 name: s.metadata.name.clone(),
             };
             self.services.insert(name, s);
+        }
+    }
+
+    fn put_node(&mut self, object: &serde_json::Value) {
+        if let Ok(node) = Node::deserialize(object)
+            && let Some(url) = node.address("Proxy")
+        {
+            self.proxies.insert(node.metadata.name.clone(), url.to_string());
         }
     }
 
@@ -137,8 +182,11 @@ mod tests {
                "spec": {"containers": [{"name": "main", "image": "sha256:00"}]}})
     }
 
-    fn names(v: Vec<ServiceName>) -> Vec<String> {
-        v.into_iter().map(|n| format!("{}/{}", n.namespace, n.name)).collect()
+    fn names(a: Affected) -> Vec<String> {
+        match a {
+            Affected::Services(v) => v.into_iter().map(|n| format!("{}/{}", n.namespace, n.name)).collect(),
+            Affected::All => vec!["*".into()],
+        }
     }
 
     #[test]
@@ -156,11 +204,19 @@ mod tests {
             ["a/api", "a/web"]
         );
         assert_eq!(names(cache.apply(&event(EventType::Deleted, pod("a", "p1", "api")))), ["a/api"]);
-        assert!(cache.apply(&event(EventType::Added, pod("c", "p2", "web"))).is_empty());
+        assert!(names(cache.apply(&event(EventType::Added, pod("c", "p2", "web")))).is_empty());
 
-        // Other kinds move nothing.
-        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}});
-        assert!(cache.apply(&event(EventType::Added, node)).is_empty());
+        // A node's proxy address can move any entry; its heartbeats move none.
+        let node = |beat: &str| {
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"},
+                   "status": {"addresses": [{"type": "Proxy", "address": "http://127.0.0.1:8081"}],
+                              "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": beat}]}})
+        };
+        assert_eq!(cache.apply(&event(EventType::Added, node("1"))), Affected::All);
+        assert!(names(cache.apply(&event(EventType::Modified, node("2")))).is_empty());
+        let event_object = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "a"},
+                                  "involvedObject": {"kind": "Pod", "name": "p1"}, "reason": "R"});
+        assert!(names(cache.apply(&event(EventType::Added, event_object))).is_empty());
 
         // A deleted service leaves the cache, so the caller removes its entry.
         let local = SandboxRegistry::default();

@@ -2,17 +2,20 @@
 //! the named Service, least-outstanding-requests first, and stamps the response with the pod
 //! and node that served it.
 //!
-//! The routing table is kept from a cache of Services and Pods (current from the store's
-//! change stream) and the local sandbox registry: a change rebuilds the entries of the
-//! services it concerns; a request holds one immutable entry. The proxy never changes cluster
-//! state.
+//! The routing table is kept from a cache of Services, Pods and Nodes (current from the
+//! store's change stream) and the local sandbox registry: a change rebuilds the entries of the
+//! services it concerns; a request holds one immutable entry. Pods on this node are served
+//! in-process; pods on other nodes through their node's proxy (one hop at most). The proxy
+//! never changes cluster state.
 
 mod cache;
+mod remote;
 mod routes;
 mod server;
 mod table;
 
-pub use cache::RouteCache;
+pub use cache::{Affected, RouteCache};
+pub use remote::TARGET_POD_HEADER;
 pub use routes::{ServiceName, parse_host};
 pub use server::{ProxyState, router};
-pub use table::{Endpoint, EndpointTable, ServiceEntry};
+pub use table::{Endpoint, EndpointTable, ServiceEntry, Target};

@@ -6,29 +6,37 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use wasmkube_runtime::{RequestError, SandboxRegistry};
+use wasmkube_runtime::{Admission, HttpPod, RequestError, SandboxRegistry};
 use wasmkube_store::{EventType, ObjectStore};
 
+use crate::cache::Affected;
+use crate::remote::{Remote, TARGET_POD_HEADER, Unsent};
+use crate::table::{Endpoint, Target};
 use crate::{EndpointTable, RouteCache, ServiceEntry};
 use crate::{ServiceName, parse_host};
 
 #[derive(Clone)]
 pub struct ProxyState {
     table: Arc<RwLock<EndpointTable>>,
+    node_name: Arc<str>,
     node: HeaderValue,
+    remote: Remote,
 }
 
 impl ProxyState {
-    pub fn new(node_name: &str) -> Self {
-        ProxyState {
+    pub fn new(node_name: &str) -> Result<Self, String> {
+        Ok(ProxyState {
             table: Arc::default(),
+            node_name: node_name.into(),
             node: HeaderValue::from_str(node_name).unwrap_or(HeaderValue::from_static("unknown")),
-        }
+            remote: Remote::new()?,
+        })
     }
 
     fn lookup(&self, name: &ServiceName) -> Option<Arc<ServiceEntry>> {
@@ -56,9 +64,9 @@ impl ProxyState {
         let mut changes = store.subscribe_all();
         let mut sandboxes = local.subscribe();
         let load = || {
-            RouteCache::load(&store).unwrap_or_else(|e| {
+            RouteCache::load(&self.node_name, &store).unwrap_or_else(|e| {
                 tracing::error!("proxy cannot read services and pods: {e}");
-                RouteCache::default()
+                RouteCache::new(&self.node_name)
             })
         };
         let mut cache = load();
@@ -86,7 +94,10 @@ impl ProxyState {
                     _ = &mut shutdown => return,
                     r = changes.recv() => match r {
                         Ok(e) if e.type_ == EventType::Restored => reload = true,
-                        Ok(e) => dirty.extend(cache.apply(&e)),
+                        Ok(e) => match cache.apply(&e) {
+                            Affected::Services(names) => dirty.extend(names),
+                            Affected::All => rebuild_all = true,
+                        },
                         Err(RecvError::Lagged(_)) => reload = true,
                         Err(RecvError::Closed) => return,
                     },
@@ -96,7 +107,10 @@ impl ProxyState {
             loop {
                 match changes.try_recv() {
                     Ok(e) if e.type_ == EventType::Restored => reload = true,
-                    Ok(e) => dirty.extend(cache.apply(&e)),
+                    Ok(e) => match cache.apply(&e) {
+                        Affected::Services(names) => dirty.extend(names),
+                        Affected::All => rebuild_all = true,
+                    },
                     Err(TryRecvError::Lagged(_)) => reload = true,
                     Err(_) => break,
                 }
@@ -119,8 +133,9 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().host())
-        .unwrap_or("");
-    let Some(service) = parse_host(host) else {
+        .unwrap_or("")
+        .to_string();
+    let Some(service) = parse_host(&host) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("{host:?} does not name a service (use <service>[.<namespace>])"),
@@ -129,24 +144,84 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
     let Some(entry) = state.lookup(&service) else {
         return error(StatusCode::NOT_FOUND, format!("service {} not found", display(&service)));
     };
+    // Sent on by another node's proxy to one of this node's pods: serve exactly that pod,
+    // and never send it on again.
+    if let Some(pod) = req.headers().get(TARGET_POD_HEADER) {
+        let local = entry.endpoints.iter().find(|ep| ep.pod_header == pod).and_then(|ep| match &ep.target {
+            Target::Local(http) => Some((ep, http)),
+            Target::Remote { .. } => None,
+        });
+        let Some((endpoint, http)) = local else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("pod {pod:?} of service {} is not ready on this node", display(&service)),
+            );
+        };
+        let Some(admission) = http.try_admit() else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("pod {} is at its concurrency limit", endpoint.pod),
+            );
+        };
+        return serve_local(&state, endpoint, http, admission, req).await;
+    }
     if entry.endpoints.is_empty() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("service {} has no ready pods", display(&service)),
         );
     }
-    // Only a request that was never sent moves on to the next pod: admission comes first.
-    let Some((endpoint, admission)) = entry.candidates().into_iter().find_map(|i| {
-        let ep = &entry.endpoints[i];
-        ep.http.try_admit().map(|a| (ep, a))
-    }) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("every pod of service {} is at its concurrency limit", display(&service)),
-        );
+    // Only a request that was never sent moves on to the next pod: a local pod admits it
+    // before it is handed over; a remote one is left for the next only when its node could
+    // not be reached and the request has no body to replay.
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut unreachable = Vec::new();
+    for i in entry.candidates() {
+        let endpoint = &entry.endpoints[i];
+        match &endpoint.target {
+            Target::Local(http) => {
+                let Some(admission) = http.try_admit() else { continue };
+                let Some(body) = body.take() else { break };
+                let req = Request::from_parts(parts, body);
+                return serve_local(&state, endpoint, http, admission, req).await;
+            }
+            Target::Remote { node, proxy_url, outstanding } => {
+                let Some(b) = body.take() else { break };
+                let replayable = b.size_hint().exact() == Some(0);
+                match state.remote.send(proxy_url, &endpoint.pod_header, outstanding, &parts, b).await {
+                    Ok(response) => return response,
+                    Err(Unsent(e)) if replayable => {
+                        unreachable.push(format!("{node}: {e}"));
+                        body = Some(Body::empty());
+                    }
+                    Err(Unsent(e)) => {
+                        return error(
+                            StatusCode::BAD_GATEWAY,
+                            format!("pod {} on node {node}: {e}", endpoint.pod),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let why = if unreachable.is_empty() {
+        "is at its concurrency limit".to_string()
+    } else {
+        format!("could not be reached ({})", unreachable.join("; "))
     };
+    error(StatusCode::SERVICE_UNAVAILABLE, format!("every pod of service {} {why}", display(&service)))
+}
+
+async fn serve_local(
+    state: &ProxyState,
+    endpoint: &Endpoint,
+    http: &HttpPod,
+    admission: Admission,
+    req: Request,
+) -> Response {
     let req = req.map(|body| body.map_err(|e| wasmtime_error(e.to_string())));
-    let mut response = match endpoint.http.serve(admission, req).await {
+    let mut response = match http.serve(admission, req).await {
         Ok(resp) => resp.map(Body::new),
         Err(e) => request_error(&endpoint.pod, &e),
     };

@@ -9,11 +9,34 @@ use wasmkube_runtime::{HttpPod, SandboxRegistry};
 
 use crate::ServiceName;
 
+/// Where a pod is served from.
+pub enum Target {
+    /// A sandbox on this node, served in-process.
+    Local(Arc<HttpPod>),
+    /// A pod on another node, reached through that node's proxy.
+    Remote {
+        node: String,
+        /// The node's proxy, e.g. `http://10.0.0.2:8080`.
+        proxy_url: String,
+        /// Requests this proxy has in flight to the pod.
+        outstanding: Arc<AtomicUsize>,
+    },
+}
+
 pub struct Endpoint {
     pub pod: String,
     /// The pod's name as the `x-wasmkube-pod` header value, made once per entry, not per request.
     pub pod_header: http::HeaderValue,
-    pub http: Arc<HttpPod>,
+    pub target: Target,
+}
+
+impl Endpoint {
+    pub fn outstanding(&self) -> usize {
+        match &self.target {
+            Target::Local(http) => http.outstanding(),
+            Target::Remote { outstanding, .. } => outstanding.load(Ordering::Relaxed),
+        }
+    }
 }
 
 pub struct ServiceEntry {
@@ -22,27 +45,43 @@ pub struct ServiceEntry {
     next: AtomicUsize,
 }
 
+/// What an entry is built from besides the Service and its namespace's pods.
+pub struct Locality<'a> {
+    /// This node's name: its pods are served from `sandboxes`.
+    pub here: &'a str,
+    pub sandboxes: &'a SandboxRegistry,
+    /// Other nodes' proxy URLs, by node name.
+    pub proxies: &'a HashMap<String, String>,
+}
+
 impl ServiceEntry {
     pub fn new(endpoints: Vec<Endpoint>) -> Self {
         ServiceEntry { endpoints, next: AtomicUsize::new(0) }
     }
 
-    /// The entry of `service`: those of `pods` (its namespace's) that it selects, that are
-    /// ready, and whose sandbox runs here.
-    pub fn build<'a>(
-        service: &Service,
-        pods: impl Iterator<Item = &'a Pod>,
-        local: &SandboxRegistry,
-    ) -> Self {
+    /// The entry of `service`: those of `pods` (its namespace's) that it selects and that are
+    /// ready — here, when their sandbox runs on this node; elsewhere, when their node's proxy
+    /// is known.
+    pub fn build<'a>(service: &Service, pods: impl Iterator<Item = &'a Pod>, at: &Locality<'_>) -> Self {
         let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
         let endpoints = pods
             .filter(|p| labels_match(&service.spec.selector, &p.metadata.labels) && p.is_ready())
             .filter_map(|p| {
-                let local = local.get(&format!("{namespace}/{}", p.metadata.name))?;
-                // Only the sandbox of this very pod (not a stale one of the same name).
-                (Some(local.uid.as_str()) == p.metadata.uid.as_deref()).then_some(())?;
+                let node = p.spec.node_name.as_deref()?;
+                let target = if node == at.here {
+                    let local = at.sandboxes.get(&format!("{namespace}/{}", p.metadata.name))?;
+                    // Only the sandbox of this very pod (not a stale one of the same name).
+                    (Some(local.uid.as_str()) == p.metadata.uid.as_deref()).then_some(())?;
+                    Target::Local(local.http?)
+                } else {
+                    Target::Remote {
+                        node: node.to_string(),
+                        proxy_url: at.proxies.get(node)?.clone(),
+                        outstanding: Arc::default(),
+                    }
+                };
                 let pod_header = http::HeaderValue::from_str(&p.metadata.name).ok()?;
-                Some(Endpoint { pod: p.metadata.name.clone(), pod_header, http: local.http? })
+                Some(Endpoint { pod: p.metadata.name.clone(), pod_header, target })
             })
             .collect();
         ServiceEntry::new(endpoints)
@@ -58,7 +97,7 @@ impl ServiceEntry {
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
         // Stable sort keeps the rotation among equals.
-        order.sort_by_key(|&i| self.endpoints[i].http.outstanding());
+        order.sort_by_key(|&i| self.endpoints[i].outstanding());
         order
     }
 }

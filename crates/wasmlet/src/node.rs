@@ -105,7 +105,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         identity.seed_members.clone(),
         stopped(),
     ));
-    let proxy = ProxyState::new(&node_name);
+    let proxy = ProxyState::new(&node_name).map_err(anyhow::Error::msg)?;
     tasks.spawn(proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped()));
 
     let faults = transport.faults();

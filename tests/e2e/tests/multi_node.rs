@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use wasmkube_api::{Node, Pod};
-use wasmkube_e2e::{Wasmlet, distinct_pods, eventually, example, start_cluster, through_proxy};
+use wasmkube_e2e::{Wasmlet, eventually, example, start_cluster};
 
 fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
     node.data_dir.join("modules").join(format!("{digest}.wasm"))
@@ -32,22 +32,52 @@ async fn a_module_uploaded_through_one_node_runs_on_every_node_and_outlives_it()
     let digest = pods[0].spec.containers[0].module_digest().unwrap_or_default().to_string();
     for node in &nodes {
         assert!(blob(node, &digest).exists(), "{} holds its own copy of the module", node.name());
-        // Each node's proxy serves from its own pod.
-        let r = through_proxy(&node.proxy, "hello", "/", 3).await;
-        assert!(r.iter().all(|(s, _)| *s == 200), "{}: {r:?}", node.name());
+        // Every node's proxy reaches every pod: its own in-process, the others' through their
+        // node's proxy.
+        let (statuses, pods, served_by) = spread(&node.proxy, 30).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{}: {statuses:?}", node.name());
+        assert_eq!(pods.len(), 3, "through {}: {pods:?}", node.name());
+        assert_eq!(served_by.len(), 3, "through {}: {served_by:?}", node.name());
     }
 
     // Lose a, where the module was uploaded; restart b: its pod comes back from b's own copy.
+    // a's pod still looks ready (nothing marks a dead node yet), but a request that could not
+    // reach a's node was never sent, and moves on to another pod.
     nodes[0].kill9();
     nodes[1].kill9();
     nodes[1].restart()?;
     let b = &nodes[1];
-    eventually(Duration::from_secs(30), "b's pod serving again without a", || async {
-        let r = through_proxy(&b.proxy, "hello", "/", 3).await;
-        (distinct_pods(&r).len() == 1 && r.iter().all(|(s, _)| *s == 200)).then_some(())
+    eventually(Duration::from_secs(30), "b and c serving without a", || async {
+        let (statuses, pods, _) = spread(&b.proxy, 12).await;
+        (pods.len() == 2 && statuses.iter().all(|s| *s == 200)).then_some(())
     })
     .await?;
     Ok(())
+}
+
+/// `n` GETs to service `hello` through `proxy`: the statuses, and the pods and nodes that
+/// answered.
+async fn spread(proxy: &str, n: usize) -> (Vec<u16>, BTreeSet<String>, BTreeSet<String>) {
+    let http = reqwest::Client::new();
+    let (mut statuses, mut pods, mut nodes) = (Vec::new(), BTreeSet::new(), BTreeSet::new());
+    for _ in 0..n {
+        let r = http
+            .get(format!("{proxy}/"))
+            .header("host", "hello")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let Ok(r) = r else {
+            statuses.push(0);
+            continue;
+        };
+        let header =
+            |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        pods.insert(header("x-wasmkube-pod"));
+        nodes.insert(header("x-wasmkube-node"));
+        statuses.push(r.status().as_u16());
+    }
+    (statuses, pods, nodes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
