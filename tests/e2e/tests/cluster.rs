@@ -71,6 +71,10 @@ async fn three_nodes_join_forward_writes_refuse_bad_joins_and_fail_over() -> any
     // Bad joins are refused with a clear message and change nothing.
     let wrong = Wasmlet::start_failure("d", &["--join", &a.api, "--join-token", "0000.not-a-secret"])?;
     assert!(wrong.contains("join token is invalid or expired"), "{wrong}");
+    let short_lived = a.wasmctl_ok(&["cluster", "join-token", "--ttl", "1s"]).trim().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expired = Wasmlet::start_failure("d", &["--join", &a.api, "--join-token", &short_lived])?;
+    assert!(expired.contains("join token is invalid or expired"), "{expired}");
     let taken = Wasmlet::start_failure("b", &["--join", &c.api, "--join-token", &token])?;
     assert!(taken.contains("already a member"), "{taken}");
     let nowhere = Wasmlet::start_failure("e", &["--join", "http://127.0.0.1:9", "--join-token", &token])?;
