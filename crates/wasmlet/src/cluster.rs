@@ -11,6 +11,9 @@ use wasmkube_raft::{ClusterHandle, Member, PeerTransport};
 
 use crate::bootstrap::DataDir;
 
+/// The members a joining node was told about, kept for its restarts.
+const SEED_MEMBERS: &str = "seed-members.json";
+
 /// Who this node is in the raft group, and the cluster-wide secrets it holds.
 pub struct Identity {
     pub node_id: u64,
@@ -19,6 +22,8 @@ pub struct Identity {
     pub initial_voters: Vec<Member>,
     /// Members to talk to before this node has replayed the log (from the join answer).
     pub seed_members: Vec<Member>,
+    /// A member coming back (its identity was on disk), not a new one.
+    pub restarted: bool,
 }
 
 /// What a node asks when it joins.
@@ -54,7 +59,13 @@ pub async fn establish(
         }
         let node_id = node_id.parse().context("node.id in the data dir is not a number")?;
         let peer_token = data.read("peer.token")?.context("peer.token is missing from the data dir")?;
-        return Ok(Identity { node_id, peer_token, initial_voters: vec![], seed_members: vec![] });
+        // The members the join answer named: what a node stopped before it replayed the log
+        // has to reach the cluster with.
+        let seed_members = match data.read(SEED_MEMBERS)? {
+            Some(json) => serde_json::from_str(&json).context("seed-members.json in the data dir")?,
+            None => Vec::new(),
+        };
+        return Ok(Identity { node_id, peer_token, initial_voters: vec![], seed_members, restarted: true });
     }
     match join {
         Some((leader, token)) => {
@@ -64,6 +75,7 @@ pub async fn establish(
             )
             .await?;
             tracing::info!(node_id = answer.node_id, role = %answer.role, "joined the cluster");
+            data.write_private(SEED_MEMBERS, &serde_json::to_string(&answer.members)?)?;
             data.write_private("admin.token", &answer.admin_token)?;
             data.write_private("peer.token", &answer.peer_token)?;
             data.write_private("node.id", &answer.node_id.to_string())?;
@@ -72,6 +84,7 @@ pub async fn establish(
                 peer_token: answer.peer_token,
                 initial_voters: vec![],
                 seed_members: answer.members,
+                restarted: false,
             })
         }
         None => {
@@ -80,7 +93,13 @@ pub async fn establish(
             let peer_token = hex::encode(rand::rng().random::<[u8; 32]>());
             data.write_private("peer.token", &peer_token)?;
             let founder = Member { id: 1, name: name.into(), url: url.into() };
-            Ok(Identity { node_id: 1, peer_token, initial_voters: vec![founder], seed_members: vec![] })
+            Ok(Identity {
+                node_id: 1,
+                peer_token,
+                initial_voters: vec![founder],
+                seed_members: vec![],
+                restarted: false,
+            })
         }
     }
 }
@@ -138,5 +157,61 @@ pub async fn sync_peers(
             _ = &mut shutdown => return,
             r = changes.changed() => if r.is_err() { return },
         }
+    }
+}
+
+/// After a restart, makes sure the cluster reaches this node where it listens now: when the
+/// membership on disk records another address (the node restarted with another `--listen`) or
+/// none (it was stopped before it learned its own entry), it asks the other members in turn,
+/// then `seeds` (the `--join` address, the members the join answer named; any of them relays
+/// to the leader), until one records the address or `shutdown`.
+pub async fn follow_address(
+    cluster: ClusterHandle,
+    name: String,
+    url: String,
+    admin_token: String,
+    seeds: Vec<String>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let me = cluster.node_id();
+    let recorded = cluster.membership().members.get(&me).map(|m| m.url.clone());
+    if recorded.as_deref() == Some(url.as_str()) {
+        return;
+    }
+    tracing::info!(from = ?recorded, to = %url, "telling the cluster where this node listens");
+    tokio::pin!(shutdown);
+    let http = reqwest::Client::new();
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        let mut contacts: Vec<String> = cluster
+            .membership()
+            .members
+            .into_values()
+            .filter(|m| m.id != me && !m.url.is_empty())
+            .map(|m| m.url)
+            .collect();
+        contacts.extend(seeds.iter().filter(|s| **s != url).cloned());
+        for contact in contacts {
+            let sent = http
+                .put(format!("{}/cluster/v1/members/{name}", contact.trim_end_matches('/')))
+                .bearer_auth(&admin_token)
+                .json(&serde_json::json!({"url": url}))
+                .timeout(std::time::Duration::from_secs(15))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(url = %url, "the cluster reaches this node at its address");
+                    return;
+                }
+                Ok(r) => tracing::warn!(%contact, status = %r.status(), "the address was refused"),
+                Err(e) => tracing::debug!(%contact, "cannot reach a member to record the address: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
 }

@@ -99,6 +99,16 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     tasks.spawn(agent.run(stopped()));
     tasks.spawn(wasmkube_agent::replicate(puller, stopped()));
     tasks.spawn(wasmkube_controllers::run(cluster.clone(), stopped()));
+    if identity.restarted {
+        tasks.spawn(cluster::follow_address(
+            cluster.clone(),
+            node_name.clone(),
+            api_url.clone(),
+            token.clone(),
+            flags.join.iter().cloned().chain(identity.seed_members.iter().map(|m| m.url.clone())).collect(),
+            stopped(),
+        ));
+    }
     tasks.spawn(cluster::sync_peers(
         transport.clone(),
         cluster.clone(),

@@ -140,6 +140,13 @@ impl Wasmlet {
         Ok(())
     }
 
+    /// Starts the node again on the same data directory at new fixed addresses (as if its
+    /// `--listen` had changed).
+    pub fn restart_elsewhere(&mut self) -> anyhow::Result<()> {
+        self.listen = (free_address()?, free_address()?);
+        self.restart()
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&ClientConfig { server: self.api.clone(), token: self.token.clone() }).expect("client")
     }

@@ -319,3 +319,30 @@ async fn a_follower_cut_off_past_compaction_catches_up_by_snapshot() -> anyhow::
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_at_another_address_is_reached_there() -> anyhow::Result<()> {
+    let mut nodes = start_cluster(&["a", "b", "c"], &[]).await?;
+    eventually(Duration::from_secs(15), "three voters", || async {
+        members(&nodes[0]).await.filter(|m| count_voting(m) == 3)
+    })
+    .await?;
+    let old = nodes[2].api.clone();
+    nodes[2].restart_elsewhere()?;
+    let new = nodes[2].api.clone();
+    assert_ne!(old, new);
+    eventually(Duration::from_secs(20), "a to record c's new address", || async {
+        let m = members(&nodes[0]).await?;
+        m["members"].as_array()?.iter().any(|x| x["name"] == "c" && x["url"] == new.as_str()).then_some(())
+    })
+    .await?;
+    // c takes part again: it receives what a commits, and its own writes commit.
+    nodes[0].client().create(&service("from-a")).await?;
+    eventually(Duration::from_secs(15), "c to see a's write", || async {
+        has_service(&nodes[2], "from-a").await.then_some(())
+    })
+    .await?;
+    nodes[2].client().create(&service("from-c")).await?;
+    assert!(has_service(&nodes[0], "from-c").await);
+    Ok(())
+}

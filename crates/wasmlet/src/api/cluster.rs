@@ -14,7 +14,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use wasmkube_raft::{Member, MembershipChange};
+use wasmkube_raft::{Member, Membership, MembershipChange};
 use wasmkube_store::{Command, ObjectKey};
 
 use super::{ApiError, ApiState};
@@ -159,12 +159,7 @@ pub async fn remove_member(
     }
     let _one_at_a_time = state.inner.join_lock.lock().await;
     let membership = cluster.membership();
-    let member = membership
-        .members
-        .values()
-        .find(|m| m.name == name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("no member is named {name:?}")))?;
+    let member = member_named(&membership, &name)?;
     if member.id == cluster.node_id() {
         // The leader leaves by first handing leadership to another voter, which then
         // removes it.
@@ -191,6 +186,64 @@ pub async fn remove_member(
         cluster.change_membership(MembershipChange::AddVoter(learner)).await?;
     }
     Ok(Json(json!({"removed": member.name})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressUpdate {
+    url: String,
+}
+
+/// `PUT /cluster/v1/members/{name}` with `{"url": …}`: a member now listens elsewhere (it
+/// restarted with another `--listen`). The member is added again with its new address — a
+/// configuration change that leaves the voters and learners as they are — so every replica
+/// sends to the new address from the moment it applies it.
+pub async fn update_member(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let cluster = &state.parts().cluster;
+    if !cluster.is_leader() {
+        let path = format!("/cluster/v1/members/{name}");
+        return forward_to_leader(&state, Method::PUT, &path, &headers, body).await;
+    }
+    let update: AddressUpdate = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not an address update: {e}")))?;
+    if !(update.url.starts_with("http://") || update.url.starts_with("https://")) {
+        return Err(ApiError::bad_request(format!("{:?} is not an http(s) URL", update.url)));
+    }
+    let _one_at_a_time = state.inner.join_lock.lock().await;
+    let membership = cluster.membership();
+    let member = member_named(&membership, &name)?;
+    if let Some(other) = membership.members.values().find(|m| m.url == update.url && m.id != member.id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("member {} already listens at {}", other.name, update.url),
+        ));
+    }
+    if member.url != update.url {
+        let moved = Member { url: update.url.clone(), ..member.clone() };
+        let change = if membership.voters.contains(&member.id) {
+            MembershipChange::AddVoter(moved)
+        } else {
+            MembershipChange::AddLearner(moved)
+        };
+        cluster.change_membership(change).await?;
+        tracing::info!(node = %name, from = %member.url, to = %update.url, "member moved");
+    }
+    Ok(Json(json!({"name": name, "url": update.url})).into_response())
+}
+
+fn member_named(membership: &Membership, name: &str) -> Result<Member, ApiError> {
+    membership
+        .members
+        .values()
+        .find(|m| m.name == name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no member is named {name:?}")))
 }
 
 fn check_join_token(state: &ApiState, token: &str) -> Result<(), ApiError> {

@@ -88,7 +88,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{sub}", objects)
         .route("/cluster/v1/join-tokens", post(cluster::create_join_token))
         .route("/cluster/v1/members", get(cluster::members))
-        .route("/cluster/v1/members/{name}", delete(cluster::remove_member))
+        .route("/cluster/v1/members/{name}", delete(cluster::remove_member).put(cluster::update_member))
         .merge(faults_route())
         .fallback(|| async { ApiError::not_found("no such API path") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
