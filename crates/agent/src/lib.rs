@@ -12,11 +12,12 @@ mod status;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use wasmkube_api::{Pod, PodStatus};
+use wasmkube_controllers::FENCE_AFTER;
 use wasmkube_raft::ClusterHandle;
 use wasmkube_runtime::{Runtime, SandboxRegistry};
 use wasmkube_store::{Command, ObjectKey};
@@ -27,6 +28,8 @@ pub use pull::{BlobPuller, PEER_BLOBS_PATH, replicate};
 
 /// How often statuses are re-checked without a change (cli pods change on their own).
 const STATUS_POLL: Duration = Duration::from_millis(500);
+/// Longest wait for one of the agent's writes (heartbeat, status, event).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How soon a heartbeat that could not be recorded is tried again.
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
 
@@ -49,6 +52,8 @@ pub struct Agent {
     registry: SandboxRegistry,
     running: HashMap<String, Sandbox>,
     rng: StdRng,
+    /// No heartbeat recorded for `FENCE_AFTER`: this node's pods are stopped until one is.
+    fenced: bool,
 }
 
 impl Agent {
@@ -67,6 +72,7 @@ impl Agent {
             registry,
             running: HashMap::new(),
             rng: StdRng::from_os_rng(),
+            fenced: false,
         }
     }
 
@@ -76,13 +82,22 @@ impl Agent {
         let mut changes = self.cluster.store().subscribe_all();
         let mut next_heartbeat = tokio::time::Instant::now();
         let mut next_poll = tokio::time::Instant::now();
+        let mut last_recorded = Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep_until(next_heartbeat) => {
                     // A node still catching up (or between leaders) retries soon, so it shows
                     // up Ready without waiting a whole period.
-                    let wait = if self.heartbeat().await { self.config.heartbeat } else { HEARTBEAT_RETRY };
+                    let recorded = self.heartbeat().await;
+                    if recorded {
+                        last_recorded = Instant::now();
+                        if self.fenced {
+                            tracing::info!("heartbeat recorded again: running this node's pods again");
+                            self.fenced = false;
+                        }
+                    }
+                    let wait = if recorded { self.config.heartbeat } else { HEARTBEAT_RETRY };
                     next_heartbeat = tokio::time::Instant::now() + wait;
                 }
                 // Only pods (and the modules they run) concern the agent: a storm of other
@@ -95,7 +110,13 @@ impl Agent {
                 _ = tokio::time::sleep_until(next_poll) => {}
             }
             while changes.try_recv().is_ok() {}
-            self.sync().await;
+            let silent = last_recorded.elapsed();
+            if silent >= FENCE_AFTER && !self.fenced {
+                self.fence(silent);
+            }
+            if !self.fenced {
+                self.sync().await;
+            }
             next_poll = tokio::time::Instant::now() + STATUS_POLL;
         }
         for key in self.running.keys() {
@@ -150,11 +171,34 @@ impl Agent {
         }
     }
 
+    /// Proposes `command`, waiting at most `WRITE_TIMEOUT`: a node cut off from the cluster
+    /// must not stall the agent (its fencing runs in the same loop).
+    pub(crate) async fn write(&self, command: Command) -> Result<serde_json::Value, String> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.cluster.propose(command)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("not committed within {WRITE_TIMEOUT:?}")),
+        }
+    }
+
+    /// Stops every sandbox of this node: it has not recorded a heartbeat for `FENCE_AFTER`,
+    /// so the cluster may be replacing its pods elsewhere.
+    fn fence(&mut self, silent: Duration) {
+        tracing::warn!(
+            "no heartbeat recorded for {}s: stopping this node's {} pod(s) until the cluster is reachable again",
+            silent.as_secs(),
+            self.running.len()
+        );
+        for key in self.running.keys() {
+            self.registry.remove(key);
+        }
+        self.running.clear();
+        self.fenced = true;
+    }
+
     async fn report(&self, pod: &Pod, status: PodStatus) {
         let key = ObjectKey::new("Pod", pod.metadata.namespace.as_deref(), &pod.metadata.name);
         let status = serde_json::to_value(&status).unwrap_or_default();
-        if let Err(e) = self.cluster.propose(Command::UpdateStatus { key, status, precondition: None }).await
-        {
+        if let Err(e) = self.write(Command::UpdateStatus { key, status, precondition: None }).await {
             tracing::debug!(pod = %pod.metadata.name, "status not reported yet: {e}");
         }
     }
@@ -170,4 +214,9 @@ fn pod_key(p: &Pod) -> String {
 
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// With milliseconds, so two heartbeats in one second still differ.
+fn now_precise() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }

@@ -3,7 +3,7 @@
 use wasmkube_api::{Condition, Node, NodeAddress, NodeStatus, ObjectMeta};
 use wasmkube_store::{Command, ObjectKey};
 
-use crate::{Agent, now};
+use crate::{Agent, now, now_precise};
 
 impl Agent {
     /// Creates the Node object, or refreshes its status (addresses, capacity, Ready heartbeat).
@@ -12,7 +12,7 @@ impl Agent {
         let name = self.config.node_name.clone();
         let mut ready = Condition::new("Ready", true);
         ready.reason = Some("WasmletReady".into());
-        ready.last_heartbeat_time = Some(now());
+        ready.last_heartbeat_time = Some(now_precise());
         let status = NodeStatus {
             capacity: [
                 ("pods".to_string(), self.config.max_pods.to_string()),
@@ -44,7 +44,7 @@ impl Agent {
             };
             Command::Create { object: serde_json::to_value(&node).unwrap_or_default() }
         };
-        match self.cluster.propose(command).await {
+        match self.write(command).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!("heartbeat not recorded yet: {e}");

@@ -163,7 +163,7 @@ impl Agent {
         let source = format!("wasmlet/{}", self.config.node_name);
         let event = event_for(&mut ctx, involved, type_, reason, message, &source);
         let object = serde_json::to_value(&event).unwrap_or_default();
-        if let Err(e) = self.cluster.propose(Command::Create { object }).await {
+        if let Err(e) = self.write(Command::Create { object }).await {
             tracing::debug!("event not recorded: {e}");
         }
     }

@@ -1,7 +1,7 @@
 //! What a plan asks for, and the context (clock, randomness) plans are made with.
 
 use rand::Rng;
-use wasmkube_api::{DeploymentStatus, Event, ObjectMeta, ObjectReference, Pod};
+use wasmkube_api::{DeploymentStatus, Event, NodeStatus, ObjectMeta, ObjectReference, Pod};
 
 /// One write the controllers want committed.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,13 @@ pub enum Action {
         namespace: String,
         name: String,
         status: DeploymentStatus,
+    },
+    /// Replace a node's status, but only if the node is still at `resource_version` (a
+    /// heartbeat that just landed wins).
+    UpdateNodeStatus {
+        name: String,
+        status: Box<NodeStatus>,
+        resource_version: u64,
     },
     RecordEvent(Box<Event>),
     DeleteEvent {

@@ -1,6 +1,6 @@
 //! Reconcile loops that run on the Raft leader: the deployment controller (replicas and
 //! rolling replacement), pod placement through the scheduler, garbage collection of pods
-//! whose Deployment is gone, and expiry of old events.
+//! whose Deployment is gone, node lifecycle (NotReady, eviction), and expiry of old events.
 //!
 //! Decisions are pure functions from a `Snapshot` to a list of `Action`s (tested directly);
 //! the loop in `runner` reads the snapshot, executes the actions through Raft, and repeats on
@@ -9,6 +9,7 @@
 mod actions;
 mod deployment;
 mod events;
+mod nodes;
 mod placement;
 mod runner;
 mod snapshot;
@@ -16,6 +17,7 @@ mod snapshot;
 pub use actions::{Action, PlanContext, event_for};
 pub use deployment::{plan_deployment, plan_orphans, template_hash};
 pub use events::{EVENT_TTL, plan_event_gc};
+pub use nodes::{EVICT_AFTER, FENCE_AFTER, HEARTBEAT, HeartbeatClock, NOT_READY_AFTER, plan_node_lifecycle};
 pub use placement::plan_placement;
 pub use runner::run;
 pub use snapshot::Snapshot;

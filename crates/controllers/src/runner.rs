@@ -14,10 +14,12 @@ use wasmkube_store::{Command, ObjectKey};
 use crate::actions::{Action, PlanContext};
 use crate::deployment::{plan_deployment, plan_orphans};
 use crate::events::{EVENT_TTL, plan_event_gc};
+use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
 use crate::snapshot::Snapshot;
 
-const RESYNC: Duration = Duration::from_secs(5);
+/// A pass at least this often, so a node that falls silent is noticed in time.
+const RESYNC: Duration = Duration::from_secs(1);
 /// The kinds whose changes start a pass.
 const WATCHED: [&str; 3] = ["Deployment", "Pod", "Node"];
 /// Events are swept on their own, slower clock: reading them all on every pass would cost
@@ -31,15 +33,19 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
     let mut leader = cluster.leader();
     let mut rng = StdRng::from_os_rng();
     let mut next_sweep = tokio::time::Instant::now() + EVENT_SWEEP;
+    // Heartbeats as this leader has seen them; a new leader starts every node's clock afresh.
+    let mut clock: Option<HeartbeatClock> = None;
     loop {
         if !leader.borrow().is_leader {
+            clock = None;
             tokio::select! {
                 _ = &mut shutdown => return,
                 r = leader.changed() => if r.is_err() { return } else { continue },
             }
         }
+        let clock = clock.get_or_insert_with(HeartbeatClock::default);
         // When it acted, its own writes wake it again to check the result.
-        if let Err(e) = reconcile_once(&cluster, &mut rng).await {
+        if let Err(e) = reconcile_once(&cluster, &mut rng, clock).await {
             tracing::warn!("reconcile failed, retrying: {e}");
         }
         if tokio::time::Instant::now() >= next_sweep {
@@ -68,12 +74,18 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
 }
 
 /// One pass over everything.
-async fn reconcile_once(cluster: &ClusterHandle, rng: &mut StdRng) -> Result<(), String> {
+async fn reconcile_once(
+    cluster: &ClusterHandle,
+    rng: &mut StdRng,
+    clock: &mut HeartbeatClock,
+) -> Result<(), String> {
     let snapshot = Snapshot::read(cluster.store()).map_err(|e| e.to_string())?;
     let seed: u64 = rand::Rng::random(rng);
     let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };
-    let mut actions: Vec<Action> =
-        snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)).collect();
+    let now = std::time::Instant::now();
+    clock.observe(&snapshot.nodes, now);
+    let mut actions = plan_node_lifecycle(&snapshot.nodes, &snapshot.pods, clock, now, &mut ctx);
+    actions.extend(snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)));
     actions.extend(plan_orphans(&snapshot.deployments, &snapshot.pods));
     plan_placement(&snapshot, &mut actions, &mut ctx);
     let results = join_all(actions.into_iter().map(|a| execute(cluster, a))).await;
@@ -119,6 +131,11 @@ async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeE
             key: ObjectKey::new("Deployment", Some(&namespace), &name),
             status: json(&status),
             precondition: None,
+        },
+        Action::UpdateNodeStatus { name, status, resource_version } => Command::UpdateStatus {
+            key: ObjectKey::new("Node", None, &name),
+            status: json(&*status),
+            precondition: Some(resource_version),
         },
         Action::RecordEvent(event) => Command::Create { object: json(&*event) },
         Action::DeleteEvent { namespace, name } => {

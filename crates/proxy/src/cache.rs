@@ -29,7 +29,7 @@ pub struct RouteCache {
     services: BTreeMap<ServiceName, Service>,
     /// Keyed by namespace then name, so one namespace's pods are a range.
     pods: BTreeMap<ServiceName, Pod>,
-    /// Each node's proxy URL, from its Node object.
+    /// Each Ready node's proxy URL, from its Node object.
     proxies: HashMap<String, String>,
 }
 
@@ -141,8 +141,10 @@ impl RouteCache {
         }
     }
 
+    /// Records the proxy of a Ready node; a node that is not Ready (silent) serves nothing.
     fn put_node(&mut self, object: &serde_json::Value) {
         if let Ok(node) = Node::deserialize(object)
+            && node.is_ready()
             && let Some(url) = node.address("Proxy")
         {
             self.proxies.insert(node.metadata.name.clone(), url.to_string());
@@ -207,13 +209,15 @@ mod tests {
         assert!(names(cache.apply(&event(EventType::Added, pod("c", "p2", "web")))).is_empty());
 
         // A node's proxy address can move any entry; its heartbeats move none.
-        let node = |beat: &str| {
+        let node = |beat: &str, ready: &str| {
             json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"},
                    "status": {"addresses": [{"type": "Proxy", "address": "http://127.0.0.1:8081"}],
-                              "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": beat}]}})
+                              "conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": beat}]}})
         };
-        assert_eq!(cache.apply(&event(EventType::Added, node("1"))), Affected::All);
-        assert!(names(cache.apply(&event(EventType::Modified, node("2")))).is_empty());
+        assert_eq!(cache.apply(&event(EventType::Added, node("1", "True"))), Affected::All);
+        assert!(names(cache.apply(&event(EventType::Modified, node("2", "True")))).is_empty());
+        // A node gone silent takes its pods out of every entry.
+        assert_eq!(cache.apply(&event(EventType::Modified, node("2", "Unknown"))), Affected::All);
         let event_object = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "a"},
                                   "involvedObject": {"kind": "Pod", "name": "p1"}, "reason": "R"});
         assert!(names(cache.apply(&event(EventType::Added, event_object))).is_empty());

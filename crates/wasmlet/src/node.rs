@@ -83,7 +83,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         api_url: api_url.clone(),
         proxy_url: proxy_url.clone(),
         max_pods: flags.max_pods,
-        heartbeat: Duration::from_secs(10),
+        heartbeat: wasmkube_controllers::HEARTBEAT,
     };
     let puller = Arc::new(
         BlobPuller::new(

@@ -255,6 +255,19 @@ pub async fn start_cluster(names: &[&str], extra: &[&str]) -> anyhow::Result<Vec
     Ok(nodes)
 }
 
+/// Sets `node`'s injected network faults (debug builds): `{"partitionedFrom": [ids]}`, or
+/// `{}` to heal.
+pub async fn set_faults(node: &Wasmlet, plan: serde_json::Value) -> anyhow::Result<()> {
+    reqwest::Client::new()
+        .put(format!("{}/debug/v1/faults", node.api))
+        .bearer_auth(&node.token)
+        .json(&plan)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
 /// `GET /cluster/v1/members` on `node`: `{"leader": id, "members": [{id, name, url, role}]}`.
 pub async fn members(node: &Wasmlet) -> Option<serde_json::Value> {
     node.client().get_path("/cluster/v1/members").await.ok()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wasmkube_api::{ObjectMeta, Service, ServiceSpec};
-use wasmkube_e2e::{Wasmlet, eventually, members, start_cluster};
+use wasmkube_e2e::{Wasmlet, eventually, members, set_faults, start_cluster};
 
 fn service(name: &str) -> Service {
     Service {
@@ -160,17 +160,6 @@ async fn five_nodes_keep_three_voters_and_promote_a_learner_when_a_voter_leaves(
             assert!(has_service(node, name).await, "{name} on {}", node.api);
         }
     }
-    Ok(())
-}
-
-async fn set_faults(node: &Wasmlet, plan: Value) -> anyhow::Result<()> {
-    reqwest::Client::new()
-        .put(format!("{}/debug/v1/faults", node.api))
-        .bearer_auth(&node.token)
-        .json(&plan)
-        .send()
-        .await?
-        .error_for_status()?;
     Ok(())
 }
 

@@ -3,10 +3,10 @@
 //! node's copy outlives the node it was uploaded to.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmkube_api::{Node, Pod};
-use wasmkube_e2e::{Wasmlet, eventually, example, start_cluster};
+use wasmkube_e2e::{Wasmlet, eventually, example, set_faults, start_cluster};
 
 fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
     node.data_dir.join("modules").join(format!("{digest}.wasm"))
@@ -14,22 +14,14 @@ fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_uploaded_through_one_node_runs_on_every_node_and_outlives_it() -> anyhow::Result<()> {
-    let mut nodes = start_cluster(&["a", "b", "c"], &[]).await?;
-    eventually(Duration::from_secs(20), "three Ready nodes", || async {
-        let listed: Vec<Node> = nodes[0].client().list(None).await.ok()?;
-        (listed.iter().filter(|n| n.is_ready()).count() == 3).then_some(())
-    })
-    .await?;
-
     // Deployed through a: one pod on each node (the scheduler spreads them), and b and c
     // fetch the bytes from a to start theirs.
-    let wasm = example("hello_http").display().to_string();
-    nodes[0].wasmctl_ok(&["deploy", &wasm, "--name", "hello", "--replicas", "3", "--wait"]);
-    let pods: Vec<Pod> = nodes[0].client().list(Some("default")).await?;
-    let placed: BTreeSet<String> = pods.iter().filter_map(|p| p.spec.node_name.clone()).collect();
+    let (mut nodes, _) = three_nodes_one_pod_each().await?;
+    let deployed = pods(&nodes[0]).await;
+    let placed: BTreeSet<String> = deployed.iter().filter_map(|p| p.spec.node_name.clone()).collect();
     assert_eq!(placed.len(), 3, "one pod per node: {placed:?}");
-    assert!(pods.iter().all(Pod::is_ready), "every pod runs, wherever it was placed");
-    let digest = pods[0].spec.containers[0].module_digest().unwrap_or_default().to_string();
+    assert!(deployed.iter().all(Pod::is_ready), "every pod runs, wherever it was placed");
+    let digest = deployed[0].spec.containers[0].module_digest().unwrap_or_default().to_string();
     for node in &nodes {
         assert!(blob(node, &digest).exists(), "{} holds its own copy of the module", node.name());
         // Every node's proxy reaches every pod: its own in-process, the others' through their
@@ -106,5 +98,119 @@ async fn every_module_is_copied_to_every_node_and_a_peer_must_be_a_member() -> a
     let missing = format!("{}/peer/v1/blobs/{}", nodes[0].api, "0".repeat(64));
     let r = http.get(&missing).bearer_auth(&peer_token).header("x-wasmkube-from", "2").send().await?;
     assert_eq!(r.status(), 404);
+    Ok(())
+}
+
+async fn pods(node: &Wasmlet) -> Vec<Pod> {
+    node.client().list(Some("default")).await.unwrap_or_default()
+}
+
+/// Whether `node`'s proxy serves pod `pod` of service `hello` from its own sandbox.
+async fn serves_locally(node: &Wasmlet, pod: &str) -> bool {
+    let r = reqwest::Client::new()
+        .get(format!("{}/", node.proxy))
+        .header("host", "hello")
+        .header("x-wasmkube-target-pod", pod)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    r.is_ok_and(|r| r.status() == 200)
+}
+
+/// Three nodes, `hello` deployed with one pod on each; returns the name of c's pod.
+async fn three_nodes_one_pod_each() -> anyhow::Result<(Vec<Wasmlet>, String)> {
+    let nodes = start_cluster(&["a", "b", "c"], &[]).await?;
+    eventually(Duration::from_secs(20), "three Ready nodes", || async {
+        let listed: Vec<Node> = nodes[0].client().list(None).await.ok()?;
+        (listed.iter().filter(|n| n.is_ready()).count() == 3).then_some(())
+    })
+    .await?;
+    let wasm = example("hello_http").display().to_string();
+    nodes[0].wasmctl_ok(&["deploy", &wasm, "--name", "hello", "--replicas", "3", "--wait"]);
+    let on_c = pods(&nodes[0])
+        .await
+        .into_iter()
+        .find(|p| p.spec.node_name.as_deref() == Some("c"))
+        .map(|p| p.metadata.name)
+        .ok_or_else(|| anyhow::anyhow!("no pod was placed on c"))?;
+    Ok((nodes, on_c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_goes_not_ready_and_its_pods_are_replaced_elsewhere() -> anyhow::Result<()> {
+    let (mut nodes, lost) = three_nodes_one_pod_each().await?;
+    nodes[2].kill9();
+    let killed = Instant::now();
+    let a = &nodes[0];
+    eventually(Duration::from_secs(30), "c NotReady", || async {
+        let out = a.wasmctl_ok(&["get", "nodes"]);
+        out.lines().any(|l| l.starts_with("c ") && l.contains("NotReady")).then_some(())
+    })
+    .await?;
+    let not_ready = killed.elapsed();
+    eventually(Duration::from_secs(40), "c's pod replaced on a Ready node", || async {
+        let now = pods(a).await;
+        let ready_elsewhere = now.iter().filter(|p| p.is_ready() && p.spec.node_name.as_deref() != Some("c"));
+        (ready_elsewhere.count() == 3 && now.iter().all(|p| p.metadata.name != lost)).then_some(())
+    })
+    .await?;
+    let replaced = killed.elapsed();
+    eprintln!("node killed: NotReady after {not_ready:?}, its pod replaced after {replaced:?}");
+    let (statuses, served, _) = spread(&a.proxy, 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(served.len(), 3, "three pods serve again: {served:?}");
+
+    // c comes back: Ready again, and its old pod is not started again.
+    nodes[2].restart()?;
+    let c = &nodes[2];
+    eventually(Duration::from_secs(20), "c Ready again", || async {
+        let listed: Vec<Node> = c.client().list(None).await.ok()?;
+        (listed.iter().filter(|n| n.is_ready()).count() == 3).then_some(())
+    })
+    .await?;
+    assert!(!serves_locally(c, &lost).await, "the evicted pod never runs again");
+    assert!(pods(c).await.iter().all(|p| p.metadata.name != lost));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_stops_its_pods_before_they_are_replaced() -> anyhow::Result<()> {
+    let (nodes, on_c) = three_nodes_one_pod_each().await?;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let before: BTreeSet<String> = pods(a).await.into_iter().map(|p| p.metadata.name).collect();
+    assert!(serves_locally(c, &on_c).await);
+    set_faults(a, serde_json::json!({"partitionedFrom": [3]})).await?;
+    set_faults(b, serde_json::json!({"partitionedFrom": [3]})).await?;
+    set_faults(c, serde_json::json!({"partitionedFrom": [1, 2]})).await?;
+    let cut = Instant::now();
+
+    // Watch both sides: when c stops its pod, and when the majority's replacement is ready.
+    let (mut fenced, mut replaced) = (None, None);
+    while fenced.is_none() || replaced.is_none() {
+        assert!(cut.elapsed() < Duration::from_secs(60), "fenced {fenced:?}, replaced {replaced:?}");
+        if fenced.is_none() && !serves_locally(c, &on_c).await {
+            fenced = Some(cut.elapsed());
+        }
+        if replaced.is_none()
+            && pods(a).await.iter().any(|p| p.is_ready() && !before.contains(&p.metadata.name))
+        {
+            replaced = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("cut off: c stopped its pod after {fenced:?}; the replacement was ready after {replaced:?}");
+    assert!(fenced < replaced, "c stopped its copy before the replacement started");
+
+    // Healed: c is Ready again and does not start the evicted pod again.
+    for node in [a, b, c] {
+        set_faults(node, serde_json::json!({})).await?;
+    }
+    eventually(Duration::from_secs(20), "c Ready again", || async {
+        let listed: Vec<Node> = c.client().list(None).await.ok()?;
+        listed.iter().find(|n| n.metadata.name == "c").is_some_and(Node::is_ready).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!serves_locally(c, &on_c).await, "the evicted pod never runs again");
     Ok(())
 }
