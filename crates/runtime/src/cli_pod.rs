@@ -129,7 +129,8 @@ async fn run_once(
     spec: &SandboxSpec,
     logs: &LogBuffer,
 ) -> Result<(), String> {
-    let mut store = Store::new(&runtime.engine, HostState::new(spec, logs, 16));
+    let mut store =
+        Store::new(&runtime.engine, HostState::new(spec, logs, 16, runtime.config().service_proxy));
     store.limiter(|s| &mut s.limits);
     // Long-running: yield to the scheduler at every tick instead of trapping.
     store.epoch_deadline_async_yield_and_update(1);

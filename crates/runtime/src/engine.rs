@@ -32,6 +32,9 @@ pub struct RuntimeConfig {
     pub pod_concurrency: usize,
     /// Bytes of stdout/stderr kept per pod.
     pub log_capacity: usize,
+    /// This node's service proxy: pods' requests to `<svc>.<ns>.svc` names go there. `None`
+    /// denies all outgoing HTTP.
+    pub service_proxy: Option<std::net::SocketAddr>,
 }
 
 impl Default for RuntimeConfig {
@@ -44,6 +47,7 @@ impl Default for RuntimeConfig {
             request_timeout: Duration::from_secs(30),
             pod_concurrency: 256,
             log_capacity: 256 * 1024,
+            service_proxy: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The state each instance's `Store` carries: WASI, wasi-http, the resource table, limits.
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -14,11 +15,17 @@ pub(crate) struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
-    hooks: DenyOutgoing,
+    hooks: ServicesOnly,
 }
 
 impl HostState {
-    pub(crate) fn new(spec: &SandboxSpec, logs: &LogBuffer, max_instances: usize) -> Self {
+    /// `service_proxy`: where a pod's requests to Services go (this node's proxy).
+    pub(crate) fn new(
+        spec: &SandboxSpec,
+        logs: &LogBuffer,
+        max_instances: usize,
+        service_proxy: Option<SocketAddr>,
+    ) -> Self {
         let mut wasi = WasiCtx::builder();
         // No preopened directories, no sockets: a pod sees only what is granted here.
         wasi.stdout(logs.clone()).stderr(logs.clone()).envs(&spec.env).args(&spec.args);
@@ -34,7 +41,7 @@ impl HostState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits,
-            hooks: DenyOutgoing,
+            hooks: ServicesOnly { proxy: service_proxy },
         }
     }
 }
@@ -51,9 +58,13 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// Outgoing HTTP from pods is denied until service discovery for pods lands: a sandbox has no
-/// network unless its spec grants one.
-struct DenyOutgoing;
+/// Outgoing HTTP from pods: a request for a Service by its cluster name
+/// (`<svc>.<ns>.svc[.cluster.local]`) goes to this node's proxy, which routes it like any
+/// other request (least-outstanding, any node); every other destination is denied: a pod has
+/// no network unless its spec grants one.
+struct ServicesOnly {
+    proxy: Option<SocketAddr>,
+}
 
 type SendResult = Result<
     (
@@ -63,13 +74,71 @@ type SendResult = Result<
     wasmtime_wasi_http::Error,
 >;
 
-impl WasiHttpHooks for DenyOutgoing {
+impl WasiHttpHooks for ServicesOnly {
     fn send_request(
         &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<RequestOptions>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = std::result::Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let routed = self.proxy.and_then(|proxy| to_service_proxy(request, proxy));
+        Box::new(async move {
+            let Some(request) = routed else {
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            };
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(http_body_util::BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// The request readdressed to `proxy` (plain HTTP, the Service's name in `Host`), or `None`
+/// when it is not for a Service.
+fn to_service_proxy<B>(mut request: http::Request<B>, proxy: SocketAddr) -> Option<http::Request<B>> {
+    let authority = request.uri().authority()?.clone();
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    let service = host.strip_suffix(".cluster.local").unwrap_or(&host);
+    let parts: Vec<&str> = service.split('.').collect();
+    if !matches!(parts.as_slice(), [name, ns, "svc"] if !name.is_empty() && !ns.is_empty()) {
+        return None;
+    }
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri =
+        http::Uri::builder().scheme("http").authority(proxy.to_string()).path_and_query(path).build().ok()?;
+    let host_header = http::HeaderValue::from_str(authority.as_str()).ok()?;
+    *request.uri_mut() = uri;
+    request.headers_mut().insert(http::header::HOST, host_header);
+    Some(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(url: &str) -> Option<(String, String)> {
+        let proxy: SocketAddr = "127.0.0.1:8080".parse().ok()?;
+        let request = http::Request::builder().uri(url).body(()).ok()?;
+        let routed = to_service_proxy(request, proxy)?;
+        let host = routed.headers().get(http::header::HOST)?.to_str().ok()?.to_string();
+        Some((routed.uri().to_string(), host))
+    }
+
+    #[test]
+    fn only_service_names_reach_the_proxy() {
+        assert_eq!(
+            route("http://hello.default.svc/a?b=1"),
+            Some(("http://127.0.0.1:8080/a?b=1".into(), "hello.default.svc".into()))
+        );
+        assert_eq!(
+            route("https://api.prod.svc.cluster.local:443/"),
+            Some(("http://127.0.0.1:8080/".into(), "api.prod.svc.cluster.local:443".into()))
+        );
+        assert_eq!(route("http://example.com/"), None);
+        assert_eq!(route("http://hello.default/"), None, "only the .svc names, which cannot be public hosts");
+        assert_eq!(route("http://a.b.c.svc/"), None);
+        assert_eq!(route("http://10.0.0.1/"), None);
     }
 }

@@ -94,8 +94,10 @@ impl HttpPod {
     }
 
     fn new_store(&self) -> Store<HostState> {
-        let mut store =
-            Store::new(&self.runtime.engine, HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE));
+        let mut store = Store::new(
+            &self.runtime.engine,
+            HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE, self.runtime.config().service_proxy),
+        );
         store.limiter(|s| &mut s.limits);
         // A guest running past a tick yields to the scheduler, so one busy instance never holds
         // a worker thread (and every other pod and the API behind it); past the request

@@ -29,13 +29,6 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let log = RaftLog::open(db.clone())?;
     let store = Arc::new(ObjectStore::open(db)?);
     let blobs = Arc::new(BlobStore::open(&data.modules())?);
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(data.compile_cache()),
-        request_timeout: flags.request_timeout,
-        ..RuntimeConfig::default()
-    })
-    .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
-
     let api_listener = TcpListener::bind(&flags.listen)
         .await
         .with_context(|| format!("binding the API to {}", flags.listen))?;
@@ -43,7 +36,17 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the proxy to {}", flags.proxy_listen))?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
-    let proxy_url = format!("http://{}", proxy_listener.local_addr()?);
+    let proxy_addr = proxy_listener.local_addr()?;
+    let proxy_url = format!("http://{proxy_addr}");
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(data.compile_cache()),
+        request_timeout: flags.request_timeout,
+        // Pods reach Services through this node's proxy (a wildcard listen is reached on
+        // loopback).
+        service_proxy: Some(reachable(proxy_addr)),
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
     // Small request/response exchanges (raft messages, API calls): no Nagle delays.
     let api_listener = api_listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -189,5 +192,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `addr` as a local client can connect to it: a wildcard address becomes loopback.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, addr.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, addr.port()).into()
+        }
+        _ => addr,
     }
 }

@@ -19,7 +19,8 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         let Ok(body) = response.body() else { return };
         ResponseOutparam::set(response_out, Ok(response));
         if let Ok(stream) = body.write() {
-            let _ = stream.blocking_write_and_flush(format!("Hello from wasmkube! pod={pod} path={path}\n").as_bytes());
+            let _ = stream
+                .blocking_write_and_flush(format!("Hello from wasmkube! pod={pod} path={path}\n").as_bytes());
         }
         let _ = OutgoingBody::finish(body, None);
     }

@@ -31,3 +31,42 @@ async fn least_outstanding_steers_around_a_busy_pod() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// GET `/` of service `host` through `proxy`, with extra headers; status and body.
+async fn get(proxy: &str, host: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
+    let mut request = reqwest::Client::new().get(format!("{proxy}/")).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.timeout(Duration::from_secs(10)).send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_services_by_name_and_nothing_else() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let hello = example("hello_http").display().to_string();
+    let gateway = example("gateway").display().to_string();
+    node.wasmctl_ok(&["deploy", &hello, "--name", "hello", "--replicas", "2", "--wait"]);
+    node.wasmctl_ok(&["deploy", &gateway, "--name", "gateway", "--replicas", "1", "--wait"]);
+
+    // The gateway pod calls http://hello.default.svc/: through the proxy, to a hello pod.
+    let (status, body) = get(&node.proxy, "gateway", &[]).await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("200 Hello from wasmkube! pod=hello-"), "{body}");
+    let (status, body) =
+        get(&node.proxy, "gateway", &[("x-fetch", "http://hello.default.svc.cluster.local/deep?x=1")])
+            .await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("path=/deep?x=1"), "{body}");
+
+    // A Service with no pods answers as it would to anyone; any other host is denied.
+    let (_, body) = get(&node.proxy, "gateway", &[("x-fetch", "http://nothing.default.svc/")]).await?;
+    assert!(body.contains(": 404 "), "{body}");
+    for url in ["http://example.com/", "http://127.0.0.1:9/", "http://hello.default/"] {
+        let (status, body) = get(&node.proxy, "gateway", &[("x-fetch", url)]).await?;
+        assert_eq!(status, 502, "{url}: {body}");
+        assert!(body.contains("HttpRequestDenied"), "{url}: {body}");
+    }
+    Ok(())
+}
