@@ -56,7 +56,10 @@ pub struct Locality<'a> {
 
 impl ServiceEntry {
     pub fn new(endpoints: Vec<Endpoint>) -> Self {
-        ServiceEntry { endpoints, next: AtomicUsize::new(0) }
+        // A random start, so that every node's proxy (and every rebuilt entry) does not send
+        // its first requests to the same pod.
+        let start = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+        ServiceEntry { endpoints, next: AtomicUsize::new(start as usize) }
     }
 
     /// The entry of `service`: those of `pods` (its namespace's) that it selects and that are
