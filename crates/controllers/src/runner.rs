@@ -79,6 +79,10 @@ async fn reconcile_once(
     rng: &mut StdRng,
     clock: &mut HeartbeatClock,
 ) -> Result<(), String> {
+    // Decide over everything committed so far: a new leader may not have applied its
+    // predecessor's last writes yet, and acting on an older snapshot would do them twice.
+    // (raft-rs answers a read index only once the leader has committed in its own term.)
+    cluster.read_barrier().await.map_err(|e| format!("read barrier: {e}"))?;
     let snapshot = Snapshot::read(cluster.store()).map_err(|e| e.to_string())?;
     let seed: u64 = rand::Rng::random(rng);
     let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };

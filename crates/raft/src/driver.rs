@@ -20,6 +20,8 @@ use crate::transport::Transport;
 
 /// Most requests drained into one Ready cycle: bounds the latency one batch adds.
 const MAX_BATCH: usize = 512;
+/// A read index not confirmed after this long is asked for again (see `ask_again`).
+const READ_RETRY: Duration = Duration::from_millis(200);
 
 pub struct DriverConfig {
     pub node_id: u64,
@@ -56,8 +58,9 @@ struct Driver {
     membership: watch::Sender<Membership>,
     members: BTreeMap<u64, Member>,
     pending: HashMap<u64, Reply>,
-    /// ReadIndex requests waiting for the leader's confirmation.
-    reads_asked: HashMap<u64, Reply>,
+    /// ReadIndex requests waiting for the leader's confirmation, with when they were (last)
+    /// asked.
+    reads_asked: HashMap<u64, (Reply, Instant)>,
     /// Confirmed reads waiting for this replica to apply up to their index.
     reads_ready: Vec<(u64, Reply)>,
     /// The term the pending reads were asked in; a new term drops them (raft-rs does).
@@ -227,6 +230,7 @@ impl Driver {
             if Instant::now() >= next_tick {
                 self.node.tick();
                 next_tick += tick;
+                self.ask_again();
             }
             self.on_ready()?;
             self.publish_leader();
@@ -257,7 +261,7 @@ impl Driver {
                 }
                 let id = self.next_id();
                 self.node.read_index(proposal_context(self.node_id, id));
-                self.reads_asked.insert(id, reply);
+                self.reads_asked.insert(id, (reply, Instant::now()));
             }
             Request::ChangeMembership { change, reply } => {
                 let Some((id, reply)) = self.lead(reply) else { return };
@@ -372,11 +376,26 @@ impl Driver {
         Ok(())
     }
 
+    /// Asks again for reads unanswered after `READ_RETRY`. raft-rs drops a read index request
+    /// silently when the leader has not yet committed an entry in its term (right after an
+    /// election), whether it was asked there or forwarded by a follower; asking again once it
+    /// has is safe (a read is idempotent; the first answer wins).
+    fn ask_again(&mut self) {
+        let now = Instant::now();
+        let node_id = self.node_id;
+        for (id, (_, asked)) in self.reads_asked.iter_mut() {
+            if now.duration_since(*asked) >= READ_RETRY {
+                *asked = now;
+                self.node.read_index(proposal_context(node_id, *id));
+            }
+        }
+    }
+
     /// Moves confirmed reads along and answers those this replica has caught up with.
     fn collect_read_states(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
             if let Some((_, id)) = parse_context(&rs.request_ctx)
-                && let Some(reply) = self.reads_asked.remove(&id)
+                && let Some((reply, _)) = self.reads_asked.remove(&id)
             {
                 self.reads_ready.push((rs.index, reply));
             }
@@ -490,7 +509,7 @@ impl Driver {
         if state.term != self.reads_term {
             // raft-rs forgets read requests across terms; let the readers retry.
             self.reads_term = state.term;
-            for (_, reply) in self.reads_asked.drain() {
+            for (_, (reply, _)) in self.reads_asked.drain() {
                 let _ = reply.send(Err(ProposeError::NotLeader));
             }
         }

@@ -19,6 +19,8 @@ struct MemNet {
     nodes: RwLock<HashMap<u64, ClusterHandle>>,
     /// Directed links that drop everything.
     cut: Mutex<HashSet<(u64, u64)>>,
+    /// Drop every append acknowledgement: a leader can be elected but cannot commit.
+    no_append_acks: std::sync::atomic::AtomicBool,
 }
 
 impl MemNet {
@@ -33,6 +35,10 @@ impl MemNet {
     fn heal(&self) {
         self.cut.lock().expect("lock").clear();
     }
+
+    fn drop_append_acks(&self, drop: bool) {
+        self.no_append_acks.store(drop, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 struct MemTransport {
@@ -44,8 +50,11 @@ impl Transport for MemTransport {
     fn send(&self, messages: Vec<Message>) {
         let cut = self.net.cut.lock().expect("lock").clone();
         let nodes = self.net.nodes.read().expect("lock");
+        let no_acks = self.net.no_append_acks.load(std::sync::atomic::Ordering::SeqCst);
         for m in messages {
-            if cut.contains(&(self.from, m.to)) {
+            if cut.contains(&(self.from, m.to))
+                || (no_acks && m.get_msg_type() == raft::prelude::MessageType::MsgAppendResponse)
+            {
                 continue;
             }
             if let Some(peer) = nodes.get(&m.to) {
@@ -184,11 +193,31 @@ async fn three_voters_replicate_and_fail_over_without_losing_writes() {
     assert!(has(&c.handle(follower), "x"), "the follower answers after applying");
     c.converge(&[1, 2, 3], 11).await;
 
-    // Cut the leader off: the other two elect a new one and keep committing.
+    // Cut the leader off: the other two elect a new one and keep committing. Hold back
+    // append acknowledgements meanwhile, so the new leader cannot commit in its term yet.
+    c.net.drop_append_acks(true);
     c.net.isolate(first, &[1, 2, 3]);
     let rest: Vec<u64> = c.ids.iter().copied().filter(|&id| id != first).collect();
     let second = c.leader(&rest).await;
     assert_ne!(second, first);
+    // Reads on the new leader and through its follower: raft-rs drops a read index until the
+    // leader has committed in its term. They are asked again, not left to time out.
+    let other = *rest.iter().find(|&&id| id != second).expect("the other voter");
+    let reads: Vec<_> = [second, other]
+        .into_iter()
+        .map(|id| {
+            let h = c.handle(id);
+            tokio::spawn(async move { h.read_barrier().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(reads.iter().all(|r| !r.is_finished()), "no read is confirmed before the leader commits");
+    c.net.drop_append_acks(false);
+    let released = Instant::now();
+    for read in reads {
+        read.await.expect("task").expect("the read is confirmed once the leader commits");
+    }
+    assert!(released.elapsed() < Duration::from_secs(1), "reads took {:?}", released.elapsed());
     let stranded = c.handle(first).propose(create("stranded")).await;
     assert!(stranded.is_err(), "a minority leader must not acknowledge a write: {stranded:?}");
     for i in 10..15 {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use wasmkube_api::{Node, Pod};
-use wasmkube_e2e::{Wasmlet, eventually, example, set_faults, start_cluster};
+use wasmkube_e2e::{Wasmlet, eventually, example, leader_index, set_faults, start_cluster};
 
 fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
     node.data_dir.join("modules").join(format!("{digest}.wasm"))
@@ -212,5 +212,51 @@ async fn a_cut_off_node_stops_its_pods_before_they_are_replaced() -> anyhow::Res
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!serves_locally(c, &on_c).await, "the evicted pod never runs again");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_move_with_leadership_without_doubling_an_action() -> anyhow::Result<()> {
+    let (mut nodes, _) = three_nodes_one_pod_each().await?;
+    let mut previous = 3;
+    for (round, replicas) in [5usize, 2, 4].into_iter().enumerate() {
+        let leader = eventually(Duration::from_secs(10), "a leader", || leader_index(&nodes)).await?;
+        let other = (leader + 1) % nodes.len();
+        // Scale through a follower, then kill the leader at once: whichever leader acts on
+        // it, the pods are created or deleted once.
+        nodes[other].wasmctl_ok(&["scale", "deployment", "hello", "--replicas", &replicas.to_string()]);
+        nodes[leader].kill9();
+        let survivor = &nodes[other];
+        let mut most = 0;
+        let started = Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "round {round}: never settled at {replicas}"
+            );
+            // Pods as the controllers made them (running them is the agents' part).
+            let now = pods(survivor).await;
+            most = most.max(now.len());
+            if now.len() == replicas {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Settled, and stays settled: no late duplicate from the deposed leader.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = pods(survivor).await.len();
+        eprintln!(
+            "round {round}: {replicas} replicas after {:?}, at most {most} pods seen, {after} after 2 s",
+            started.elapsed()
+        );
+        assert_eq!(after, replicas, "round {round}");
+        // A doubled create would show as more pods than either the old or the new count.
+        assert!(
+            most <= replicas.max(previous),
+            "round {round}: {most} pods at once, {previous} → {replicas}"
+        );
+        previous = replicas;
+        nodes[leader].restart()?;
+    }
     Ok(())
 }
