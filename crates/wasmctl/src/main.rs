@@ -33,6 +33,12 @@ enum Command {
     Logs(commands::logs::Logs),
     Cluster(commands::cluster::Cluster),
     Node(commands::node::Node),
+    /// Mark a node unschedulable: it takes no new pods.
+    Cordon(commands::cordon::NodeName),
+    /// Make a cordoned node schedulable again.
+    Uncordon(commands::cordon::NodeName),
+    /// Cordon a node and evict its pods (their Deployments replace them elsewhere).
+    Drain(commands::cordon::NodeName),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -59,5 +65,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(c) => c.run(&client, ns).await,
         Command::Cluster(c) => c.run(&client, ns).await,
         Command::Node(c) => c.run(&client, ns).await,
+        Command::Cordon(c) => c.cordon(&client).await,
+        Command::Uncordon(c) => c.uncordon(&client).await,
+        Command::Drain(c) => c.drain(&client).await,
     }
 }

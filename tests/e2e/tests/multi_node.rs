@@ -260,3 +260,37 @@ async fn controllers_move_with_leadership_without_doubling_an_action() -> anyhow
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_its_pods_to_the_others_and_takes_new_ones_once_uncordoned() -> anyhow::Result<()>
+{
+    let (nodes, on_c) = three_nodes_one_pod_each().await?;
+    let a = &nodes[0];
+    let out = a.wasmctl_ok(&["drain", "c"]);
+    assert!(out.contains("node/c cordoned") && out.contains(&format!("pod/{on_c} evicted")), "{out}");
+    let table = a.wasmctl_ok(&["get", "nodes"]);
+    assert!(table.lines().any(|l| l.starts_with("c ") && l.contains("Ready,SchedulingDisabled")), "{table}");
+    eventually(Duration::from_secs(20), "three pods, none on c", || async {
+        let now = pods(a).await;
+        (now.len() == 3 && now.iter().all(|p| p.is_ready() && p.spec.node_name.as_deref() != Some("c")))
+            .then_some(())
+    })
+    .await?;
+    // More replicas go to a and b only while c is cordoned.
+    a.wasmctl_ok(&["scale", "deployment", "hello", "--replicas", "5"]);
+    eventually(Duration::from_secs(20), "five pods, none on c", || async {
+        let now = pods(a).await;
+        (now.len() == 5 && now.iter().all(|p| p.is_ready() && p.spec.node_name.as_deref() != Some("c")))
+            .then_some(())
+    })
+    .await?;
+    a.wasmctl_ok(&["uncordon", "c"]);
+    a.wasmctl_ok(&["scale", "deployment", "hello", "--replicas", "7"]);
+    eventually(Duration::from_secs(20), "new pods on c again", || async {
+        let now = pods(a).await;
+        let on_c = now.iter().filter(|p| p.spec.node_name.as_deref() == Some("c")).count();
+        (now.len() == 7 && on_c > 0 && now.iter().all(Pod::is_ready)).then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -162,7 +162,15 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
                     .map(|x| s(&x["address"]));
                 vec![
                     s(&n["metadata"]["name"]),
-                    if ready_condition(n) { "Ready" } else { "NotReady" }.into(),
+                    {
+                        let ready = if ready_condition(n) { "Ready" } else { "NotReady" };
+                        // As kubectl shows a cordoned node.
+                        if n["spec"]["unschedulable"] == true {
+                            format!("{ready},SchedulingDisabled")
+                        } else {
+                            ready.to_string()
+                        }
+                    },
                     n["role"].as_str().unwrap_or("none").into(),
                     s(&n["status"]["capacity"]["pods"]),
                     api.unwrap_or_default(),

@@ -1,4 +1,5 @@
 pub mod cluster;
+pub mod cordon;
 pub mod delete;
 pub mod deploy;
 pub mod describe;
