@@ -16,12 +16,16 @@ pub struct Flags {
     /// Where the Raft log, object store, modules and compile cache live.
     #[arg(long, env = "WASMKUBE_DATA_DIR")]
     pub data_dir: Option<std::path::PathBuf>,
-    /// API (and, later, peer) address.
+    /// API and peer address.
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub listen: String,
     /// Service proxy address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub proxy_listen: String,
+    /// The host name or IP other nodes and clients reach this node at, with the listening
+    /// ports (needed when --listen is a wildcard such as 0.0.0.0; as etcd's advertise URLs).
+    #[arg(long, env = "WASMKUBE_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Where to write the client settings wasmctl reads (default: the user's config dir).
     #[arg(long, env = "WASMKUBE_CONFIG")]
     pub client_config: Option<std::path::PathBuf>,

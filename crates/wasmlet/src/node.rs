@@ -35,9 +35,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let proxy_listener = TcpListener::bind(&flags.proxy_listen)
         .await
         .with_context(|| format!("binding the proxy to {}", flags.proxy_listen))?;
-    let api_url = format!("http://{}", api_listener.local_addr()?);
+    let advertise = flags.advertise.as_deref();
+    let api_url = advertised_url(advertise, api_listener.local_addr()?)?;
     let proxy_addr = proxy_listener.local_addr()?;
-    let proxy_url = format!("http://{proxy_addr}");
+    let proxy_url = advertised_url(advertise, proxy_addr)?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(data.compile_cache()),
         request_timeout: flags.request_timeout,
@@ -205,5 +206,27 @@ fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
             (std::net::Ipv6Addr::LOCALHOST, addr.port()).into()
         }
         _ => addr,
+    }
+}
+
+/// The URL others reach a listener at: the `--advertise` host with the listener's port, or
+/// the listener's own address. A wildcard address (0.0.0.0, ::) is not reachable from
+/// elsewhere, so it needs `--advertise`.
+fn advertised_url(advertise: Option<&str>, addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    match advertise {
+        Some(host) => {
+            let is_v6 = host.parse::<std::net::Ipv6Addr>().is_ok();
+            if host.is_empty() || host.contains('/') || (host.contains(':') && !is_v6) {
+                anyhow::bail!(
+                    "--advertise takes a bare host name or IP (no scheme, port or path), not {host:?}"
+                );
+            }
+            let host = if is_v6 { format!("[{host}]") } else { host.to_string() };
+            Ok(format!("http://{host}:{}", addr.port()))
+        }
+        None if addr.ip().is_unspecified() => anyhow::bail!(
+            "{addr} is a wildcard address that other nodes cannot reach: add --advertise <this node's host name or IP>"
+        ),
+        None => Ok(format!("http://{addr}")),
     }
 }

@@ -268,3 +268,41 @@ async fn bootstrap_writes_a_private_token_and_a_config_wasmctl_finds() -> anyhow
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     Ok(())
 }
+
+/// Runs wasmlet with `args` (and a scratch data dir); returns whether it started (printed its
+/// ready line) and what it printed on stderr when it did not.
+fn try_start(args: &[&str]) -> anyhow::Result<Result<String, String>> {
+    use std::io::BufRead;
+    let scratch = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(wasmkube_e2e::bin_dir().join("wasmlet"))
+        .arg("--data-dir")
+        .arg(scratch.path())
+        .arg("--client-config")
+        .arg(scratch.path().join("client.json"))
+        .args(["--proxy-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let first = std::io::BufReader::new(stdout).lines().next().transpose()?;
+    let _ = child.kill();
+    let out = child.wait_with_output()?;
+    Ok(match first {
+        Some(line) if line.starts_with("wasmlet ready") => Ok(line),
+        _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    })
+}
+
+#[test]
+fn a_wildcard_listen_needs_an_advertised_address() -> anyhow::Result<()> {
+    let refused = try_start(&["--listen", "0.0.0.0:0"])?;
+    let why = refused.err().unwrap_or_default();
+    assert!(why.contains("--advertise"), "{why}");
+    let bad = try_start(&["--listen", "127.0.0.1:0", "--advertise", "http://example.com"])?;
+    assert!(bad.err().unwrap_or_default().contains("bare host name or IP"));
+    let ready = try_start(&["--listen", "0.0.0.0:0", "--advertise", "127.0.0.1"])?;
+    let line = ready.map_err(|e| anyhow::anyhow!("did not start: {e}"))?;
+    assert!(line.contains("api=http://127.0.0.1:"), "{line}");
+    Ok(())
+}
