@@ -25,6 +25,11 @@ pub const EVICT_AFTER: Duration = Duration::from_secs(16);
 /// Time without a recorded heartbeat after which an agent stops its own pods.
 pub const FENCE_AFTER: Duration = Duration::from_secs(8);
 
+// Several heartbeats fit in the NotReady grace, and an agent fences itself with a margin
+// before its pods are replaced (for a follower that applies its heartbeat late).
+const _: () = assert!(HEARTBEAT.as_millis() * 2 < NOT_READY_AFTER.as_millis());
+const _: () = assert!(FENCE_AFTER.as_millis() * 2 <= EVICT_AFTER.as_millis());
+
 const SOURCE: &str = "node-controller";
 
 /// When this leader last saw each node's heartbeat move.
@@ -209,17 +214,18 @@ mod tests {
 
     #[test]
     fn a_new_leader_gives_every_node_a_fresh_grace() {
+        // The same heartbeat, seen by a leader since t0 and by a clock started (as a new
+        // leader's is) when the grace has run out for the old one.
         let t0 = Instant::now();
-        let mut clock = HeartbeatClock::default();
         let nodes = [node("a", true, "long-ago", 1)];
-        clock.observe(&nodes, t0);
-        assert!(plan_node_lifecycle(&nodes, &[], &clock, t0 + Duration::from_secs(1), &mut ctx()).is_empty());
-        assert_eq!(clock.silent_for("unknown", t0), Duration::ZERO);
-    }
-
-    #[test]
-    fn the_agent_fences_itself_well_before_its_pods_are_replaced() {
-        assert!(HEARTBEAT * 2 < NOT_READY_AFTER);
-        assert!(FENCE_AFTER * 2 <= EVICT_AFTER, "a margin for a follower applying late");
+        let mut old = HeartbeatClock::default();
+        old.observe(&nodes, t0);
+        let then = t0 + NOT_READY_AFTER;
+        old.observe(&nodes, then);
+        assert!(!plan_node_lifecycle(&nodes, &[], &old, then, &mut ctx()).is_empty(), "the old clock acts");
+        let mut fresh = HeartbeatClock::default();
+        fresh.observe(&nodes, then);
+        assert!(plan_node_lifecycle(&nodes, &[], &fresh, then, &mut ctx()).is_empty(), "a fresh one waits");
+        assert_eq!(fresh.silent_for("unknown", then), Duration::ZERO);
     }
 }
