@@ -13,7 +13,7 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use wasmkube_runtime::{Admission, HttpPod, RequestError, SandboxRegistry};
-use wasmkube_store::{EventType, ObjectStore};
+use wasmkube_store::{EventType, ObjectStore, StoreEvent};
 
 use crate::cache::Affected;
 use crate::remote::{Remote, TARGET_POD_HEADER, Unsent};
@@ -70,56 +70,73 @@ impl ProxyState {
             })
         };
         let mut cache = load();
-        let mut rebuild_all = true;
-        let mut dirty: BTreeSet<ServiceName> = BTreeSet::new();
+        let mut stale = Stale { all: true, ..Stale::default() };
         loop {
-            if rebuild_all {
+            if stale.all {
                 let table = cache.table(&local);
                 *self.write() = table;
             } else {
                 let entries: Vec<_> =
-                    dirty.iter().map(|name| (name.clone(), cache.entry(name, &local))).collect();
+                    stale.services.iter().map(|name| (name.clone(), cache.entry(name, &local))).collect();
                 let mut table = self.write();
                 for (name, entry) in entries {
                     table.set(name, entry);
                 }
             }
-            rebuild_all = false;
-            dirty.clear();
+            stale = Stale::default();
             // Wait for a change that can move an endpoint, then take every change queued
             // behind it: under a storm of writes, rebuilds pace themselves.
-            let mut reload = false;
-            while dirty.is_empty() && !reload && !rebuild_all {
+            while stale.is_empty() {
                 tokio::select! {
                     _ = &mut shutdown => return,
                     r = changes.recv() => match r {
-                        Ok(e) if e.type_ == EventType::Restored => reload = true,
-                        Ok(e) => match cache.apply(&e) {
-                            Affected::Services(names) => dirty.extend(names),
-                            Affected::All => rebuild_all = true,
-                        },
-                        Err(RecvError::Lagged(_)) => reload = true,
+                        Ok(e) => stale.note(&mut cache, &e),
+                        Err(RecvError::Lagged(_)) => stale.reload = true,
                         Err(RecvError::Closed) => return,
                     },
-                    r = sandboxes.changed() => if r.is_err() { return } else { rebuild_all = true },
+                    r = sandboxes.changed() => if r.is_err() { return } else { stale.all = true },
                 }
             }
             loop {
                 match changes.try_recv() {
-                    Ok(e) if e.type_ == EventType::Restored => reload = true,
-                    Ok(e) => match cache.apply(&e) {
-                        Affected::Services(names) => dirty.extend(names),
-                        Affected::All => rebuild_all = true,
-                    },
-                    Err(TryRecvError::Lagged(_)) => reload = true,
+                    Ok(e) => stale.note(&mut cache, &e),
+                    Err(TryRecvError::Lagged(_)) => stale.reload = true,
                     Err(_) => break,
                 }
             }
-            if reload {
+            if stale.reload {
                 cache = load();
-                rebuild_all = true;
+                stale.all = true;
             }
         }
+    }
+}
+
+/// What the changes seen since the table was last brought up to date require of it.
+#[derive(Default)]
+struct Stale {
+    /// These services' entries.
+    services: BTreeSet<ServiceName>,
+    /// Every entry.
+    all: bool,
+    /// Reading the cache again first (the store was replaced, or the stream lagged).
+    reload: bool,
+}
+
+impl Stale {
+    fn note(&mut self, cache: &mut RouteCache, event: &StoreEvent) {
+        if event.type_ == EventType::Restored {
+            self.reload = true;
+            return;
+        }
+        match cache.apply(event) {
+            Affected::Services(names) => self.services.extend(names),
+            Affected::All => self.all = true,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.services.is_empty() && !self.all && !self.reload
     }
 }
 
@@ -146,34 +163,51 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
     };
     // Sent on by another node's proxy to one of this node's pods: serve exactly that pod,
     // and never send it on again.
-    if let Some(pod) = req.headers().get(TARGET_POD_HEADER) {
-        let local = entry.endpoints.iter().find(|ep| ep.pod_header == pod).and_then(|ep| match &ep.target {
-            Target::Local(http) => Some((ep, http)),
-            Target::Remote { .. } => None,
-        });
-        let Some((endpoint, http)) = local else {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("pod {pod:?} of service {} is not ready on this node", display(&service)),
-            );
-        };
-        let Some(admission) = http.try_admit() else {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("pod {} is at its concurrency limit", endpoint.pod),
-            );
-        };
-        return serve_local(&state, endpoint, http, admission, req).await;
+    match req.headers().get(TARGET_POD_HEADER).cloned() {
+        Some(pod) => serve_targeted(&state, &entry, &service, &pod, req).await,
+        None => balance(&state, &entry, &service, req).await,
     }
+}
+
+/// Serves `req` from this node's sandbox of `pod`, or refuses it: a request another node's
+/// proxy sent here is never sent on.
+async fn serve_targeted(
+    state: &ProxyState,
+    entry: &ServiceEntry,
+    service: &ServiceName,
+    pod: &HeaderValue,
+    req: Request,
+) -> Response {
+    let local = entry.endpoints.iter().find(|ep| ep.pod_header == pod).and_then(|ep| match &ep.target {
+        Target::Local(http) => Some((ep, http)),
+        Target::Remote { .. } => None,
+    });
+    let Some((endpoint, http)) = local else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("pod {pod:?} of service {} is not ready on this node", display(service)),
+        );
+    };
+    let Some(admission) = http.try_admit() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("pod {} is at its concurrency limit", endpoint.pod),
+        );
+    };
+    serve_local(state, endpoint, http, admission, req).await
+}
+
+/// Sends `req` to one of the service's pods, least outstanding first. Only a request that
+/// was never sent moves on to the next pod: a local pod admits it before it is handed over; a
+/// remote one is left for the next only when its node could not be reached and the request
+/// has no body to replay.
+async fn balance(state: &ProxyState, entry: &ServiceEntry, service: &ServiceName, req: Request) -> Response {
     if entry.endpoints.is_empty() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("service {} has no ready pods", display(&service)),
+            format!("service {} has no ready pods", display(service)),
         );
     }
-    // Only a request that was never sent moves on to the next pod: a local pod admits it
-    // before it is handed over; a remote one is left for the next only when its node could
-    // not be reached and the request has no body to replay.
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let mut unreachable = Vec::new();
@@ -184,7 +218,7 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
                 let Some(admission) = http.try_admit() else { continue };
                 let Some(body) = body.take() else { break };
                 let req = Request::from_parts(parts, body);
-                return serve_local(&state, endpoint, http, admission, req).await;
+                return serve_local(state, endpoint, http, admission, req).await;
             }
             Target::Remote { node, proxy_url, outstanding } => {
                 let Some(b) = body.take() else { break };
@@ -210,7 +244,7 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
     } else {
         format!("could not be reached ({})", unreachable.join("; "))
     };
-    error(StatusCode::SERVICE_UNAVAILABLE, format!("every pod of service {} {why}", display(&service)))
+    error(StatusCode::SERVICE_UNAVAILABLE, format!("every pod of service {} {why}", display(service)))
 }
 
 async fn serve_local(
