@@ -16,12 +16,11 @@ use crate::handle::{
     ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError, Reply, Request,
 };
 use crate::logger::raft_logger;
+use crate::reads::Reads;
 use crate::transport::Transport;
 
 /// Most requests drained into one Ready cycle: bounds the latency one batch adds.
 const MAX_BATCH: usize = 512;
-/// A read index not confirmed after this long is asked for again (see `ask_again`).
-const READ_RETRY: Duration = Duration::from_millis(200);
 
 pub struct DriverConfig {
     pub node_id: u64,
@@ -58,13 +57,7 @@ struct Driver {
     membership: watch::Sender<Membership>,
     members: BTreeMap<u64, Member>,
     pending: HashMap<u64, Reply>,
-    /// ReadIndex requests waiting for the leader's confirmation, with when they were (last)
-    /// asked.
-    reads_asked: HashMap<u64, (Reply, Instant)>,
-    /// Confirmed reads waiting for this replica to apply up to their index.
-    reads_ready: Vec<(u64, Reply)>,
-    /// The term the pending reads were asked in; a new term drops them (raft-rs does).
-    reads_term: u64,
+    reads: Reads,
     /// The term and leader the pending proposals were made under.
     proposals_under: (u64, u64),
     next_proposal: u64,
@@ -127,9 +120,7 @@ pub fn start(
         membership: membership_tx,
         members,
         pending: HashMap::new(),
-        reads_asked: HashMap::new(),
-        reads_ready: Vec::new(),
-        reads_term: 0,
+        reads: Reads::default(),
         proposals_under: (0, 0),
         // Random, so an entry proposed before a restart (and applied after it) can never
         // answer a writer of this incarnation.
@@ -230,7 +221,9 @@ impl Driver {
             if Instant::now() >= next_tick {
                 self.node.tick();
                 next_tick += tick;
-                self.ask_again();
+                for id in self.reads.due_again() {
+                    self.node.read_index(proposal_context(self.node_id, id));
+                }
             }
             self.on_ready()?;
             self.publish_leader();
@@ -261,7 +254,7 @@ impl Driver {
                 }
                 let id = self.next_id();
                 self.node.read_index(proposal_context(self.node_id, id));
-                self.reads_asked.insert(id, (reply, Instant::now()));
+                self.reads.asked(id, reply);
             }
             Request::ChangeMembership { change, reply } => {
                 let Some((id, reply)) = self.lead(reply) else { return };
@@ -318,7 +311,11 @@ impl Driver {
             return Ok(());
         }
         let mut ready = self.node.ready();
-        self.collect_read_states(ready.take_read_states());
+        for rs in ready.take_read_states() {
+            if let Some((_, id)) = parse_context(&rs.request_ctx) {
+                self.reads.confirm(id, rs.index);
+            }
+        }
         // A leader's appends may go out before its own write: raft only counts its own vote
         // once persisted (the etcd/raft-rs pipelining).
         self.transport.send(ready.take_messages());
@@ -340,7 +337,7 @@ impl Driver {
         self.transport.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.node.advance_apply();
-        self.answer_reads();
+        self.reads.answer(self.store.applied_index());
         self.maybe_compact()
     }
 
@@ -374,42 +371,6 @@ impl Driver {
             self.log.compact(applied - self.compact_keep.min(applied))?;
         }
         Ok(())
-    }
-
-    /// Asks again for reads unanswered after `READ_RETRY`. raft-rs drops a read index request
-    /// silently when the leader has not yet committed an entry in its term (right after an
-    /// election), whether it was asked there or forwarded by a follower; asking again once it
-    /// has is safe (a read is idempotent; the first answer wins).
-    fn ask_again(&mut self) {
-        let now = Instant::now();
-        let node_id = self.node_id;
-        for (id, (_, asked)) in self.reads_asked.iter_mut() {
-            if now.duration_since(*asked) >= READ_RETRY {
-                *asked = now;
-                self.node.read_index(proposal_context(node_id, *id));
-            }
-        }
-    }
-
-    /// Moves confirmed reads along and answers those this replica has caught up with.
-    fn collect_read_states(&mut self, states: Vec<raft::ReadState>) {
-        for rs in states {
-            if let Some((_, id)) = parse_context(&rs.request_ctx)
-                && let Some((reply, _)) = self.reads_asked.remove(&id)
-            {
-                self.reads_ready.push((rs.index, reply));
-            }
-        }
-    }
-
-    fn answer_reads(&mut self) {
-        let applied = self.store.applied_index();
-        let (done, waiting): (Vec<_>, Vec<_>) =
-            self.reads_ready.drain(..).partition(|(index, _)| *index <= applied);
-        self.reads_ready = waiting;
-        for (_, reply) in done {
-            let _ = reply.send(Ok(Value::Null));
-        }
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
@@ -506,13 +467,7 @@ impl Driver {
             *old = state;
             changed
         });
-        if state.term != self.reads_term {
-            // raft-rs forgets read requests across terms; let the readers retry.
-            self.reads_term = state.term;
-            for (_, (reply, _)) in self.reads_asked.drain() {
-                let _ = reply.send(Err(ProposeError::NotLeader));
-            }
-        }
+        self.reads.term(state.term);
         if (state.term, state.leader_id) != self.proposals_under {
             // The leader the pending proposals went to (or this node's leadership) is gone:
             // each may or may not commit. Tell the writers so rather than letting them wait

@@ -10,6 +10,7 @@ mod faults;
 mod handle;
 mod logger;
 mod peers;
+mod reads;
 mod transport;
 mod wire;
 
