@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
 use rand::Rng;
@@ -85,15 +86,8 @@ pub async fn members(State(state): State<ApiState>) -> Json<Value> {
 
 /// `POST /cluster/v1/join`: adds the caller as a voter (while the cluster has fewer than
 /// `--voters`) or a learner, if its join token is valid and its name and URL are free.
-pub async fn join(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn join(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let cluster = &state.parts().cluster;
-    if !cluster.is_leader() {
-        return forward_to_leader(&state, Method::POST, "/cluster/v1/join", &headers, body).await;
-    }
     let request: JoinRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not a join request: {e}")))?;
     if request.name.is_empty() || request.url.is_empty() {
@@ -153,10 +147,6 @@ pub async fn remove_member(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cluster = &state.parts().cluster;
-    if !cluster.is_leader() {
-        let path = format!("/cluster/v1/members/{name}");
-        return forward_to_leader(&state, Method::DELETE, &path, &headers, Bytes::new()).await;
-    }
     let _one_at_a_time = state.inner.join_lock.lock().await;
     let membership = cluster.membership();
     let member = member_named(&membership, &name)?;
@@ -201,14 +191,9 @@ pub struct AddressUpdate {
 pub async fn update_member(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cluster = &state.parts().cluster;
-    if !cluster.is_leader() {
-        let path = format!("/cluster/v1/members/{name}");
-        return forward_to_leader(&state, Method::PUT, &path, &headers, body).await;
-    }
     let update: AddressUpdate = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not an address update: {e}")))?;
     if !(update.url.starts_with("http://") || update.url.starts_with("https://")) {
@@ -262,6 +247,27 @@ fn check_join_token(state: &ApiState, token: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// Membership changes are decided on the leader: on any other node, the request is relayed
+/// there as it came (same body, same credentials) and the answer relayed back.
+pub async fn on_leader(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if state.parts().cluster.is_leader() {
+        return Ok(next.run(req).await);
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_MEMBERSHIP_BODY)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the request: {e}")))?;
+    let path = parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str());
+    forward_to_leader(&state, parts.method, path, &parts.headers, body).await
+}
+
+/// Membership requests are small JSON documents.
+const MAX_MEMBERSHIP_BODY: usize = 64 << 10;
 
 /// Relays a membership request to the leader and its answer back.
 async fn forward_to_leader(

@@ -88,16 +88,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{sub}", objects)
         .route("/cluster/v1/join-tokens", post(cluster::create_join_token))
         .route("/cluster/v1/members", get(cluster::members))
-        .route("/cluster/v1/members/{name}", delete(cluster::remove_member).put(cluster::update_member))
+        .merge(on_leader(
+            &state,
+            Router::new().route(
+                "/cluster/v1/members/{name}",
+                delete(cluster::remove_member).put(cluster::update_member),
+            ),
+        ))
         .merge(faults_route())
         .fallback(|| async { ApiError::not_found("no such API path") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Joining is authenticated by the join token in the body, not the admin token.
-        .route("/cluster/v1/join", post(cluster::join))
+        .merge(on_leader(&state, Router::new().route("/cluster/v1/join", post(cluster::join))))
         // Members copy module bytes from each other with the peer token.
         .route(&format!("{}/{{digest}}", wasmkube_agent::PEER_BLOBS_PATH), get(modules::serve_blob))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// `routes`, relayed to the leader when this node does not lead.
+fn on_leader(state: &ApiState, routes: Router<ApiState>) -> Router<ApiState> {
+    routes.route_layer(middleware::from_fn_with_state(state.clone(), cluster::on_leader))
 }
 
 /// `PUT /debug/v1/faults`: the test-only fault layer of the peer transport. Compiled only in
