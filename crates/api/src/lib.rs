@@ -10,6 +10,7 @@ mod module;
 mod node;
 mod pod;
 mod quantity;
+mod service_name;
 mod status;
 mod validation;
 mod workload;
@@ -23,6 +24,7 @@ pub use module::{Module, ModuleSpec, ModuleWorld};
 pub use node::{Node, NodeAddress, NodeSpec, NodeStatus};
 pub use pod::{Container, EnvVar, Pod, PodPhase, PodSpec, PodStatus, ResourceRequirements};
 pub use quantity::parse_memory;
+pub use service_name::{ServiceName, parse_cluster_host, parse_host};
 pub use status::Status;
 pub use validation::{ValidationError, validate_object};
 pub use workload::{

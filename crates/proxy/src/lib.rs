@@ -10,12 +10,11 @@
 
 mod cache;
 mod remote;
-mod routes;
 mod server;
 mod table;
 
 pub use cache::{Affected, RouteCache};
 pub use remote::TARGET_POD_HEADER;
-pub use routes::{ServiceName, parse_host};
 pub use server::{ProxyState, router};
 pub use table::{Endpoint, EndpointTable, ServiceEntry, Target};
+pub use wasmkube_api::{ServiceName, parse_host};

@@ -99,12 +99,7 @@ impl WasiHttpHooks for ServicesOnly {
 /// when it is not for a Service.
 fn to_service_proxy<B>(mut request: http::Request<B>, proxy: SocketAddr) -> Option<http::Request<B>> {
     let authority = request.uri().authority()?.clone();
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    let service = host.strip_suffix(".cluster.local").unwrap_or(&host);
-    let parts: Vec<&str> = service.split('.').collect();
-    if !matches!(parts.as_slice(), [name, ns, "svc"] if !name.is_empty() && !ns.is_empty()) {
-        return None;
-    }
+    wasmkube_api::parse_cluster_host(authority.host())?;
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let uri =
         http::Uri::builder().scheme("http").authority(proxy.to_string()).path_and_query(path).build().ok()?;
