@@ -29,7 +29,11 @@ impl BlobStore {
         if path.exists() {
             return Ok(digest);
         }
-        let tmp = self.dir.join(format!(".{digest}.{}.tmp", std::process::id()));
+        // A name of its own for every write: the same blob may be written by two tasks at
+        // once (an upload and a copy from a peer), and neither may write into the other's file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".{digest}.{}.{n}.tmp", std::process::id()));
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
@@ -63,6 +67,23 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_writes_of_one_blob_never_mix() {
+        let bytes: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let blobs = std::sync::Arc::new(BlobStore::open(dir.path()).expect("open"));
+            let writers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (blobs, bytes) = (blobs.clone(), bytes.clone());
+                    std::thread::spawn(move || blobs.put(&bytes).expect("put"))
+                })
+                .collect();
+            let digests: Vec<String> = writers.into_iter().map(|w| w.join().expect("writer")).collect();
+            assert_eq!(blobs.get(&digests[0]).expect("intact").as_deref(), Some(&bytes[..]));
+        }
+    }
 
     #[test]
     fn put_get_and_detect_corruption() {
