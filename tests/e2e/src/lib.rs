@@ -304,25 +304,40 @@ where
     }
 }
 
-/// Sends `n` GETs for `/` to service `host` through the proxy; returns (status, pod) pairs.
+/// What the proxy answered one request with.
+#[derive(Debug, Default)]
+pub struct ProxyAnswer {
+    /// 0 when the proxy could not be reached.
+    pub status: u16,
+    /// `x-wasmkube-pod` and `x-wasmkube-node`: who served it.
+    pub pod: String,
+    pub node: String,
+    pub body: String,
+}
+
+/// GET `path` of service `host` through the proxy at `proxy`, with extra `headers`.
+pub async fn proxy_get(proxy: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> ProxyAnswer {
+    let mut request = reqwest::Client::new().get(format!("{proxy}{path}")).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let Ok(response) = request.timeout(Duration::from_secs(10)).send().await else {
+        return ProxyAnswer::default();
+    };
+    let header =
+        |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (status, pod, node) =
+        (response.status().as_u16(), header("x-wasmkube-pod"), header("x-wasmkube-node"));
+    let body = response.text().await.unwrap_or_default();
+    ProxyAnswer { status, pod, node, body }
+}
+
+/// Sends `n` GETs for `path` to service `host` through the proxy; returns (status, pod) pairs.
 pub async fn through_proxy(proxy: &str, host: &str, path: &str, n: usize) -> Vec<(u16, String)> {
-    let http = reqwest::Client::new();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let resp = http
-            .get(format!("{proxy}{path}"))
-            .header("host", host)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        match resp {
-            Ok(r) => {
-                let pod =
-                    r.headers().get("x-wasmkube-pod").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                out.push((r.status().as_u16(), pod));
-            }
-            Err(_) => out.push((0, String::new())),
-        }
+        let answer = proxy_get(proxy, host, path, &[]).await;
+        out.push((answer.status, answer.pod));
     }
     out
 }

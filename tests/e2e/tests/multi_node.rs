@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use wasmkube_api::{Node, Pod};
-use wasmkube_e2e::{Wasmlet, eventually, example, leader_index, set_faults, start_cluster};
+use wasmkube_e2e::{Wasmlet, eventually, example, leader_index, proxy_get, set_faults, start_cluster};
 
 fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
     node.data_dir.join("modules").join(format!("{digest}.wasm"))
@@ -50,24 +50,12 @@ async fn a_module_uploaded_through_one_node_runs_on_every_node_and_outlives_it()
 /// `n` GETs to service `hello` through `proxy`: the statuses, and the pods and nodes that
 /// answered.
 async fn spread(proxy: &str, n: usize) -> (Vec<u16>, BTreeSet<String>, BTreeSet<String>) {
-    let http = reqwest::Client::new();
     let (mut statuses, mut pods, mut nodes) = (Vec::new(), BTreeSet::new(), BTreeSet::new());
     for _ in 0..n {
-        let r = http
-            .get(format!("{proxy}/"))
-            .header("host", "hello")
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        let Ok(r) = r else {
-            statuses.push(0);
-            continue;
-        };
-        let header =
-            |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        pods.insert(header("x-wasmkube-pod"));
-        nodes.insert(header("x-wasmkube-node"));
-        statuses.push(r.status().as_u16());
+        let answer = proxy_get(proxy, "hello", "/", &[]).await;
+        statuses.push(answer.status);
+        pods.insert(answer.pod);
+        nodes.insert(answer.node);
     }
     (statuses, pods, nodes)
 }
@@ -107,14 +95,7 @@ async fn pods(node: &Wasmlet) -> Vec<Pod> {
 
 /// Whether `node`'s proxy serves pod `pod` of service `hello` from its own sandbox.
 async fn serves_locally(node: &Wasmlet, pod: &str) -> bool {
-    let r = reqwest::Client::new()
-        .get(format!("{}/", node.proxy))
-        .header("host", "hello")
-        .header("x-wasmkube-target-pod", pod)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    r.is_ok_and(|r| r.status() == 200)
+    proxy_get(&node.proxy, "hello", "/", &[("x-wasmkube-target-pod", pod)]).await.status == 200
 }
 
 /// Three nodes, `hello` deployed with one pod on each; returns the name of c's pod.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use wasmkube_e2e::{Wasmlet, distinct_pods, eventually, example, through_proxy};
+use wasmkube_e2e::{Wasmlet, distinct_pods, eventually, example, proxy_get, through_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_outstanding_steers_around_a_busy_pod() -> anyhow::Result<()> {
@@ -34,12 +34,9 @@ async fn least_outstanding_steers_around_a_busy_pod() -> anyhow::Result<()> {
 
 /// GET `/` of service `host` through `proxy`, with extra headers; status and body.
 async fn get(proxy: &str, host: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
-    let mut request = reqwest::Client::new().get(format!("{proxy}/")).header("host", host);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.timeout(Duration::from_secs(10)).send().await?;
-    Ok((response.status().as_u16(), response.text().await?))
+    let answer = proxy_get(proxy, host, "/", headers).await;
+    anyhow::ensure!(answer.status != 0, "the proxy at {proxy} did not answer");
+    Ok((answer.status, answer.body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
