@@ -124,12 +124,15 @@ impl ClusterHandle {
     /// Any member takes the write: a follower's proposal travels to the leader with the raft
     /// messages, and the follower answers once it has applied the entry.
     pub async fn propose(&self, command: Command) -> Result<Value, ProposeError> {
-        let command = serde_json::to_vec(&command).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let encode = |c: &Command| serde_json::to_vec(c).map_err(|e| ApplyError::Invalid(e.to_string()));
+        let bytes = encode(&command)?;
         // During an election there is briefly no leader: wait for one (bounded) rather than
-        // bounce the write, as etcd does.
-        match self.request(|reply| Request::Propose { command: command.clone(), reply }).await {
+        // bounce the write, as etcd does. (Encoded again then: no copy on every write for
+        // the rare retry.)
+        match self.request(|reply| Request::Propose { command: bytes, reply }).await {
             Err(ProposeError::NotLeader) if self.await_leader().await => {
-                self.request(|reply| Request::Propose { command, reply }).await
+                let bytes = encode(&command)?;
+                self.request(|reply| Request::Propose { command: bytes, reply }).await
             }
             other => other,
         }
