@@ -416,7 +416,6 @@ impl Driver {
                 if let Some(cc) = change {
                     self.record_member(&cc);
                 }
-                self.store.flush()?;
                 self.log.set_membership(cs.clone(), &encode_members(&self.members))?;
                 self.membership.send_replace(membership_of(&cs, &self.members));
                 Ok(serde_json::json!({"voters": cs.voters, "learners": cs.learners}))

@@ -86,7 +86,7 @@ pub fn open_db(path: &Path) -> Result<Arc<rocksdb::DB>, StoreError> {
 
 /// Writes that skip RocksDB's WAL: the state machine's. A crash may lose the newest of them;
 /// the node then re-applies those entries from the raft log, which keeps every entry past
-/// the last flush (`RaftLog::compact` flushes first).
+/// the last flush (`RaftLog::compact` and `RaftLog::set_membership` flush first).
 pub(crate) fn unlogged() -> rocksdb::WriteOptions {
     let mut opts = rocksdb::WriteOptions::default();
     opts.disable_wal(true);

@@ -167,14 +167,6 @@ impl ObjectStore {
         Ok(applied)
     }
 
-    /// Puts everything applied so far on disk (the state machine's writes skip the WAL).
-    /// The raft driver calls it before storing a new membership, which is written with the
-    /// WAL: so the state machine on disk is never behind a membership it led to, and replay
-    /// after a crash never re-applies an older membership change over a newer one.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        crate::flush_all(&self.db)
-    }
-
     /// Records that entry `index` carried no command (an empty or configuration entry).
     pub fn skip(&self, index: u64) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();

@@ -75,17 +75,15 @@ impl RaftLog {
         !self.read().conf_state.voters.is_empty()
     }
 
-    /// Persists the membership. Used at bootstrap and after every applied conf change.
-    pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StoreError> {
-        let bytes = cs.write_to_bytes().map_err(|e| StoreError::corrupt("conf state", e))?;
-        self.db.put_cf_opt(cf(&self.db, CF_RAFT_STATE), CONF_STATE, bytes, &synced())?;
-        self.write().conf_state = cs;
-        Ok(())
-    }
-
     /// Persists the membership together with the members' descriptions (opaque bytes owned by
-    /// the raft driver: names and addresses), in one fsynced batch.
+    /// the raft driver: names and addresses), in one fsynced batch. Used at bootstrap and
+    /// after every applied conf change.
+    ///
+    /// The state machine is written without RocksDB's WAL and this is written with it, so the
+    /// state machine is flushed first: on disk it is never behind a membership it led to, and
+    /// replay after a crash never re-applies an older membership change over a newer one.
     pub fn set_membership(&self, cs: ConfState, members: &[u8]) -> Result<(), StoreError> {
+        crate::flush_all(&self.db)?;
         let bytes = cs.write_to_bytes().map_err(|e| StoreError::corrupt("conf state", e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_RAFT_STATE), CONF_STATE, bytes);
@@ -377,7 +375,7 @@ mod tests {
         let db = crate::open_db(dir.path()).expect("db");
         let log = RaftLog::open(db.clone()).expect("log");
         assert!(!log.is_initialized());
-        log.set_conf_state(ConfState { voters: vec![1], ..Default::default() }).expect("cs");
+        log.set_membership(ConfState { voters: vec![1], ..Default::default() }, b"[]").expect("cs");
         let hs = HardState { term: 2, vote: 1, commit: 2, ..Default::default() };
         log.append(&[entry(1, 1), entry(2, 1), entry(3, 1)], Some(&hs)).expect("append");
         // A new leader overwrites index 3 onwards.
