@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokio::sync::watch;
 use wasmkube_api::{Pod, PodStatus};
 use wasmkube_controllers::FENCE_AFTER;
 use wasmkube_raft::ClusterHandle;
@@ -56,6 +57,15 @@ pub struct Agent {
     fenced: bool,
 }
 
+/// Proposes `command`, waiting at most `WRITE_TIMEOUT`: a node cut off from the cluster must
+/// not stall the agent or its heartbeat.
+pub(crate) async fn write(cluster: &ClusterHandle, command: Command) -> Result<serde_json::Value, String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, cluster.propose(command)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("not committed within {WRITE_TIMEOUT:?}")),
+    }
+}
+
 impl Agent {
     pub fn new(
         config: AgentConfig,
@@ -80,26 +90,22 @@ impl Agent {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut changes = self.cluster.store().subscribe_all();
-        let mut next_heartbeat = tokio::time::Instant::now();
+        let (recorded_tx, mut recorded) = watch::channel(Instant::now());
+        let heartbeat = node::Heartbeat {
+            config: self.config.clone(),
+            cluster: self.cluster.clone(),
+            recorded: recorded_tx,
+        };
+        let (stop_heartbeat, heartbeat_stopped) = tokio::sync::oneshot::channel::<()>();
+        let heartbeat = tokio::spawn(heartbeat.run(async move {
+            let _ = heartbeat_stopped.await;
+        }));
         let mut next_poll = tokio::time::Instant::now();
-        let mut last_recorded = Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tokio::time::sleep_until(next_heartbeat) => {
-                    // A node still catching up (or between leaders) retries soon, so it shows
-                    // up Ready without waiting a whole period.
-                    let recorded = self.heartbeat().await;
-                    if recorded {
-                        last_recorded = Instant::now();
-                        if self.fenced {
-                            tracing::info!("heartbeat recorded again: running this node's pods again");
-                            self.fenced = false;
-                        }
-                    }
-                    let wait = if recorded { self.config.heartbeat } else { HEARTBEAT_RETRY };
-                    next_heartbeat = tokio::time::Instant::now() + wait;
-                }
+                // A heartbeat recorded: unfence at once if fenced.
+                r = recorded.changed() => if r.is_err() { break },
                 // Only pods (and the modules they run) concern the agent: a storm of other
                 // writes costs it nothing.
                 r = changes.recv() => match r {
@@ -110,15 +116,20 @@ impl Agent {
                 _ = tokio::time::sleep_until(next_poll) => {}
             }
             while changes.try_recv().is_ok() {}
-            let silent = last_recorded.elapsed();
+            let silent = recorded.borrow_and_update().elapsed();
             if silent >= FENCE_AFTER && !self.fenced {
                 self.fence(silent);
+            } else if silent < FENCE_AFTER && self.fenced {
+                tracing::info!("heartbeat recorded again: running this node's pods again");
+                self.fenced = false;
             }
             if !self.fenced {
                 self.sync().await;
             }
             next_poll = tokio::time::Instant::now() + STATUS_POLL;
         }
+        let _ = stop_heartbeat.send(());
+        let _ = heartbeat.await;
         for key in self.running.keys() {
             self.registry.remove(key);
         }
@@ -171,13 +182,8 @@ impl Agent {
         }
     }
 
-    /// Proposes `command`, waiting at most `WRITE_TIMEOUT`: a node cut off from the cluster
-    /// must not stall the agent (its fencing runs in the same loop).
     pub(crate) async fn write(&self, command: Command) -> Result<serde_json::Value, String> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.cluster.propose(command)).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("not committed within {WRITE_TIMEOUT:?}")),
-        }
+        write(&self.cluster, command).await
     }
 
     /// Stops every sandbox of this node: it has not recorded a heartbeat for `FENCE_AFTER`,

@@ -1,14 +1,46 @@
-//! Registering this node and keeping its heartbeat.
+//! Registering this node and keeping its heartbeat, on a task of its own: nothing the agent
+//! does for pods (a slow module pull, a big compile, thousands of starts) can hold it back and
+//! get a healthy node declared NotReady.
 
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::sync::watch;
 use wasmkube_api::{Condition, Node, NodeAddress, NodeStatus, ObjectMeta};
+use wasmkube_raft::ClusterHandle;
 use wasmkube_store::{Command, ObjectKey};
 
-use crate::{Agent, now, now_precise};
+use crate::{AgentConfig, HEARTBEAT_RETRY, now, now_precise, write};
 
-impl Agent {
+pub(crate) struct Heartbeat {
+    pub(crate) config: AgentConfig,
+    pub(crate) cluster: ClusterHandle,
+    /// When a heartbeat was last recorded: the agent fences itself when it grows old.
+    pub(crate) recorded: watch::Sender<Instant>,
+}
+
+impl Heartbeat {
+    /// Records a heartbeat every period (sooner again after one that was not recorded, so a
+    /// node still catching up shows up Ready without waiting a whole period) until
+    /// `shutdown` resolves.
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let recorded = self.beat().await;
+            if recorded {
+                self.recorded.send_replace(Instant::now());
+            }
+            let wait = if recorded { self.config.heartbeat } else { HEARTBEAT_RETRY };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     /// Creates the Node object, or refreshes its status (addresses, capacity, Ready heartbeat).
     /// Returns whether the write was committed.
-    pub(crate) async fn heartbeat(&mut self) -> bool {
+    async fn beat(&self) -> bool {
         let name = self.config.node_name.clone();
         let mut ready = Condition::new("Ready", true);
         ready.reason = Some("WasmletReady".into());
@@ -44,7 +76,7 @@ impl Agent {
             };
             Command::Create { object: serde_json::to_value(&node).unwrap_or_default() }
         };
-        match self.write(command).await {
+        match write(&self.cluster, command).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!("heartbeat not recorded yet: {e}");

@@ -129,12 +129,10 @@ impl Agent {
             }
             Err(e) => return Err(("ModuleUnreadable".into(), e.to_string())),
         };
-        let runtime = self.runtime.clone();
-        match tokio::task::spawn_blocking(move || runtime.prepare(&digest, &bytes)).await {
-            Ok(Ok(module)) => Ok(module),
-            Ok(Err(e)) => Err(("InvalidModule".into(), e.to_string())),
-            Err(e) => Err(("InvalidModule".into(), format!("compilation task failed: {e}"))),
-        }
+        self.runtime
+            .prepare_off_thread(digest, bytes)
+            .await
+            .map_err(|e| ("InvalidModule".into(), e.to_string()))
     }
 
     fn sandbox_spec(&self, pod: &Pod) -> SandboxSpec {
@@ -163,7 +161,7 @@ impl Agent {
         let source = format!("wasmlet/{}", self.config.node_name);
         let event = event_for(&mut ctx, involved, type_, reason, message, &source);
         let object = serde_json::to_value(&event).unwrap_or_default();
-        if let Err(e) = self.write(Command::Create { object }).await {
+        if let Err(e) = self.write(Command::RecordEvent { object }).await {
             tracing::debug!("event not recorded: {e}");
         }
     }

@@ -28,9 +28,13 @@ pub use service_name::{ServiceName, parse_cluster_host, parse_host};
 pub use status::Status;
 pub use validation::{ValidationError, validate_object};
 pub use workload::{
-    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, PodTemplateSpec, RollingUpdate,
-    Service, ServicePort, ServiceSpec,
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, MAX_REPLICAS, PodTemplateSpec,
+    RollingUpdate, Service, ServicePort, ServiceSpec, check_replicas,
 };
+
+/// Largest JSON object the API admits (Module bytes have their own limit). Every layer below
+/// (raft entries, peer messages) is sized to carry an object of this size.
+pub const MAX_OBJECT_BYTES: usize = 3 << 20;
 
 /// The namespace objects land in when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";

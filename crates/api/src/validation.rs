@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::{Deployment, Event, KindInfo, Module, Node, Pod, Resource, Service};
+use crate::{Deployment, Event, KindInfo, Module, Node, ObjectMeta, Pod, Resource, Service};
 
 /// Why an object was refused; `field` is a JSON path such as `spec.replicas`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -35,6 +35,82 @@ pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ValidationError>
     Ok(())
 }
 
+/// Most bytes all of one object's annotations may hold (keys and values), as in Kubernetes.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 << 10;
+/// Most labels one object may carry.
+pub const MAX_LABELS: usize = 64;
+
+/// Kubernetes' qualified name: an optional DNS-subdomain prefix and '/', then a name of at
+/// most 63 characters, alphanumerics with '-', '_' or '.' inside.
+fn check_qualified_name(field: &str, key: &str) -> Result<(), ValidationError> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    if !prefix_ok || name.is_empty() || !is_label_value(name) {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{key:?} is not a valid key: an optional DNS prefix and '/', then 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A label value: empty, or up to 63 alphanumerics with '-', '_' or '.' inside.
+fn is_label_value(v: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_alphanumeric();
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes().all(|b| alnum(b) || matches!(b, b'-' | b'_' | b'.'))
+            && v.bytes().next().is_some_and(alnum)
+            && v.bytes().last().is_some_and(alnum))
+}
+
+/// Labels and annotations as Kubernetes checks them: qualified keys, label values of at most
+/// 63 characters, at most `MAX_LABELS` labels and `MAX_ANNOTATIONS_BYTES` of annotations.
+pub(crate) fn check_labels_and_annotations(prefix: &str, meta: &ObjectMeta) -> Result<(), ValidationError> {
+    let labels = format!("{prefix}.labels");
+    if meta.labels.len() > MAX_LABELS {
+        return Err(ValidationError::new(labels, format!("more than {MAX_LABELS} labels")));
+    }
+    for (k, v) in &meta.labels {
+        check_qualified_name(&labels, k)?;
+        if !is_label_value(v) {
+            return Err(ValidationError::new(
+                format!("{labels}.{k}"),
+                format!(
+                    "{v:?} is not a valid label value: at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+                ),
+            ));
+        }
+    }
+    let annotations = format!("{prefix}.annotations");
+    let mut total = 0;
+    for (k, v) in &meta.annotations {
+        check_qualified_name(&annotations, k)?;
+        total += k.len() + v.len();
+    }
+    if total > MAX_ANNOTATIONS_BYTES {
+        return Err(ValidationError::new(
+            annotations,
+            format!("{total} bytes of annotations; at most {MAX_ANNOTATIONS_BYTES} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses `body` as an object of `kind`, fills `apiVersion`/`kind`, checks it, and returns
 /// the normalised JSON. Unknown fields, wrong types and invalid values are refused.
 pub fn validate_object(kind: &KindInfo, body: Value) -> Result<Value, ValidationError> {
@@ -54,6 +130,13 @@ fn normalise<T: Resource>(mut body: Value) -> Result<Value, ValidationError> {
     for (field, want) in [("apiVersion", info.api_version), ("kind", info.kind)] {
         let mut fill = false;
         match body.get(field) {
+            // As in Kubernetes, the body must say what it is; the version may be left out.
+            None | Some(Value::Null) if field == "kind" => {
+                return Err(ValidationError::new(field, format!("is required (expected {want:?})")));
+            }
+            Some(Value::String(s)) if s.is_empty() && field == "kind" => {
+                return Err(ValidationError::new(field, format!("is required (expected {want:?})")));
+            }
             None | Some(Value::Null) => fill = true,
             Some(Value::String(s)) if s.is_empty() => fill = true,
             Some(Value::String(s)) if s == want => {}
@@ -66,6 +149,7 @@ fn normalise<T: Resource>(mut body: Value) -> Result<Value, ValidationError> {
         }
     }
     let typed: T = serde_json::from_value(body).map_err(|e| ValidationError::new("body", e.to_string()))?;
+    check_labels_and_annotations("metadata", typed.meta())?;
     typed.validate()?;
     serde_json::to_value(&typed).map_err(|e| ValidationError::new("body", e.to_string()))
 }
@@ -78,6 +162,7 @@ mod tests {
 
     fn deployment(replicas: Value) -> Value {
         json!({
+            "kind": "Deployment",
             "metadata": {"name": "hello"},
             "spec": {
                 "replicas": replicas,
@@ -105,6 +190,11 @@ mod tests {
         let err = validate_object(kind, deployment(json!(-1))).unwrap_err();
         assert!(err.message.contains("invalid value"), "{err}");
 
+        let err = validate_object(kind, deployment(json!(1_000_000_000))).unwrap_err();
+        assert_eq!(err.field, "spec.replicas");
+        assert!(err.message.contains("more than the 100000 replicas"), "{err}");
+        validate_object(kind, deployment(json!(crate::MAX_REPLICAS))).expect("the limit itself is fine");
+
         let mut unknown = deployment(json!(1));
         unknown["spec"]["paused"] = json!(true);
         let err = validate_object(kind, unknown).unwrap_err();
@@ -114,6 +204,14 @@ mod tests {
         bad_image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:latest");
         let err = validate_object(kind, bad_image).unwrap_err();
         assert_eq!(err.field, "spec.template.spec.containers[0].image");
+
+        let mut no_kind = deployment(json!(1));
+        no_kind.as_object_mut().map(|o| o.remove("kind"));
+        let err = validate_object(kind, no_kind).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("kind", "is required (expected \"Deployment\")")
+        );
 
         let mut wrong_kind = deployment(json!(1));
         wrong_kind["kind"] = json!("Pod");
@@ -129,9 +227,52 @@ mod tests {
     }
 
     #[test]
+    fn labels_and_annotations_are_checked_as_kubernetes_does() {
+        let kind = find_kind("Deployment").expect("registered");
+        let with = |field: &str, key: &str, value: String| {
+            let mut d = deployment(json!(1));
+            d["metadata"][field] = json!({key: value});
+            validate_object(kind, d)
+        };
+        with("labels", "app.kubernetes.io/name", "hello".into()).expect("a prefixed key");
+        with("labels", "tier", String::new()).expect("an empty value");
+        with("annotations", "note", "any text at all, spaces/slashes: fine".into()).expect("free-form value");
+        for (field, key, value, refused) in [
+            ("labels", "bad key", "x".to_string(), "metadata.labels"),
+            ("labels", "Example.COM/x", "x".into(), "metadata.labels"),
+            ("labels", "/x", "x".into(), "metadata.labels"),
+            ("labels", &"k".repeat(64), "x".into(), "metadata.labels"),
+            ("labels", "app", "v".repeat(64), "metadata.labels.app"),
+            ("labels", "app", "-dash".into(), "metadata.labels.app"),
+            ("labels", "app", "has space".into(), "metadata.labels.app"),
+            ("annotations", "not ok!", "x".into(), "metadata.annotations"),
+            ("annotations", "big", "x".repeat(MAX_ANNOTATIONS_BYTES), "metadata.annotations"),
+        ] {
+            let err = with(field, key, value).expect_err(key);
+            assert_eq!(err.field, refused, "{key}: {err}");
+        }
+        let mut template = deployment(json!(1));
+        template["spec"]["template"]["metadata"]["annotations"] = json!({"bad key": "x"});
+        let err = validate_object(kind, template).expect_err("template metadata is checked too");
+        assert_eq!(err.field, "spec.template.metadata.annotations");
+    }
+
+    #[test]
+    fn service_ports_are_1_to_65535() {
+        let kind = find_kind("Service").expect("registered");
+        let svc = |port: i64| json!({"kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"app": "s"}, "ports": [{"port": port}]}});
+        validate_object(kind, svc(80)).expect("port 80");
+        validate_object(kind, svc(65535)).expect("port 65535");
+        for bad in [0, 65536, -1] {
+            let err = validate_object(kind, svc(bad)).expect_err("out of range");
+            assert!(err.to_string().contains("port"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn service_types_beyond_cluster_ip_are_refused() {
         let kind = find_kind("Service").expect("registered");
-        let svc = json!({"metadata": {"name": "s"}, "spec": {"selector": {"app": "s"}, "type": "NodePort"}});
+        let svc = json!({"kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"app": "s"}, "type": "NodePort"}});
         let err = validate_object(kind, svc).unwrap_err();
         assert!(err.message.contains("not supported yet"), "{err}");
     }

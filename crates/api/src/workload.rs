@@ -39,6 +39,21 @@ fn one() -> u32 {
     1
 }
 
+/// Most replicas one Deployment may ask for: far more than a cluster of 20 nodes at 10,000
+/// pods each could run, far less than what would exhaust a node planning them.
+pub const MAX_REPLICAS: u32 = 100_000;
+
+/// Refuses a replica count above `MAX_REPLICAS` (a Deployment's, or a scale request's).
+pub fn check_replicas(field: &str, replicas: u32) -> Result<(), ValidationError> {
+    if replicas > MAX_REPLICAS {
+        return Err(ValidationError::new(
+            field,
+            format!("{replicas} is more than the {MAX_REPLICAS} replicas a Deployment may have"),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodTemplateSpec {
@@ -86,6 +101,7 @@ impl Resource for Deployment {
     crate::resource_meta!();
     fn validate(&self) -> Result<(), ValidationError> {
         check_name("metadata.name", &self.metadata.name)?;
+        check_replicas("spec.replicas", self.spec.replicas)?;
         let selector = &self.spec.selector.match_labels;
         if selector.is_empty() {
             return Err(ValidationError::new("spec.selector.matchLabels", "must not be empty".into()));
@@ -96,6 +112,10 @@ impl Resource for Deployment {
                 "must match spec.selector.matchLabels".into(),
             ));
         }
+        crate::validation::check_labels_and_annotations(
+            "spec.template.metadata",
+            &self.spec.template.metadata,
+        )?;
         if let Some(kind) = self.spec.strategy.as_ref().and_then(|s| s.type_.as_deref())
             && kind != "RollingUpdate"
         {
@@ -136,7 +156,9 @@ pub struct ServiceSpec {
 pub struct ServicePort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    pub port: u16,
+    /// 1-65535 (an int32 on the wire, as in Kubernetes, so an out-of-range value gets a
+    /// message that names the port rather than a type error).
+    pub port: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
 }
@@ -148,6 +170,12 @@ impl Resource for Service {
         check_name("metadata.name", &self.metadata.name)?;
         if self.spec.selector.is_empty() {
             return Err(ValidationError::new("spec.selector", "must not be empty".into()));
+        }
+        if let Some(i) = self.spec.ports.iter().position(|p| !(1..=65535).contains(&p.port)) {
+            return Err(ValidationError::new(
+                format!("spec.ports[{i}].port"),
+                format!("{} is not a valid port: must be 1-65535", self.spec.ports[i].port),
+            ));
         }
         match self.spec.type_.as_deref() {
             None | Some("ClusterIP") => Ok(()),

@@ -26,8 +26,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let wk_http = http.clone();
     let wasmkube: WriteFn = Arc::new(move |client, i| {
         let (api, token) = &endpoints[client % endpoints.len()];
-        let body =
-            json!({"metadata": {"name": format!("b-{client}-{i}")}, "spec": {"selector": {"app": "bench"}}});
+        let body = json!({"kind": "Service", "metadata": {"name": format!("b-{client}-{i}")}, "spec": {"selector": {"app": "bench"}}});
         wk_http.post(format!("{api}/api/v1/namespaces/default/services")).bearer_auth(token).json(&body)
     });
     let wk_pids: Vec<u32> = nodes.iter().filter_map(|n| n.pid()).collect();

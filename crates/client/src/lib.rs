@@ -37,6 +37,20 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// `object` as JSON that names its `apiVersion` and `kind` (the server requires them), even
+/// when the struct was built with them left empty.
+fn typed_body<T: Resource>(object: &T) -> Result<Value> {
+    let mut body = serde_json::to_value(object).map_err(|e| ClientError::Decode(e.to_string()))?;
+    if let Some(fields) = body.as_object_mut() {
+        for (field, value) in [("apiVersion", T::KIND.api_version), ("kind", T::KIND.kind)] {
+            if fields.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                fields.insert(field.to_string(), Value::String(value.to_string()));
+            }
+        }
+    }
+    Ok(body)
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -114,13 +128,13 @@ impl Client {
 
     pub async fn create<T: Resource>(&self, object: &T) -> Result<T> {
         let path = T::KIND.collection_path(object.meta().namespace.as_deref());
-        self.json(self.request(reqwest::Method::POST, &path).json(object)).await
+        self.json(self.request(reqwest::Method::POST, &path).json(&typed_body(object)?)).await
     }
 
     pub async fn update<T: Resource>(&self, object: &T) -> Result<T> {
         let meta = object.meta();
         let path = T::KIND.object_path(meta.namespace.as_deref(), &meta.name);
-        self.json(self.request(reqwest::Method::PUT, &path).json(object)).await
+        self.json(self.request(reqwest::Method::PUT, &path).json(&typed_body(object)?)).await
     }
 
     pub async fn delete(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Result<()> {

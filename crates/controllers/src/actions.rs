@@ -37,6 +37,18 @@ pub enum Action {
     },
 }
 
+/// A stable 16-hex-digit key for (subject, reason): FNV-1a over the fields that identify them.
+fn event_key(involved: &ObjectReference, reason: &str) -> String {
+    let ns = involved.namespace.as_deref().unwrap_or("");
+    let uid = involved.uid.as_deref().unwrap_or("");
+    let fields = [involved.kind.as_str(), ns, involved.name.as_str(), uid, reason];
+    let hash = fields
+        .iter()
+        .flat_map(|f| f.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
 /// Injected clock and randomness, so plans are reproducible in tests.
 pub struct PlanContext<R: Rng> {
     pub now: String,
@@ -56,7 +68,9 @@ impl<R: Rng> PlanContext<R> {
     }
 }
 
-/// An Event about `involved` (kind, namespace, name, uid).
+/// An Event about `involved` (kind, namespace, name, uid). Its name is the same for every
+/// occurrence of one reason on one subject, so recording it again counts the recurrence on
+/// the one object (`Command::RecordEvent`) instead of adding another.
 pub fn event_for<R: Rng>(
     ctx: &mut PlanContext<R>,
     involved: ObjectReference,
@@ -65,7 +79,7 @@ pub fn event_for<R: Rng>(
     message: String,
     source: &str,
 ) -> Event {
-    let name = format!("{}.{}", involved.name, ctx.suffix(10));
+    let name = format!("{}.{}", involved.name, event_key(&involved, reason));
     let namespace = involved.namespace.clone().unwrap_or_else(|| wasmkube_api::DEFAULT_NAMESPACE.to_string());
     Event {
         api_version: "v1".into(),

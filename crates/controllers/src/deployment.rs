@@ -11,6 +11,11 @@ use crate::actions::{Action, PlanContext, event_for};
 
 const SOURCE: &str = "deployment-controller";
 
+/// Most pods one pass creates or deletes for one Deployment (Kubernetes' `burstReplicas`):
+/// the work of a pass, and the memory of its plan, stay bounded however many replicas are
+/// asked for; the next pass (woken by these writes) does the next share.
+pub const BURST_REPLICAS: usize = 500;
+
 /// A stable short hash of the pod template (FNV-1a over its canonical JSON): pods carry it, so
 /// a template change is seen as a new revision to roll out.
 pub fn template_hash(d: &Deployment) -> String {
@@ -45,7 +50,7 @@ pub fn plan_deployment<R: Rng>(d: &Deployment, pods: &[Pod], ctx: &mut PlanConte
 
     // Grow the current template, within the surge budget while old pods remain.
     let allowed = (want + max_surge).saturating_sub(owned.len());
-    let to_create = want.saturating_sub(current.len()).min(allowed);
+    let to_create = want.saturating_sub(current.len()).min(allowed).min(BURST_REPLICAS);
     for _ in 0..to_create {
         actions.push(Action::CreatePod(Box::new(new_pod(d, &hash, ctx))));
     }
@@ -53,7 +58,7 @@ pub fn plan_deployment<R: Rng>(d: &Deployment, pods: &[Pod], ctx: &mut PlanConte
     // Retire old-template pods: unready ones at once, ready ones while enough stay available.
     let ready = owned.iter().filter(|p| p.is_ready()).count();
     let mut removable_ready = ready.saturating_sub(want.saturating_sub(max_unavailable));
-    for p in sorted_for_deletion(old) {
+    for p in sorted_for_deletion(old).into_iter().take(BURST_REPLICAS) {
         if !p.is_ready() {
             actions.push(delete(p));
         } else if removable_ready > 0 {
@@ -63,7 +68,7 @@ pub fn plan_deployment<R: Rng>(d: &Deployment, pods: &[Pod], ctx: &mut PlanConte
     }
 
     // Shrink the current template to the wanted count, unready and newest first.
-    let excess = current.len().saturating_sub(want);
+    let excess = current.len().saturating_sub(want).min(BURST_REPLICAS);
     let deleting: Vec<Action> =
         sorted_for_deletion(current.clone()).into_iter().take(excess).map(delete).collect();
     actions.extend(deleting);
@@ -246,6 +251,17 @@ mod tests {
         assert!(
             actions.iter().any(|a| matches!(a, Action::RecordEvent(e) if e.reason == "ScalingReplicaSet"))
         );
+    }
+
+    #[test]
+    fn one_pass_creates_or_deletes_at_most_a_burst() {
+        let mut c = ctx();
+        let huge = deployment(wasmkube_api::MAX_REPLICAS, 'a');
+        assert_eq!(count(&plan_deployment(&huge, &[], &mut c)), (BURST_REPLICAS, 0));
+        let big = deployment(2 * BURST_REPLICAS as u32, 'a');
+        let pods: Vec<Pod> =
+            (0..2 * BURST_REPLICAS).map(|i| existing(&big, true, &i.to_string(), &mut c)).collect();
+        assert_eq!(count(&plan_deployment(&deployment(0, 'a'), &pods, &mut c)), (0, BURST_REPLICAS));
     }
 
     #[test]

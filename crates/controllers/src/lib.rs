@@ -9,6 +9,7 @@
 mod actions;
 mod deployment;
 mod events;
+mod faults;
 mod nodes;
 mod placement;
 mod runner;
@@ -16,7 +17,9 @@ mod snapshot;
 
 pub use actions::{Action, PlanContext, event_for};
 pub use deployment::{plan_deployment, plan_orphans, template_hash};
-pub use events::{EVENT_TTL, plan_event_gc};
+pub use events::{BUDGET_PER_PASS, EVENT_TTL, EventRecorder, REPEAT_EVERY, plan_event_gc};
+#[cfg(debug_assertions)]
+pub use faults::inject_panic;
 pub use nodes::{EVICT_AFTER, FENCE_AFTER, HEARTBEAT, HeartbeatClock, NOT_READY_AFTER, plan_node_lifecycle};
 pub use placement::plan_placement;
 pub use runner::run;

@@ -11,29 +11,28 @@ const SOURCE: &str = "scheduler";
 
 /// Binds every unbound pod, existing or in `actions`, to a node chosen by the scheduler.
 pub fn plan_placement<R: Rng>(snapshot: &Snapshot, actions: &mut Vec<Action>, ctx: &mut PlanContext<R>) {
-    // Load as the scheduler should see it: existing pods plus those being created.
-    let mut placed: Vec<Pod> = snapshot.pods.clone();
+    // Load as the scheduler should see it: existing pods plus those being placed, counted
+    // once and kept up to date, so each placement costs O(nodes).
+    let mut load = wasmkube_scheduler::node_load(&snapshot.pods);
     let mut events = Vec::new();
     for action in actions.iter_mut() {
         if let Action::CreatePod(pod) = action
             && pod.spec.node_name.is_none()
         {
-            match wasmkube_scheduler::place(pod, &snapshot.nodes, &placed) {
+            match wasmkube_scheduler::place(pod, &snapshot.nodes, &load) {
                 Ok(node) => {
+                    *load.entry(node.clone()).or_default() += 1;
                     pod.spec.node_name = Some(node.clone());
                     events.push(scheduled(ctx, pod, &node));
                 }
                 Err(why) => events.push(unschedulable(ctx, pod, why.0)),
             }
-            placed.push((**pod).clone());
         }
     }
     for pod in snapshot.pods.iter().filter(|p| p.spec.node_name.is_none()) {
-        match wasmkube_scheduler::place(pod, &snapshot.nodes, &placed) {
+        match wasmkube_scheduler::place(pod, &snapshot.nodes, &load) {
             Ok(node) => {
-                if let Some(p) = placed.iter_mut().find(|p| p.metadata.uid == pod.metadata.uid) {
-                    p.spec.node_name = Some(node.clone());
-                }
+                *load.entry(node.clone()).or_default() += 1;
                 events.push(scheduled(ctx, pod, &node));
                 actions.push(Action::BindPod { pod: Box::new(pod.clone()), node });
             }

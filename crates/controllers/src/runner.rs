@@ -13,7 +13,7 @@ use wasmkube_store::{Command, ObjectKey};
 
 use crate::actions::{Action, PlanContext};
 use crate::deployment::{plan_deployment, plan_orphans};
-use crate::events::{EVENT_TTL, plan_event_gc};
+use crate::events::{EVENT_TTL, EventRecorder, plan_event_gc};
 use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
 use crate::snapshot::Snapshot;
@@ -35,6 +35,7 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
     let mut next_sweep = tokio::time::Instant::now() + EVENT_SWEEP;
     // Heartbeats as this leader has seen them; a new leader starts every node's clock afresh.
     let mut clock: Option<HeartbeatClock> = None;
+    let mut recorder = EventRecorder::default();
     loop {
         if !leader.borrow().is_leader {
             clock = None;
@@ -44,8 +45,11 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
             }
         }
         let clock = clock.get_or_insert_with(HeartbeatClock::default);
+        if crate::faults::take_injected_panic() {
+            panic!("injected panic in the controllers (debug build fault)");
+        }
         // When it acted, its own writes wake it again to check the result.
-        if let Err(e) = reconcile_once(&cluster, &mut rng, clock).await {
+        if let Err(e) = reconcile_once(&cluster, &mut rng, clock, &mut recorder).await {
             tracing::warn!("reconcile failed, retrying: {e}");
         }
         if tokio::time::Instant::now() >= next_sweep {
@@ -78,6 +82,7 @@ async fn reconcile_once(
     cluster: &ClusterHandle,
     rng: &mut StdRng,
     clock: &mut HeartbeatClock,
+    recorder: &mut EventRecorder,
 ) -> Result<(), String> {
     // Decide over everything committed so far: a new leader may not have applied its
     // predecessor's last writes yet, and acting on an older snapshot would do them twice.
@@ -92,6 +97,14 @@ async fn reconcile_once(
     actions.extend(snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)));
     actions.extend(plan_orphans(&snapshot.deployments, &snapshot.pods));
     plan_placement(&snapshot, &mut actions, &mut ctx);
+    let (events, mut actions): (Vec<Action>, Vec<Action>) =
+        actions.into_iter().partition(|a| matches!(a, Action::RecordEvent(_)));
+    let events = events.into_iter().filter_map(|a| match a {
+        Action::RecordEvent(e) => Some(*e),
+        _ => None,
+    });
+    actions
+        .extend(recorder.admit(events.collect(), now).into_iter().map(|e| Action::RecordEvent(Box::new(e))));
     let results = join_all(actions.into_iter().map(|a| execute(cluster, a))).await;
     for r in results {
         match r {
@@ -141,7 +154,7 @@ async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeE
             status: json(&*status),
             precondition: Some(resource_version),
         },
-        Action::RecordEvent(event) => Command::Create { object: json(&*event) },
+        Action::RecordEvent(event) => Command::RecordEvent { object: json(&*event) },
         Action::DeleteEvent { namespace, name } => {
             Command::Delete { key: ObjectKey::new("Event", Some(&namespace), &name), precondition: None }
         }

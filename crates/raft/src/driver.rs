@@ -17,7 +17,7 @@ use crate::handle::{
 };
 use crate::logger::raft_logger;
 use crate::reads::Reads;
-use crate::transport::Transport;
+use crate::transport::{Report, Transport};
 
 /// Most requests drained into one Ready cycle: bounds the latency one batch adds.
 const MAX_BATCH: usize = 512;
@@ -63,6 +63,8 @@ struct Driver {
     next_proposal: u64,
     node_id: u64,
     transport: Box<dyn Transport>,
+    /// Delivery reports from the transport, handed on to raft-rs.
+    reports: mpsc::Receiver<Report>,
     compact_after: u64,
     compact_keep: u64,
 }
@@ -102,6 +104,8 @@ pub fn start(
         load_members(&log).map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?;
     let (membership_tx, membership_rx) = watch::channel(membership_of(&log.conf_state(), &members));
     let (tx, rx) = mpsc::channel();
+    let (reports_tx, reports) = mpsc::channel();
+    transport.attach(reports_tx);
     let (done_tx, done_rx) = oneshot::channel();
     let handle = ClusterHandle {
         tx,
@@ -127,6 +131,7 @@ pub fn start(
         next_proposal: rand::random(),
         node_id: config.node_id,
         transport,
+        reports,
         compact_after: config.compact_after,
         compact_keep: config.compact_keep,
     };
@@ -218,6 +223,7 @@ impl Driver {
                 // Every handle is gone: the node is shutting down.
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
+            self.take_reports();
             if Instant::now() >= next_tick {
                 self.node.tick();
                 next_tick += tick;
@@ -286,6 +292,19 @@ impl Driver {
                     Err(_) => {
                         let _ = reply.send(Err(ProposeError::NotLeader));
                     }
+                }
+            }
+        }
+    }
+
+    fn take_reports(&mut self) {
+        for report in self.reports.try_iter().take(MAX_BATCH) {
+            match report {
+                Report::Unreachable(peer) => self.node.report_unreachable(peer),
+                Report::Snapshot { to, delivered } => {
+                    let status =
+                        if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                    self.node.report_snapshot(to, status);
                 }
             }
         }

@@ -20,6 +20,14 @@ pub struct FaultPlan {
     /// Delay added before each outgoing batch.
     #[serde(default)]
     pub delay_ms: u64,
+    /// How many of the next outgoing snapshots are lost in flight (the sender sees the
+    /// send fail, as it would on a broken connection).
+    #[serde(default)]
+    pub lose_snapshots: u32,
+    /// Delay before this node answers a peer's request for module bytes (a slow pull, as
+    /// over a poor link).
+    #[serde(default)]
+    pub blob_delay_ms: u64,
 }
 
 #[derive(Default)]
@@ -44,6 +52,19 @@ impl Faults {
     pub(crate) fn drop_one(&self) -> bool {
         let percent = self.plan.read().unwrap_or_else(|p| p.into_inner()).drop_percent;
         percent > 0 && rand::random_range(0..100u8) < percent
+    }
+
+    /// Whether to lose this outgoing snapshot, by the plan's count (which it uses up).
+    pub(crate) fn lose_snapshot(&self) -> bool {
+        let mut plan = self.plan.write().unwrap_or_else(|p| p.into_inner());
+        let lose = plan.lose_snapshots > 0;
+        plan.lose_snapshots = plan.lose_snapshots.saturating_sub(1);
+        lose
+    }
+
+    /// How long to hold a peer's request for module bytes before answering it.
+    pub fn blob_delay(&self) -> Duration {
+        Duration::from_millis(self.plan.read().unwrap_or_else(|p| p.into_inner()).blob_delay_ms)
     }
 
     pub(crate) fn delay(&self) -> Duration {

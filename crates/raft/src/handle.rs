@@ -8,6 +8,8 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 use wasmkube_store::{ApplyError, Command, ObjectStore};
 
+use crate::limits::MAX_ENTRY_BYTES;
+
 /// Who leads, as this node last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LeaderState {
@@ -30,6 +32,9 @@ pub enum ProposeError {
     /// The driver stopped (node shutting down or failed).
     #[error("the raft driver has stopped")]
     Stopped,
+    /// The command is larger than one raft entry may be: refused before it was proposed.
+    #[error("the write is {size} bytes, more than the {limit} byte limit of one replicated entry")]
+    TooLarge { size: usize, limit: usize },
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Value, ProposeError>>;
@@ -124,7 +129,15 @@ impl ClusterHandle {
     /// Any member takes the write: a follower's proposal travels to the leader with the raft
     /// messages, and the follower answers once it has applied the entry.
     pub async fn propose(&self, command: Command) -> Result<Value, ProposeError> {
-        let encode = |c: &Command| serde_json::to_vec(c).map_err(|e| ApplyError::Invalid(e.to_string()));
+        let encode = |c: &Command| {
+            let bytes = serde_json::to_vec(c).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+            match bytes.len() {
+                size if size > MAX_ENTRY_BYTES => {
+                    Err(ProposeError::TooLarge { size, limit: MAX_ENTRY_BYTES })
+                }
+                _ => Ok(bytes),
+            }
+        };
         let bytes = encode(&command)?;
         // During an election there is briefly no leader: wait for one (bounded) rather than
         // bounce the write, as etcd does. (Encoded again then: no copy on every write for

@@ -8,6 +8,7 @@
 mod driver;
 mod faults;
 mod handle;
+pub mod limits;
 mod logger;
 mod peers;
 mod reads;
@@ -17,6 +18,8 @@ mod wire;
 pub use driver::{DriverConfig, start};
 pub use faults::{FaultPlan, Faults};
 pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};
-pub use peers::{PEER_FROM_HEADER, PEER_MESSAGES_PATH, PeerTransport, authorize_peer, peer_router};
+pub use peers::{
+    PEER_FROM_HEADER, PEER_MESSAGES_PATH, PEER_SNAPSHOTS_PATH, PeerTransport, authorize_peer, peer_router,
+};
 pub use raft::prelude::Message;
-pub use transport::{NoPeers, Transport};
+pub use transport::{NoPeers, Report, Reports, Transport};

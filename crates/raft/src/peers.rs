@@ -1,8 +1,11 @@
 //! The HTTP peer transport: both ends.
 //!
-//! Sending: one task per peer drains a bounded queue, batches up to 256 messages into one
-//! `POST /raft/v1/messages`, and backs off (50 ms doubling to 2 s) while the peer is
-//! unreachable. A full queue or a failed batch drops messages; raft retransmits what matters.
+//! Sending: one task per peer drains a bounded queue, batches up to 256 messages (and at most
+//! `MAX_BATCH_BYTES`) into one `POST /raft/v1/messages`, and backs off (50 ms doubling to 2 s)
+//! while the peer is unreachable. A full queue or a failed batch drops messages (raft-rs is
+//! told the peer was unreachable, and retransmits what matters). A snapshot goes alone, on a
+//! task of its own, to `POST /raft/v1/snapshots`, so a large one never holds up heartbeats;
+//! raft-rs is told whether it arrived, and sends it again if it did not.
 //!
 //! Receiving: the peer token authenticates the cluster; a sender that is not a member of the
 //! group as this node knows it is refused (a node still joining, knowing no members yet,
@@ -13,24 +16,29 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bytes::Bytes;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 use tokio::sync::mpsc;
 
-use crate::transport::Transport;
+use crate::limits::{MAX_BATCH_BYTES, MAX_PEER_BODY_BYTES, MAX_SNAPSHOT_BYTES};
+use crate::transport::{Report, Reports, Transport};
 use crate::wire;
 use crate::{ClusterHandle, Faults};
 
 pub const PEER_MESSAGES_PATH: &str = "/raft/v1/messages";
+/// Where a snapshot (one `MsgSnapshot`, alone) is posted.
+pub const PEER_SNAPSHOTS_PATH: &str = "/raft/v1/snapshots";
 /// Names the sending node (its raft id) on every peer request.
 pub const PEER_FROM_HEADER: &str = "x-wasmkube-from";
 const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A snapshot of a large store takes a while to send on a slow link.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct PeerTransport {
@@ -44,6 +52,8 @@ struct Inner {
     http: reqwest::Client,
     links: RwLock<HashMap<u64, Link>>,
     runtime: tokio::runtime::Handle,
+    /// The driver's delivery reports (set once the driver starts).
+    reports: std::sync::OnceLock<std::sync::Mutex<Reports>>,
 }
 
 struct Link {
@@ -63,7 +73,8 @@ impl PeerTransport {
             .map_err(|e| format!("building the peer HTTP client: {e}"))?;
         let links = RwLock::new(HashMap::new());
         let faults = Arc::new(Faults::default());
-        Ok(PeerTransport { inner: Arc::new(Inner { from, faults, token, http, links, runtime }) })
+        let reports = std::sync::OnceLock::new();
+        Ok(PeerTransport { inner: Arc::new(Inner { from, faults, token, http, links, runtime, reports }) })
     }
 
     /// Sends to peer `id` at `url` (e.g. `http://10.0.0.2:7700`) from now on.
@@ -90,7 +101,19 @@ impl PeerTransport {
     }
 }
 
+impl Inner {
+    fn report(&self, report: Report) {
+        if let Some(reports) = self.reports.get() {
+            let _ = reports.lock().unwrap_or_else(|p| p.into_inner()).send(report);
+        }
+    }
+}
+
 impl Transport for PeerTransport {
+    fn attach(&self, reports: Reports) {
+        let _ = self.inner.reports.set(std::sync::Mutex::new(reports));
+    }
+
     fn send(&self, messages: Vec<Message>) {
         if messages.is_empty() {
             return;
@@ -101,13 +124,24 @@ impl Transport for PeerTransport {
             if faults.cut(m.to) || faults.drop_one() {
                 continue;
             }
-            match links.get(&m.to) {
+            let to = m.to;
+            match links.get(&to) {
+                Some(link) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                    let sender = Sender { to, url: link.url.clone(), inner: self.inner.clone() };
+                    self.inner.runtime.spawn(sender.send_snapshot(m));
+                }
                 Some(link) => {
                     if link.queue.try_send(m).is_err() {
                         tracing::trace!("peer queue full; dropping a raft message");
+                        self.inner.report(Report::Unreachable(to));
                     }
                 }
-                None => tracing::trace!(to = m.to, "no address for raft peer; dropping a message"),
+                None => {
+                    tracing::trace!(to, "no address for raft peer; dropping a message");
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        self.inner.report(Report::Snapshot { to, delivered: false });
+                    }
+                }
             }
         }
     }
@@ -123,39 +157,95 @@ impl Sender {
     async fn run(self, mut queue: mpsc::Receiver<Message>) {
         let endpoint = format!("{}{PEER_MESSAGES_PATH}", self.url);
         let mut backoff = BACKOFF_START;
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match queue.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
+        let mut held: Option<Message> = None;
+        loop {
+            let first = match held.take() {
+                Some(m) => m,
+                None => match queue.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let (body, count) = batch(first, &mut queue, &mut held);
             let delay = self.inner.faults.delay();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let sent = self
-                .inner
-                .http
-                .post(&endpoint)
-                .bearer_auth(&self.inner.token)
-                .header(PEER_FROM_HEADER, self.inner.from.to_string())
-                .body(wire::encode(&batch))
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {
+            match self.post(&endpoint, body, None).await {
+                Ok(()) => {
                     backoff = BACKOFF_START;
                     continue;
                 }
-                Ok(r) => tracing::warn!(peer = self.to, status = %r.status(), "peer refused raft messages"),
-                Err(e) => tracing::debug!(peer = self.to, "peer unreachable: {e}"),
+                Err(e) => tracing::debug!(peer = self.to, count, "raft messages not delivered: {e}"),
             }
+            self.inner.report(Report::Unreachable(self.to));
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
+
+    /// Sends one snapshot on its own, and tells raft-rs how it went.
+    async fn send_snapshot(self, snapshot: Message) {
+        let endpoint = format!("{}{PEER_SNAPSHOTS_PATH}", self.url);
+        let bytes = wire::encode(std::slice::from_ref(&snapshot));
+        let size = bytes.len();
+        let sent = if self.inner.faults.lose_snapshot() {
+            Err("lost in flight (injected fault)".to_string())
+        } else {
+            self.post(&endpoint, bytes, Some(SNAPSHOT_TIMEOUT)).await
+        };
+        match &sent {
+            Ok(()) => tracing::info!(peer = self.to, size, "sent a snapshot"),
+            Err(e) => tracing::warn!(peer = self.to, size, "snapshot not delivered: {e}"),
+        }
+        self.inner.report(Report::Snapshot { to: self.to, delivered: sent.is_ok() });
+    }
+
+    async fn post(&self, endpoint: &str, body: Vec<u8>, timeout: Option<Duration>) -> Result<(), String> {
+        let mut request = self
+            .inner
+            .http
+            .post(endpoint)
+            .bearer_auth(&self.inner.token)
+            .header(PEER_FROM_HEADER, self.inner.from.to_string())
+            .body(body);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                tracing::warn!(peer = self.to, %status, "peer refused raft messages: {text}");
+                Err(format!("refused with {status}"))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Encodes `first` and whatever else is queued, up to `BATCH` messages and `MAX_BATCH_BYTES`
+/// (the first always goes, whatever its size); a message that would overflow the batch is
+/// `held` for the next. Returns the body and the number of messages in it.
+fn batch(
+    first: Message,
+    queue: &mut mpsc::Receiver<Message>,
+    held: &mut Option<Message>,
+) -> (Vec<u8>, usize) {
+    let mut body = wire::encode(std::slice::from_ref(&first));
+    let mut count = 1;
+    while count < BATCH && body.len() < MAX_BATCH_BYTES {
+        let Ok(m) = queue.try_recv() else { break };
+        let more = wire::encode(std::slice::from_ref(&m));
+        if body.len() + more.len() > MAX_BATCH_BYTES {
+            *held = Some(m);
+            break;
+        }
+        body.extend_from_slice(&more);
+        count += 1;
+    }
+    (body, count)
 }
 
 #[derive(Clone)]
@@ -167,11 +257,11 @@ struct Receiver {
 
 /// The receiving end, to be served on the node's API listener.
 pub fn peer_router(handle: ClusterHandle, token: String, faults: Arc<Faults>) -> Router {
-    Router::new().route(PEER_MESSAGES_PATH, post(receive)).with_state(Receiver {
-        handle,
-        token: Arc::new(token),
-        faults,
-    })
+    // Each endpoint accepts what the sending side can produce, and no more (see `limits`).
+    Router::new()
+        .route(PEER_MESSAGES_PATH, post(receive).layer(DefaultBodyLimit::max(MAX_PEER_BODY_BYTES)))
+        .route(PEER_SNAPSHOTS_PATH, post(receive_snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_BYTES)))
+        .with_state(Receiver { handle, token: Arc::new(token), faults })
 }
 
 fn authorize(r: &Receiver, headers: &HeaderMap) -> Result<u64, (StatusCode, String)> {
@@ -218,14 +308,40 @@ pub fn authorize_peer(
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
-    let from = match authorize(&r, &headers) {
-        Ok(from) => from,
+    match accept(&r, &headers, &body, MAX_PEER_BODY_BYTES) {
+        Ok((from, messages)) => deliver(&r, from, messages),
+        Err(refused) => refused,
+    }
+}
+
+async fn receive_snapshot(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let (from, messages) = match accept(&r, &headers, &body, MAX_SNAPSHOT_BYTES) {
+        Ok(accepted) => accepted,
         Err(refused) => return refused,
     };
-    let messages = match wire::decode(&body) {
-        Ok(m) => m,
-        Err(e) => return (StatusCode::BAD_REQUEST, e),
-    };
+    if messages.len() != 1 || messages.iter().any(|m| m.get_msg_type() != MessageType::MsgSnapshot) {
+        return (StatusCode::BAD_REQUEST, "a snapshot request carries exactly one MsgSnapshot".into());
+    }
+    deliver(&r, from, messages)
+}
+
+/// The sender and its messages, once the request is authorized and decodes.
+fn accept(
+    r: &Receiver,
+    headers: &HeaderMap,
+    body: &[u8],
+    max_message: usize,
+) -> Result<(u64, Vec<Message>), (StatusCode, String)> {
+    let from = authorize(r, headers)?;
+    let messages = wire::decode(body, max_message).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+    Ok((from, messages))
+}
+
+fn deliver(r: &Receiver, from: u64, messages: Vec<Message>) -> (StatusCode, String) {
     if messages.iter().any(|m| m.from != from) {
         return (StatusCode::BAD_REQUEST, format!("every message must come from node {from}"));
     }
@@ -235,4 +351,36 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         }
     }
     (StatusCode::NO_CONTENT, String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::Entry;
+
+    fn append_of(bytes: usize) -> Message {
+        let entry = Entry { data: vec![7u8; bytes].into(), ..Default::default() };
+        Message { to: 2, from: 1, entries: vec![entry].into(), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn batches_are_capped_in_bytes_and_a_large_message_goes_alone() {
+        let (tx, mut rx) = mpsc::channel(64);
+        for _ in 0..10 {
+            tx.send(append_of(1 << 20)).await.expect("queued");
+        }
+        let mut held = None;
+        let (body, count) = batch(append_of(1 << 20), &mut rx, &mut held);
+        assert_eq!(count, 3, "three 1 MiB messages fit under the 4 MiB cap, a fourth would not");
+        assert!(body.len() <= MAX_BATCH_BYTES);
+        assert!(held.is_some(), "the message that did not fit waits for the next batch");
+        let (_, next) = batch(held.take().expect("held"), &mut rx, &mut held);
+        assert_eq!(next, 3);
+
+        let big = append_of(crate::limits::MAX_ENTRY_BYTES);
+        let (body, count) = batch(big, &mut rx, &mut held);
+        assert_eq!(count, 1, "a message at the entry limit goes alone");
+        assert!(body.len() > MAX_BATCH_BYTES && body.len() <= MAX_PEER_BODY_BYTES, "and the peer accepts it");
+        assert_eq!(wire::decode(&body, MAX_PEER_BODY_BYTES).expect("decodes").len(), 1);
+    }
 }

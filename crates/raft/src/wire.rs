@@ -4,10 +4,9 @@
 use protobuf::Message as _;
 use raft::prelude::Message;
 
-/// Most messages in one batch, and largest encoded message accepted: bounds what a peer can
-/// make this node allocate.
+/// Most messages in one batch: with the caller's byte limit, bounds what a peer can make this
+/// node allocate.
 pub(crate) const MAX_BATCH: usize = 4096;
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 pub(crate) fn encode(messages: &[Message]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -21,7 +20,8 @@ pub(crate) fn encode(messages: &[Message]) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode(mut body: &[u8]) -> Result<Vec<Message>, String> {
+/// Decodes a batch; any message larger than `max_message` bytes is refused.
+pub(crate) fn decode(mut body: &[u8], max_message: usize) -> Result<Vec<Message>, String> {
     let mut messages = Vec::new();
     while !body.is_empty() {
         if messages.len() == MAX_BATCH {
@@ -29,8 +29,8 @@ pub(crate) fn decode(mut body: &[u8]) -> Result<Vec<Message>, String> {
         }
         let (len, rest) = body.split_at_checked(4).ok_or("truncated length prefix")?;
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if len > MAX_MESSAGE_BYTES {
-            return Err(format!("a message of {len} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit"));
+        if len > max_message {
+            return Err(format!("a message of {len} bytes exceeds the {max_message} byte limit"));
         }
         let (bytes, rest) = rest.split_at_checked(len).ok_or("truncated message")?;
         messages.push(Message::parse_from_bytes(bytes).map_err(|e| format!("not a raft message: {e}"))?);
@@ -48,10 +48,12 @@ mod tests {
         let batch: Vec<Message> =
             (1..=3).map(|i| Message { from: 1, to: 2, term: i, ..Default::default() }).collect();
         let bytes = encode(&batch);
-        assert_eq!(decode(&bytes).expect("decodes"), batch);
-        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
-        assert!(decode(&[0, 0, 0]).is_err());
-        assert!(decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(decode(&[]).expect("an empty batch").is_empty());
+        let max = 1 << 20;
+        assert_eq!(decode(&bytes, max).expect("decodes"), batch);
+        assert!(decode(&bytes[..bytes.len() - 1], max).is_err());
+        assert!(decode(&[0, 0, 0], max).is_err());
+        assert!(decode(&[0xff, 0xff, 0xff, 0xff], max).is_err());
+        assert!(decode(&[], max).expect("an empty batch").is_empty());
+        assert!(decode(&bytes, 4).is_err(), "a message over the limit is refused");
     }
 }

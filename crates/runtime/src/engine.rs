@@ -61,6 +61,9 @@ pub struct Runtime {
     pub(crate) instance_slots: Arc<Semaphore>,
     /// Whether the pooling allocator could be used on this machine.
     pub pooling: bool,
+    /// Compiles that may run at once: each takes a whole core for a while, and the node must
+    /// keep cores for its pods, its proxy and its share of the control plane.
+    pub(crate) compiles: Arc<Semaphore>,
 }
 
 impl Runtime {
@@ -85,12 +88,18 @@ impl Runtime {
             prepared: Mutex::new(HashMap::new()),
             instance_slots: Arc::new(Semaphore::new(slots)),
             pooling,
+            compiles: Arc::new(Semaphore::new(concurrent_compiles())),
         }))
     }
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
     }
+}
+
+/// Half the machine's cores, at least one.
+fn concurrent_compiles() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 fn engine_config(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<Config> {

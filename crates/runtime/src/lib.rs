@@ -20,7 +20,7 @@ pub use cli_pod::{CliPod, CliPodState};
 pub use engine::{Runtime, RuntimeConfig};
 pub use http_pod::{Admission, HttpPod, PodResponse, RequestError};
 pub use logs::LogBuffer;
-pub use modules::{ModuleError, PreparedModule};
+pub use modules::{ModuleError, PrepareError, PreparedModule};
 pub use registry::{LocalPod, SandboxRegistry};
 /// The error type of request and response bodies crossing the sandbox boundary.
 pub use wasmtime_wasi_http::Error as BodyError;

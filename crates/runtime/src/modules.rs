@@ -38,7 +38,35 @@ pub struct PreparedModule {
     pub(crate) command: Option<CommandPre<HostState>>,
 }
 
+/// Why `prepare_off_thread` did not produce a module.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    #[error("the compile task failed: {0}")]
+    Task(String),
+}
+
 impl Runtime {
+    /// `prepare` on a blocking thread, at most `concurrent_compiles` at once across the node:
+    /// compiling never runs on the async workers that serve the API, the proxy and the
+    /// heartbeat, and a burst of compiles queues instead of taking every core.
+    pub async fn prepare_off_thread(
+        self: &Arc<Self>,
+        digest: String,
+        bytes: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<Arc<PreparedModule>, PrepareError> {
+        if let Some(p) = self.prepared(&digest) {
+            return Ok(p);
+        }
+        let _permit = self.compiles.acquire().await.map_err(|e| PrepareError::Task(e.to_string()))?;
+        let runtime = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&digest, bytes.as_ref()))
+            .await
+            .map_err(|e| PrepareError::Task(e.to_string()))?;
+        Ok(prepared?)
+    }
+
     /// Checks, compiles and pre-instantiates `bytes`, or returns the module prepared earlier.
     /// Compiling is CPU-heavy: call from a blocking context.
     pub fn prepare(&self, digest: &str, bytes: &[u8]) -> Result<Arc<PreparedModule>, ModuleError> {

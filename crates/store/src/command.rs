@@ -18,6 +18,10 @@ pub enum Command {
     UpdateStatus { key: ObjectKey, status: Value, precondition: Option<u64> },
     /// Remove the object.
     Delete { key: ObjectKey, precondition: Option<u64> },
+    /// Record an Event: created when new; when an event of that name (one per subject and
+    /// reason) exists, its `count` grows by the new one's, and `lastTimestamp` and `message`
+    /// become the new one's, as Kubernetes aggregates repeated events.
+    RecordEvent { object: Value },
 }
 
 /// Why a command was not applied. These are the client's answer, not node failures.

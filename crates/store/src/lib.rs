@@ -11,6 +11,7 @@ mod command;
 mod keys;
 mod objects;
 mod raftlog;
+mod snapshots;
 mod watch;
 
 use std::path::Path;

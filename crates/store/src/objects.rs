@@ -209,20 +209,22 @@ impl ObjectStore {
     fn plan(&self, command: &Command, revision: u64) -> Result<Result<StoreEvent, ApplyError>, StoreError> {
         let invalid = |m: &str| Ok(Err(ApplyError::Invalid(m.to_string())));
         let (key, current) = match command {
-            Command::Create { object } | Command::Update { object, .. } => match ObjectKey::of(object) {
-                Some(key) => {
-                    let current = self.get(&key)?;
-                    (key, current)
+            Command::Create { object } | Command::Update { object, .. } | Command::RecordEvent { object } => {
+                match ObjectKey::of(object) {
+                    Some(key) => {
+                        let current = self.get(&key)?;
+                        (key, current)
+                    }
+                    None => return invalid("object has no kind or metadata.name"),
                 }
-                None => return invalid("object has no kind or metadata.name"),
-            },
+            }
             Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => (key.clone(), self.get(key)?),
         };
         let precondition = match command {
             Command::Update { precondition, .. }
             | Command::UpdateStatus { precondition, .. }
             | Command::Delete { precondition, .. } => *precondition,
-            Command::Create { .. } => None,
+            Command::Create { .. } | Command::RecordEvent { .. } => None,
         };
         if let (Some(expected), Some(cur)) = (precondition, &current) {
             let actual = revision_of(cur);
@@ -232,7 +234,10 @@ impl ObjectStore {
         }
         let (type_, mut object) = match (command, current) {
             (Command::Create { .. }, Some(_)) => return Ok(Err(ApplyError::AlreadyExists(key))),
-            (Command::Create { object }, None) => (EventType::Added, created(object.clone())),
+            (Command::Create { object } | Command::RecordEvent { object }, None) => {
+                (EventType::Added, created(object.clone()))
+            }
+            (Command::RecordEvent { object }, Some(cur)) => (EventType::Modified, recurred(cur, object)),
             (_, None) => return Ok(Err(ApplyError::NotFound(key))),
             (Command::Update { object, .. }, Some(cur)) => (EventType::Modified, updated(cur, object)),
             (Command::UpdateStatus { status, .. }, Some(mut cur)) => {
@@ -254,22 +259,40 @@ impl ObjectStore {
 
 /// The whole state machine, read from one RocksDB snapshot: `(applied index, state)` where
 /// state is `{"appliedIndex", "revision", "objects": [...]}`.
+#[cfg(test)]
 pub(crate) fn export(db: &DB) -> Result<(u64, Value), StoreError> {
-    let snapshot = db.snapshot();
+    export_from(db, &db.snapshot())
+}
+
+/// `export`, as of the RocksDB snapshot `view` (which the caller may read more from).
+pub(crate) fn export_from(db: &DB, view: &rocksdb::Snapshot<'_>) -> Result<(u64, Value), StoreError> {
     let meta = cf(db, CF_META);
     let read = |key: &[u8]| -> Result<u64, StoreError> {
-        match snapshot.get_cf(meta, key)? {
+        match view.get_cf(meta, key)? {
             Some(b) => decode_u64(&b),
             None => Ok(0),
         }
     };
     let (applied, revision) = (read(META_APPLIED)?, read(META_REVISION)?);
     let mut objects = Vec::new();
-    for item in snapshot.iterator_cf(cf(db, CF_OBJECTS), IteratorMode::Start) {
+    for item in view.iterator_cf(cf(db, CF_OBJECTS), IteratorMode::Start) {
         let (_, v) = item?;
         objects.push(decode(&v)?);
     }
     Ok((applied, serde_json::json!({"appliedIndex": applied, "revision": revision, "objects": objects})))
+}
+
+/// An event that happened again: one more occurrence (or as many as `again` counts) on the
+/// stored one, which keeps its identity and first timestamp.
+fn recurred(mut current: Value, again: &Value) -> Value {
+    let count = current["count"].as_u64().unwrap_or(1) + again["count"].as_u64().unwrap_or(1).max(1);
+    current["count"] = Value::from(count);
+    for field in ["lastTimestamp", "message"] {
+        if let Some(v) = again.get(field) {
+            current[field] = v.clone();
+        }
+    }
+    current
 }
 
 fn created(mut object: Value) -> Value {
@@ -341,6 +364,33 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> ObjectStore {
         ObjectStore::open(crate::open_db(dir).expect("db")).expect("store")
+    }
+
+    #[test]
+    fn a_recorded_event_that_recurs_is_counted_on_one_object() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let event = |at: &str, message: &str, count: u64| {
+            json!({"apiVersion": "v1", "kind": "Event",
+                   "metadata": {"name": "p.failedscheduling", "namespace": "default", "uid": at},
+                   "involvedObject": {"kind": "Pod", "name": "p"}, "reason": "FailedScheduling",
+                   "message": message, "count": count, "firstTimestamp": at, "lastTimestamp": at})
+        };
+        let first = store.apply(1, &Command::RecordEvent { object: event("t1", "no room", 1) }).expect("io");
+        assert_eq!(first.expect("created")["count"], 1);
+        store
+            .apply(2, &Command::RecordEvent { object: event("t2", "no room", 1) })
+            .expect("io")
+            .expect("again");
+        let third =
+            store.apply(3, &Command::RecordEvent { object: event("t3", "still none", 5) }).expect("io");
+        let third = third.expect("and again");
+        assert_eq!(third["count"], 7, "1 + 1 + the 5 occurrences the last write carried");
+        assert_eq!(third["firstTimestamp"], "t1");
+        assert_eq!(third["lastTimestamp"], "t3");
+        assert_eq!(third["message"], "still none");
+        assert_eq!(third["metadata"]["uid"], "t1", "the first occurrence's identity is kept");
+        assert_eq!(store.list("Event", None).expect("list").0.len(), 1);
     }
 
     #[test]

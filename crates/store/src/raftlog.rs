@@ -11,13 +11,14 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use rocksdb::{DB, WriteBatch, WriteOptions};
 
+use crate::snapshots::SnapshotSlot;
 use crate::{CF_RAFT_LOG, CF_RAFT_STATE, StoreError, cf};
 
 const HARD_STATE: &[u8] = b"hard_state";
-const CONF_STATE: &[u8] = b"conf_state";
-const MEMBERS: &[u8] = b"members";
+pub(crate) const CONF_STATE: &[u8] = b"conf_state";
+pub(crate) const MEMBERS: &[u8] = b"members";
 /// Index and term of the last entry compacted away (or covered by an installed snapshot).
-const SNAPSHOT_BASE: &[u8] = b"snapshot_base";
+pub(crate) const SNAPSHOT_BASE: &[u8] = b"snapshot_base";
 
 #[derive(Default)]
 struct LogBounds {
@@ -35,6 +36,7 @@ struct LogBounds {
 pub struct RaftLog {
     db: Arc<DB>,
     bounds: Arc<RwLock<LogBounds>>,
+    snapshots: SnapshotSlot,
 }
 
 impl RaftLog {
@@ -67,7 +69,7 @@ impl RaftLog {
         }
         bounds.last_index = bounds.last_index.max(bounds.base_index);
         drop((first, last));
-        Ok(RaftLog { db, bounds: Arc::new(RwLock::new(bounds)) })
+        Ok(RaftLog { db, bounds: Arc::new(RwLock::new(bounds)), snapshots: SnapshotSlot::default() })
     }
 
     /// True once the node has a membership (bootstrapped or joined).
@@ -90,6 +92,7 @@ impl RaftLog {
         batch.put_cf(cf(&self.db, CF_RAFT_STATE), MEMBERS, members);
         self.db.write_opt(batch, &synced())?;
         self.write().conf_state = cs;
+        self.snapshots.invalidate();
         Ok(())
     }
 
@@ -244,7 +247,7 @@ fn encode_pair(a: u64, b: u64) -> Vec<u8> {
     out
 }
 
-fn decode_pair(bytes: &[u8]) -> Result<(u64, u64), StoreError> {
+pub(crate) fn decode_pair(bytes: &[u8]) -> Result<(u64, u64), StoreError> {
     let pair: [u8; 16] =
         bytes.try_into().map_err(|_| StoreError::corrupt("snapshot base", "not 16 bytes"))?;
     let (a, b) = pair.split_at(8);
@@ -341,22 +344,13 @@ impl raft::Storage for RaftLog {
     }
 
     /// The state machine as of its applied index, with the membership: what a follower that
-    /// is too far behind (or new) installs instead of replaying compacted entries.
+    /// is too far behind (or new) installs instead of replaying compacted entries. Built on a
+    /// thread of its own (see `snapshots`): until it is ready raft-rs is told to ask again.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let (applied, state) = crate::objects::export(&self.db).map_err(storage_error)?;
-        if applied < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
-        }
-        let members = self.members().map_err(storage_error)?.unwrap_or_else(|| b"[]".to_vec());
-        let members: serde_json::Value = serde_json::from_slice(&members).unwrap_or(serde_json::Value::Null);
-        let data = serde_json::to_vec(&crate::SnapshotData { state, members })
-            .map_err(|e| storage_error(StoreError::corrupt("snapshot", e)))?;
-        let mut snapshot = Snapshot { data: data.into(), ..Default::default() };
-        let meta = snapshot.mut_metadata();
-        meta.index = applied;
-        meta.term = self.term(applied)?;
-        meta.set_conf_state(self.conf_state());
-        Ok(snapshot)
+        let base = self.read().base_index;
+        self.snapshots
+            .get_or_build(&self.db, request_index, base)
+            .ok_or(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
     }
 }
 

@@ -4,6 +4,7 @@ mod api;
 mod bootstrap;
 mod cluster;
 mod node;
+mod supervise;
 
 use clap::Parser;
 

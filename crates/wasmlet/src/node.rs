@@ -1,6 +1,7 @@
 //! Wiring: open storage, start Raft, the controllers, the agent, the proxy and the API, and
 //! stop them all together.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use wasmkube_store::{BlobStore, ObjectStore, RaftLog};
 
 use crate::api::{self, ApiParts, ApiState};
 use crate::bootstrap::{DataDir, host_name, write_client_config};
+use crate::supervise::Supervisor;
 use crate::{Flags, cluster};
 
 /// Time given to in-flight requests after a stop signal.
@@ -98,11 +100,40 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         )
         .map_err(anyhow::Error::msg)?,
     );
-    let agent = Agent::new(agent_config, cluster.clone(), runtime.clone(), puller.clone(), registry.clone());
+    let (fatal_tx, mut fatal) = tokio::sync::mpsc::unbounded_channel();
+    let supervisor = Supervisor { cluster: cluster.clone(), node_name: node_name.clone(), fatal: fatal_tx };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(agent.run(stopped()));
-    tasks.spawn(wasmkube_agent::replicate(puller, stopped()));
-    tasks.spawn(wasmkube_controllers::run(cluster.clone(), stopped()));
+    {
+        let (cluster, runtime, puller, registry) =
+            (cluster.clone(), runtime.clone(), puller.clone(), registry.clone());
+        let stopped = stopped.clone();
+        tasks.spawn(supervisor.clone().run("agent", move || {
+            let agent = Agent::new(
+                agent_config.clone(),
+                cluster.clone(),
+                runtime.clone(),
+                puller.clone(),
+                registry.clone(),
+            );
+            agent.run(stopped())
+        }));
+    }
+    {
+        let (puller, stopped) = (puller.clone(), stopped.clone());
+        tasks.spawn(
+            supervisor
+                .clone()
+                .run("module-copies", move || wasmkube_agent::replicate(puller.clone(), stopped())),
+        );
+    }
+    {
+        let (cluster, stopped) = (cluster.clone(), stopped.clone());
+        tasks.spawn(
+            supervisor
+                .clone()
+                .run("controllers", move || wasmkube_controllers::run(cluster.clone(), stopped())),
+        );
+    }
     if identity.restarted {
         tasks.spawn(cluster::follow_address(
             cluster.clone(),
@@ -113,14 +144,21 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             stopped(),
         ));
     }
-    tasks.spawn(cluster::sync_peers(
-        transport.clone(),
-        cluster.clone(),
-        identity.seed_members.clone(),
-        stopped(),
-    ));
+    {
+        let (transport, cluster, seeds, stopped) =
+            (transport.clone(), cluster.clone(), identity.seed_members.clone(), stopped.clone());
+        tasks.spawn(supervisor.clone().run("peer-sync", move || {
+            cluster::sync_peers(transport.clone(), cluster.clone(), seeds.clone(), stopped())
+        }));
+    }
     let proxy = ProxyState::new(&node_name).map_err(anyhow::Error::msg)?;
-    tasks.spawn(proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped()));
+    {
+        let (proxy, store, registry, stopped) =
+            (proxy.clone(), store.clone(), registry.clone(), stopped.clone());
+        tasks.spawn(supervisor.clone().run("proxy-table", move || {
+            proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped())
+        }));
+    }
 
     let faults = transport.faults();
     let peers = wasmkube_raft::peer_router(cluster.clone(), identity.peer_token.clone(), faults.clone());
@@ -140,16 +178,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         axum::serve(api_listener, api::router(api_state).merge(peers)).with_graceful_shutdown(stopped());
     let proxy_server =
         axum::serve(proxy_listener, wasmkube_proxy::router(proxy)).with_graceful_shutdown(stopped());
-    tasks.spawn(async move {
-        if let Err(e) = api_server.await {
-            tracing::error!("API server failed: {e}");
-        }
-    });
-    tasks.spawn(async move {
-        if let Err(e) = proxy_server.await {
-            tracing::error!("proxy failed: {e}");
-        }
-    });
+    tasks.spawn(supervisor.clone().essential("the API server", api_server.into_future()));
+    tasks.spawn(supervisor.essential("the proxy server", proxy_server.into_future()));
 
     let config_path = write_client_config(flags.client_config.clone(), &api_url, &token)?;
     tracing::info!(node = %node_name, data = %data.root.display(), config = %config_path.display(), "started");
@@ -158,6 +188,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let failure = tokio::select! {
         _ = shutdown_signal() => None,
+        Some(why) = fatal.recv() => Some(anyhow::anyhow!("{why}")),
         r = &mut raft_done => Some(match r {
             Ok(Err(e)) => anyhow::anyhow!("control plane stopped: {e}"),
             _ => anyhow::anyhow!("control plane stopped unexpectedly"),

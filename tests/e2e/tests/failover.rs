@@ -94,7 +94,7 @@ async fn client(
                 call(http.put(&url).bearer_auth(token).json(&next)).await
             }
             None => {
-                let svc = json!({"metadata": {"name": format!("reg-{key}"), "annotations": {"v": new}},
+                let svc = json!({"kind": "Service", "metadata": {"name": format!("reg-{key}"), "annotations": {"v": new}},
                                  "spec": {"selector": {"app": "reg"}}});
                 call(
                     http.post(format!("{api}/api/v1/namespaces/default/services"))
@@ -140,8 +140,7 @@ async fn killing_the_leader_ten_times_under_load_stays_linearizable() -> anyhow:
         nodes[idx].kill9();
         let killed = Instant::now();
         let survivor = (idx + 1) % 3;
-        let probe =
-            json!({"metadata": {"name": format!("probe-{round}")}, "spec": {"selector": {"app": "probe"}}});
+        let probe = json!({"kind": "Service", "metadata": {"name": format!("probe-{round}")}, "spec": {"selector": {"app": "probe"}}});
         eventually(Duration::from_secs(10), "a write accepted after the kill", || {
             let (api, token) = (nodes[survivor].api.clone(), nodes[survivor].token.clone());
             let probe = probe.clone();

@@ -30,7 +30,7 @@ async fn watch_streams_and_resumes() -> anyhow::Result<()> {
     let node = Wasmlet::start(&[])?;
     let http = reqwest::Client::new();
     let services = format!("{}/api/v1/namespaces/default/services", node.api);
-    let svc = |name: &str| json!({"metadata": {"name": name}, "spec": {"selector": {"app": name}}});
+    let svc = |name: &str| json!({"kind": "Service", "metadata": {"name": name}, "spec": {"selector": {"app": name}}});
 
     let first: Value =
         http.post(&services).bearer_auth(&node.token).json(&svc("a")).send().await?.json().await?;

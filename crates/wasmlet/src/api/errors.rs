@@ -74,6 +74,9 @@ impl From<ProposeError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
             }
             ProposeError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message),
+            ProposeError::TooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", message)
+            }
         }
     }
 }

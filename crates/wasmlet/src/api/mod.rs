@@ -67,7 +67,6 @@ pub fn router(state: ApiState) -> Router {
     let body_limit = state.parts().max_module_bytes;
     let objects = any(objects::dispatch);
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/version",
             get(|| async {
@@ -98,12 +97,25 @@ pub fn router(state: ApiState) -> Router {
         .merge(faults_route())
         .fallback(|| async { ApiError::not_found("no such API path") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Health, as Kubernetes serves it, needs no token: service managers and load
+        // balancers probe it.
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         // Joining is authenticated by the join token in the body, not the admin token.
         .merge(on_leader(&state, Router::new().route("/cluster/v1/join", post(cluster::join))))
         // Members copy module bytes from each other with the peer token.
         .route(&format!("{}/{{digest}}", wasmkube_agent::PEER_BLOBS_PATH), get(modules::serve_blob))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// Ready when this node knows a leader: it can then take writes and consistent reads.
+async fn ready(State(state): State<ApiState>) -> (http::StatusCode, &'static str) {
+    match state.parts().cluster.leader_id() {
+        0 => (http::StatusCode::SERVICE_UNAVAILABLE, "no leader known: this node cannot serve writes yet"),
+        _ => (http::StatusCode::OK, "ok"),
+    }
 }
 
 /// `routes`, relayed to the leader when this node does not lead.
@@ -124,7 +136,19 @@ fn faults_route() -> Router<ApiState> {
         state.parts().faults.set(plan.clone());
         Json(plan)
     }
-    Router::new().route("/debug/v1/faults", axum::routing::put(set))
+    async fn panic(Json(request): Json<serde_json::Value>) -> Result<&'static str, ApiError> {
+        match request["task"].as_str() {
+            Some("controllers") => {
+                tracing::warn!("injecting a panic into the controllers");
+                wasmkube_controllers::inject_panic();
+                Ok("the controllers will panic at their next pass")
+            }
+            _ => Err(ApiError::bad_request("name the task to panic: {\"task\": \"controllers\"}")),
+        }
+    }
+    Router::new()
+        .route("/debug/v1/faults", axum::routing::put(set))
+        .route("/debug/v1/panic", axum::routing::put(panic))
 }
 
 #[cfg(not(debug_assertions))]

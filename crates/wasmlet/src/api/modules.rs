@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use wasmkube_api::{Module, ModuleSpec, ObjectMeta};
+use wasmkube_runtime::PrepareError;
 use wasmkube_store::{BlobStore, Command, ObjectKey};
 
 use super::{ApiError, ApiState};
@@ -26,12 +27,13 @@ pub async fn upload(state: &ApiState, body: Bytes) -> Result<Response, ApiError>
     if let Some(existing) = state.parts().store.get(&ObjectKey::new("Module", None, &digest))? {
         return Ok(Json(existing).into_response());
     }
-    let runtime = state.parts().runtime.clone();
-    let (d, bytes) = (digest.clone(), body.clone());
-    let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&d, &bytes))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad_request(format!("the module was refused: {e}")))?;
+    let prepared = match state.parts().runtime.prepare_off_thread(digest.clone(), body.clone()).await {
+        Ok(prepared) => prepared,
+        Err(PrepareError::Module(e)) => {
+            return Err(ApiError::bad_request(format!("the module was refused: {e}")));
+        }
+        Err(e @ PrepareError::Task(_)) => return Err(ApiError::internal(e)),
+    };
     state.parts().blobs.put(&body)?;
     let module = Module {
         api_version: "wasmkube.io/v1".into(),
@@ -74,6 +76,10 @@ pub async fn serve_blob(
         wasmkube_raft::authorize_peer(&parts.cluster, &parts.peer_token, &parts.faults, &headers)
     {
         return (status, message).into_response();
+    }
+    let delay = parts.faults.blob_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return (StatusCode::BAD_REQUEST, "a blob is named by its hex sha256 digest".to_string())

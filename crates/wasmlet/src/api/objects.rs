@@ -11,18 +11,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use wasmkube_api::{DEFAULT_NAMESPACE, labels_match, validate_object};
-use wasmkube_store::{Command, ObjectKey};
+use wasmkube_api::{DEFAULT_NAMESPACE, MAX_OBJECT_BYTES, labels_match, validate_object};
+use wasmkube_raft::ProposeError;
+use wasmkube_store::{ApplyError, Command, ObjectKey};
 
 use super::paths::Target;
 use super::{ApiError, ApiState, logs, modules, watch};
 
-/// Largest JSON object accepted (modules have their own, larger limit).
-const MAX_OBJECT_BYTES: usize = 3 << 20;
-
 pub async fn dispatch(
     State(state): State<ApiState>,
     method: Method,
+    headers: http::HeaderMap,
     Path(params): Path<HashMap<String, String>>,
     Query(query): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
@@ -35,11 +34,14 @@ pub async fn dispatch(
     if target.kind.kind != "Module" && body.len() > MAX_OBJECT_BYTES {
         return Err(ApiError::too_large(MAX_OBJECT_BYTES));
     }
+    if method == Method::POST || method == Method::PUT {
+        check_content_type(&target, &headers)?;
+    }
     if method == Method::GET && !is_watch(&query) && target.sub.as_deref() != Some("log") {
         consistent_read(&state, &query).await?;
     }
     match (target.sub.as_deref(), target.name.is_some(), &method) {
-        (None, false, &Method::GET) if is_watch(&query) => watch::stream(&state, &target, &query),
+        (None, false, &Method::GET) if is_watch(&query) => watch::stream(&state, &target, &query).await,
         (None, false, &Method::GET) => list(&state, &target, &query),
         (None, false, &Method::POST) if target.kind.kind == "Module" => modules::upload(&state, body).await,
         (None, false, &Method::POST) => create(&state, &target, &body).await,
@@ -64,6 +66,27 @@ pub async fn dispatch(
             Err(ApiError::method_not_allowed(format!("{m} is not supported on {}", target.describe())))
         }
     }
+}
+
+/// A body in a format this server does not read is refused (415), as Kubernetes does: JSON for
+/// objects, the raw bytes for modules. A body sent without a Content-Type is read as such.
+fn check_content_type(target: &Target, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(http::header::CONTENT_TYPE) else { return Ok(()) };
+    let media = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let accepted: &[&str] = if target.kind.kind == "Module" && target.sub.is_none() {
+        // JSON too, so a JSON body gets the message that says how to upload a module.
+        &["application/wasm", "application/octet-stream", "application/json"]
+    } else {
+        &["application/json"]
+    };
+    if accepted.contains(&media.as_str()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        format!("the body's Content-Type {media:?} is not supported here; send {}", accepted.join(" or ")),
+    ))
 }
 
 /// Reads are linearizable by default: a Raft ReadIndex barrier first. `resourceVersion=0`
@@ -222,27 +245,26 @@ fn revision_in(object: &Value) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// The `autoscaling/v1` Scale view of a Deployment.
+/// How often a scale without a resourceVersion is tried again when the Deployment changed
+/// between its read and its write.
+const SCALE_ATTEMPTS: usize = 5;
+
+/// The `autoscaling/v1` Scale view of a Deployment. A write changes only `spec.replicas`: it
+/// reads the Deployment at the latest revision (a read barrier first) and writes it back with
+/// that revision as precondition, so a change made meanwhile (a new template, say) is never
+/// overwritten: the scale is tried again on top of it (or, when the caller named a
+/// resourceVersion, refused with 409 as Kubernetes does).
 async fn scale(
     state: &ApiState,
     target: &Target,
     method: &Method,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let mut deployment = get(state, target)?;
-    if method == Method::PUT {
-        let scale = parse_body(body)?;
-        let replicas =
-            scale["spec"]["replicas"].as_u64().and_then(|r| u32::try_from(r).ok()).ok_or_else(|| {
-                ApiError::invalid("Scale is invalid: spec.replicas must be a non-negative integer")
-            })?;
-        let precondition = revision_in(&scale)?;
-        deployment["spec"]["replicas"] = Value::from(replicas);
-        deployment =
-            state.parts().cluster.propose(Command::Update { object: deployment, precondition }).await?;
-    } else if method != Method::GET {
-        return Err(ApiError::method_not_allowed(format!("{method} is not supported on scale")));
-    }
+    let deployment = match *method {
+        Method::GET => get(state, target)?,
+        Method::PUT => put_scale(state, target, body).await?,
+        _ => return Err(ApiError::method_not_allowed(format!("{method} is not supported on scale"))),
+    };
     let meta = &deployment["metadata"];
     Ok(Json(json!({
         "apiVersion": "autoscaling/v1",
@@ -252,4 +274,42 @@ async fn scale(
         "status": {"replicas": deployment["status"]["replicas"].as_u64().unwrap_or(0)},
     }))
     .into_response())
+}
+
+async fn put_scale(state: &ApiState, target: &Target, body: &Bytes) -> Result<Value, ApiError> {
+    let scale = parse_body(body)?;
+    let replicas = scale["spec"]["replicas"]
+        .as_u64()
+        .and_then(|r| u32::try_from(r).ok())
+        .ok_or_else(|| ApiError::invalid("Scale is invalid: spec.replicas must be a non-negative integer"))?;
+    wasmkube_api::check_replicas("spec.replicas", replicas)
+        .map_err(|e| ApiError::invalid(format!("Scale is invalid: {e}")))?;
+    let expected = revision_in(&scale)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        consistent_read(state, &HashMap::new()).await?;
+        let mut deployment = get(state, target)?;
+        let read_at = revision_in(&deployment)?;
+        if let (Some(expected), Some(read_at)) = (expected, read_at)
+            && expected != read_at
+        {
+            return Err(ProposeError::Rejected(ApplyError::Conflict {
+                key: key(target)?,
+                expected,
+                actual: read_at,
+            })
+            .into());
+        }
+        deployment["spec"]["replicas"] = Value::from(replicas);
+        let write = Command::Update { object: deployment, precondition: read_at };
+        match state.parts().cluster.propose(write).await {
+            Err(ProposeError::Rejected(ApplyError::Conflict { .. }))
+                if expected.is_none() && attempt < SCALE_ATTEMPTS =>
+            {
+                continue;
+            }
+            other => return Ok(other?),
+        }
+    }
 }

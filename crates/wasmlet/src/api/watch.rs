@@ -20,7 +20,11 @@ use super::{ApiError, ApiState};
 /// the last resourceVersion they saw.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-pub fn stream(
+/// How long a watch from a revision this replica has not reached waits for it (a follower
+/// may trail the revision a client read from the leader by a few milliseconds).
+const FUTURE_WAIT: Duration = Duration::from_secs(3);
+
+pub async fn stream(
     state: &ApiState,
     target: &Target,
     query: &HashMap<String, String>,
@@ -38,6 +42,9 @@ pub fn stream(
         ),
         None => DEFAULT_TIMEOUT,
     };
+    if let Some(since) = since {
+        await_revision(state, since).await?;
+    }
     let watch = state.parts().store.watch(target.kind.kind, target.namespace.as_deref(), since).map_err(
         |e| match e {
             WatchError::Gone { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
@@ -50,6 +57,24 @@ pub fn stream(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(events))
         .map_err(ApiError::internal)
+}
+
+/// Waits (bounded) until this replica has reached `revision`; a revision it does not reach is
+/// refused as Kubernetes refuses it, rather than watched as if it had been.
+async fn await_revision(state: &ApiState, revision: u64) -> Result<(), ApiError> {
+    let store = &state.parts().store;
+    let deadline = Instant::now() + FUTURE_WAIT;
+    while store.revision() < revision {
+        if Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!("Too large resource version: {revision}, current: {}", store.revision()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 async fn next_line(

@@ -1,0 +1,102 @@
+//! Supervision of the node's long-running parts (agent, controllers, proxy table, module
+//! copies, peer sync): a part that panics is started again, with an error in the log and a
+//! `TaskRestarted` warning event on this Node, so it never goes unnoticed while the process
+//! keeps serving. A part that keeps panicking (`MAX_RESTARTS` within `RESTART_WINDOW`), or
+//! a server that fails, is fatal: the node stops and exits non-zero, and its service
+//! manager starts it afresh.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+use wasmkube_api::ObjectReference;
+use wasmkube_raft::ClusterHandle;
+use wasmkube_store::Command;
+
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// What supervised parts need to report through.
+#[derive(Clone)]
+pub struct Supervisor {
+    pub cluster: ClusterHandle,
+    pub node_name: String,
+    /// A part that cannot go on: the node stops with this message.
+    pub fatal: mpsc::UnboundedSender<String>,
+}
+
+impl Supervisor {
+    /// Runs the part `start` makes until it returns (shutdown), starting it again each time
+    /// it panics.
+    pub async fn run<F, Fut>(self, name: &'static str, mut start: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut restarts: VecDeque<Instant> = VecDeque::new();
+        loop {
+            let panic = match tokio::spawn(start()).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => panic_message(e.into_panic()),
+                Err(_) => return,
+            };
+            let now = Instant::now();
+            restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+            restarts.push_back(now);
+            if restarts.len() > MAX_RESTARTS {
+                let msg =
+                    format!("{name} panicked {} times within {RESTART_WINDOW:?}: {panic}", restarts.len());
+                tracing::error!("{msg}; stopping the node");
+                let _ = self.fatal.send(msg);
+                return;
+            }
+            tracing::error!(task = name, "panicked: {panic}; restarting it in {RESTART_DELAY:?}");
+            self.record(name, &panic).await;
+            tokio::time::sleep(RESTART_DELAY).await;
+        }
+    }
+
+    /// Runs a part that must never end before shutdown (a server): when it ends with an
+    /// error, the node stops.
+    pub async fn essential<E: std::fmt::Display>(
+        self,
+        name: &'static str,
+        part: impl Future<Output = Result<(), E>>,
+    ) {
+        if let Err(e) = part.await {
+            let _ = self.fatal.send(format!("{name} failed: {e}"));
+        }
+    }
+
+    async fn record(&self, name: &str, panic: &str) {
+        let involved =
+            ObjectReference { kind: "Node".into(), namespace: None, name: self.node_name.clone(), uid: None };
+        let mut ctx = wasmkube_controllers::PlanContext {
+            now: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            rng: rand::rngs::StdRng::from_os_rng(),
+        };
+        let message = format!("{name} panicked and was restarted: {panic}");
+        let source = format!("wasmlet/{}", self.node_name);
+        let event =
+            wasmkube_controllers::event_for(&mut ctx, involved, "Warning", "TaskRestarted", message, &source);
+        let object = serde_json::to_value(&event).unwrap_or_default();
+        let write = self.cluster.propose(Command::RecordEvent { object });
+        match tokio::time::timeout(Duration::from_secs(2), write).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("TaskRestarted event not recorded: {e}"),
+            Err(_) => tracing::warn!("TaskRestarted event not recorded in time"),
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(s) => *s,
+        Err(panic) => {
+            panic.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string())
+        }
+    }
+}
