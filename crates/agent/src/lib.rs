@@ -4,6 +4,7 @@
 //! It never decides where pods go or how many there are; it only runs what the control plane
 //! says and reports what happened. Every write goes through Raft.
 
+mod events;
 mod node;
 mod pull;
 mod sandbox;
@@ -17,12 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
-use wasmkube_api::{Pod, PodStatus};
+use wasmkube_api::Pod;
+use wasmkube_cache::{Changes, Reflector, Selector};
 use wasmkube_controllers::FENCE_AFTER;
 use wasmkube_raft::ClusterHandle;
 use wasmkube_runtime::{Runtime, SandboxRegistry};
 use wasmkube_store::{Command, ObjectKey};
 
+use crate::events::EventBudget;
 use crate::sandbox::Sandbox;
 
 pub use pull::{BlobPuller, PEER_BLOBS_PATH, replicate};
@@ -33,6 +36,8 @@ const STATUS_POLL: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How soon a heartbeat that could not be recorded is tried again.
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
+/// Writes (statuses, events) of one pass in flight at once.
+const WRITE_CONCURRENCY: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -55,6 +60,8 @@ pub struct Agent {
     rng: StdRng,
     /// No heartbeat recorded for `FENCE_AFTER`: this node's pods are stopped until one is.
     fenced: bool,
+    /// Events this agent may still write now (a burst of 10,000 starts records a share).
+    event_budget: EventBudget,
 }
 
 /// Proposes `command`, waiting at most `WRITE_TIMEOUT`: a node cut off from the cluster must
@@ -83,13 +90,27 @@ impl Agent {
             running: HashMap::new(),
             rng: StdRng::from_os_rng(),
             fenced: false,
+            event_budget: EventBudget::default(),
         }
     }
 
     /// Runs until `shutdown` resolves, then stops every sandbox.
+    ///
+    /// The agent follows only the pods bound to this node (a field selector on
+    /// `spec.nodeName` over the node's replica, see `wasmkube_cache`), and each pass handles
+    /// the pods that changed: a burst of 10,000 pods elsewhere costs it a glance per change.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut changes = self.cluster.store().subscribe_all();
+        let node = self.config.node_name.clone();
+        let selector: Selector = Box::new(move |v| v["spec"]["nodeName"].as_str() == Some(node.as_str()));
+        let (mut pods, mut dirty) = match Reflector::<Pod>::new(self.cluster.shared_store(), selector) {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::error!("agent cannot read pods: {e}");
+                return;
+            }
+        };
+        let mut modules = self.cluster.store().subscribe_all();
         let (recorded_tx, mut recorded) = watch::channel(Instant::now());
         let heartbeat = node::Heartbeat {
             config: self.config.clone(),
@@ -100,33 +121,40 @@ impl Agent {
         let heartbeat = tokio::spawn(heartbeat.run(async move {
             let _ = heartbeat_stopped.await;
         }));
-        let mut next_poll = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now() + STATUS_POLL;
         loop {
+            let mut poll = false;
+            let mut module_appeared = false;
             tokio::select! {
                 _ = &mut shutdown => break,
                 // A heartbeat recorded: unfence at once if fenced.
                 r = recorded.changed() => if r.is_err() { break },
-                // Only pods (and the modules they run) concern the agent: a storm of other
-                // writes costs it nothing.
-                r = changes.recv() => match r {
-                    Ok(e) if !e.concerns(&["Pod", "Module"]) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    _ => {}
+                changes = pods.changed() => match changes {
+                    Some(changes) => dirty.extend(changes),
+                    None => break,
                 },
-                _ = tokio::time::sleep_until(next_poll) => {}
+                // A module that arrives lets pods waiting for it start at once.
+                r = modules.recv() => match r {
+                    Ok(e) => module_appeared = e.concerns(&["Module"]),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => module_appeared = true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tokio::time::sleep_until(next_poll) => {
+                    poll = true;
+                    next_poll = tokio::time::Instant::now() + STATUS_POLL;
+                }
             }
-            while changes.try_recv().is_ok() {}
             let silent = recorded.borrow_and_update().elapsed();
             if silent >= FENCE_AFTER && !self.fenced {
                 self.fence(silent);
             } else if silent < FENCE_AFTER && self.fenced {
                 tracing::info!("heartbeat recorded again: running this node's pods again");
                 self.fenced = false;
+                dirty.extend(pods.iter().map(|(k, _)| k.clone()));
             }
-            if !self.fenced {
-                self.sync().await;
+            if !self.fenced && (poll || module_appeared || !dirty.is_empty()) {
+                self.sync(&pods, std::mem::take(&mut dirty), poll, module_appeared).await;
             }
-            next_poll = tokio::time::Instant::now() + STATUS_POLL;
         }
         let _ = stop_heartbeat.send(());
         let _ = heartbeat.await;
@@ -136,47 +164,65 @@ impl Agent {
         self.running.clear();
     }
 
-    /// One pass: start what is bound here and not running, stop what is running and no longer
-    /// bound, and report statuses that changed.
-    async fn sync(&mut self) {
-        let pods = match self.cluster.store().list("Pod", None) {
-            Ok((items, _)) => items,
-            Err(e) => {
-                tracing::error!("agent cannot read pods: {e}");
-                return;
+    /// One pass over what changed: stop sandboxes whose pod is gone (or replaced), start those
+    /// bound here and not running (and failed starts that are due again, or all of them when
+    /// a module appeared), and report the statuses that differ. On a `poll`, sandboxes whose
+    /// status moves on their own (cli pods, failed starts) are looked at too. The writes of a
+    /// pass go out together, so Raft commits them in a few batches.
+    async fn sync(&mut self, pods: &Reflector<Pod>, dirty: Changes, poll: bool, retry_now: bool) {
+        for key in &dirty {
+            let wanted = pods.get(key).and_then(|p| p.metadata.uid.as_deref());
+            if self.running.get(key).is_some_and(|s| Some(s.uid()) != wanted) {
+                tracing::info!(pod = %key, "stopping sandbox");
+                self.registry.remove(key);
+                self.running.remove(key);
             }
-        };
-        let mine: Vec<Pod> = pods
-            .into_iter()
-            .filter_map(|v| serde_json::from_value::<Pod>(v).ok())
-            .filter(|p| p.spec.node_name.as_deref() == Some(self.config.node_name.as_str()))
-            .collect();
-        let wanted: HashMap<String, &Pod> = mine.iter().map(|p| (pod_key(p), p)).collect();
-        let stale: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(k, s)| wanted.get(*k).is_none_or(|p| p.metadata.uid.as_deref() != Some(s.uid())))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
-            tracing::info!(pod = %key, "stopping sandbox");
-            self.registry.remove(&key);
-            self.running.remove(&key);
         }
-        for pod in &mine {
-            let key = pod_key(pod);
-            let attempts = match self.running.get(&key) {
-                None => Some(0),
-                Some(sandbox) => sandbox.due_retry(),
-            };
-            if let Some(attempts) = attempts {
-                let sandbox = self.start(pod, attempts).await;
-                self.running.insert(key.clone(), sandbox);
-            }
-            if let Some(sandbox) = self.running.get(&key) {
+        let mut due: Vec<(String, u32)> = dirty
+            .iter()
+            .filter(|k| pods.get(k).is_some() && !self.running.contains_key(*k))
+            .map(|k| (k.clone(), 0))
+            .collect();
+        if poll || retry_now {
+            due.extend(
+                self.running.iter().filter_map(|(k, s)| s.due_retry(retry_now).map(|a| (k.clone(), a))),
+            );
+        }
+        let mut writes = Vec::new();
+        let mut check: Vec<String> = Vec::with_capacity(dirty.len() + due.len());
+        for (key, attempts) in due {
+            let Some(pod) = pods.get(&key) else { continue };
+            let (sandbox, event) = self.start(pod, attempts).await;
+            self.running.insert(key.clone(), sandbox);
+            writes.extend(event.filter(|_| self.event_budget.take()));
+            check.push(key);
+        }
+        check.extend(dirty);
+        if poll {
+            check.extend(self.running.iter().filter(|(_, s)| s.moves_on_its_own()).map(|(k, _)| k.clone()));
+        }
+        for key in check {
+            if let (Some(pod), Some(sandbox)) = (pods.get(&key), self.running.get(&key)) {
                 let status = status::of(sandbox, &self.config.node_name);
                 if pod.status.as_ref() != Some(&status) {
-                    self.report(pod, status).await;
+                    let key = ObjectKey::new("Pod", pod.metadata.namespace.as_deref(), &pod.metadata.name);
+                    let status = serde_json::to_value(&status).unwrap_or_default();
+                    writes.push(Command::UpdateStatus { key, status, precondition: None });
+                }
+            }
+        }
+        self.write_all(writes).await;
+    }
+
+    /// Proposes `commands` concurrently, `WRITE_CONCURRENCY` at a time: Raft takes them in a
+    /// few batches instead of one round trip each.
+    async fn write_all(&self, commands: Vec<Command>) {
+        let mut commands = commands.into_iter().peekable();
+        while commands.peek().is_some() {
+            let chunk: Vec<_> = commands.by_ref().take(WRITE_CONCURRENCY).map(|c| self.write(c)).collect();
+            for result in futures::future::join_all(chunk).await {
+                if let Err(e) = result {
+                    tracing::debug!("status or event not recorded yet: {e}");
                 }
             }
         }
@@ -199,14 +245,6 @@ impl Agent {
         }
         self.running.clear();
         self.fenced = true;
-    }
-
-    async fn report(&self, pod: &Pod, status: PodStatus) {
-        let key = ObjectKey::new("Pod", pod.metadata.namespace.as_deref(), &pod.metadata.name);
-        let status = serde_json::to_value(&status).unwrap_or_default();
-        if let Err(e) = self.write(Command::UpdateStatus { key, status, precondition: None }).await {
-            tracing::debug!(pod = %pod.metadata.name, "status not reported yet: {e}");
-        }
     }
 }
 

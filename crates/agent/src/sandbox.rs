@@ -36,12 +36,20 @@ pub(crate) enum Sandbox {
 }
 
 impl Sandbox {
-    /// Failed starts so far, when this sandbox is due for another try.
-    pub(crate) fn due_retry(&self) -> Option<u32> {
+    /// Failed starts so far, when this sandbox is due for another try (or at once, `now`).
+    pub(crate) fn due_retry(&self, now: bool) -> Option<u32> {
         match self {
-            Sandbox::Failed { retry_at, attempts, .. } if Instant::now() >= *retry_at => Some(*attempts),
+            Sandbox::Failed { retry_at, attempts, .. } if now || Instant::now() >= *retry_at => {
+                Some(*attempts)
+            }
             _ => None,
         }
+    }
+
+    /// Whether its status can change without any write to its pod: a cli pod's process runs,
+    /// exits and restarts; a failed start is retried. An http pod is Running until stopped.
+    pub(crate) fn moves_on_its_own(&self) -> bool {
+        !matches!(self, Sandbox::Http { .. })
     }
 
     pub(crate) fn uid(&self) -> &str {
@@ -52,8 +60,9 @@ impl Sandbox {
 }
 
 impl Agent {
-    /// Starts `pod`'s sandbox; `attempts` counts earlier failed starts (for back-off).
-    pub(crate) async fn start(&mut self, pod: &Pod, attempts: u32) -> Sandbox {
+    /// Starts `pod`'s sandbox; `attempts` counts earlier failed starts (for back-off). Returns
+    /// it with the event to record about it.
+    pub(crate) async fn start(&mut self, pod: &Pod, attempts: u32) -> (Sandbox, Option<Command>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let key = pod_key(pod);
         let started = match self.prepare(pod).await {
@@ -88,9 +97,9 @@ impl Agent {
                 format!("Started sandbox on node {}", self.config.node_name),
             ),
         };
-        tracing::info!(pod = %key, %reason, "{message}");
-        self.record_event(pod, type_, &reason, message).await;
-        sandbox
+        tracing::debug!(pod = %key, %reason, "{message}");
+        let event = self.event(pod, type_, &reason, message);
+        (sandbox, Some(event))
     }
 
     fn launch(&self, pod: &Pod, module: &PreparedModule) -> Result<Sandbox, (String, String)> {
@@ -150,7 +159,7 @@ impl Agent {
         SandboxSpec { pod: pod_key(pod), args, env, memory_limit }
     }
 
-    pub(crate) async fn record_event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) {
+    fn event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) -> Command {
         let involved = ObjectReference {
             kind: "Pod".into(),
             namespace: pod.metadata.namespace.clone(),
@@ -160,9 +169,6 @@ impl Agent {
         let mut ctx = PlanContext { now: now(), rng: &mut self.rng };
         let source = format!("wasmlet/{}", self.config.node_name);
         let event = event_for(&mut ctx, involved, type_, reason, message, &source);
-        let object = serde_json::to_value(&event).unwrap_or_default();
-        if let Err(e) = self.write(Command::RecordEvent { object }).await {
-            tracing::debug!("event not recorded: {e}");
-        }
+        Command::RecordEvent { object: serde_json::to_value(&event).unwrap_or_default() }
     }
 }

@@ -206,6 +206,11 @@ impl ClusterHandle {
         &self.store
     }
 
+    /// The applied state, to keep (caches that follow it).
+    pub fn shared_store(&self) -> Arc<ObjectStore> {
+        self.store.clone()
+    }
+
     pub fn leader(&self) -> watch::Receiver<LeaderState> {
         self.leader.clone()
     }
