@@ -8,10 +8,6 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use wasmkube_api::Resource;
 use wasmkube_store::{EventType, ObjectStore, StoreError, StoreEvent};
 
-/// Most changes taken in one `changed` call: bounds the work between two looks at the
-/// caller's other duties.
-const MAX_DRAIN: usize = 4096;
-
 /// Keys (`namespace/name`) whose object was added, changed or removed since the last look.
 pub type Changes = HashSet<String>;
 
@@ -41,38 +37,48 @@ impl<T: Resource> Reflector<T> {
     /// Waits for changes to this cache's objects and applies them; returns their keys.
     /// `None` once the store is gone.
     pub async fn changed(&mut self) -> Option<Changes> {
-        let mut changes = Changes::new();
-        while changes.is_empty() {
-            let first = match self.rx.recv().await {
-                Ok(event) => event,
+        loop {
+            let mut changes = match self.rx.recv().await {
+                Ok(event) => {
+                    let mut changes = Changes::new();
+                    if self.apply(&event, &mut changes) {
+                        changes.extend(self.relist_or_keep());
+                    }
+                    changes
+                }
                 Err(RecvError::Lagged(n)) => {
                     tracing::debug!(kind = T::KIND.kind, "change stream lagged by {n}; listing again");
-                    changes.extend(self.relist_or_keep());
-                    continue;
+                    self.relist_or_keep()
                 }
                 Err(RecvError::Closed) => return None,
             };
-            if self.apply(&first, &mut changes) {
-                changes.extend(self.relist_or_keep());
-                continue;
+            changes.extend(self.drain());
+            if !changes.is_empty() {
+                return Some(changes);
             }
-            for _ in 0..MAX_DRAIN {
-                match self.rx.try_recv() {
-                    Ok(event) => {
-                        if self.apply(&event, &mut changes) {
-                            changes.extend(self.relist_or_keep());
-                            break;
-                        }
-                    }
-                    Err(TryRecvError::Lagged(_)) => {
+        }
+    }
+
+    /// Applies whatever changes are already queued, without waiting; returns their keys.
+    /// (The queue is bounded: a writer that outruns it makes this list again instead.)
+    pub fn drain(&mut self) -> Changes {
+        let mut changes = Changes::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(event) => {
+                    if self.apply(&event, &mut changes) {
                         changes.extend(self.relist_or_keep());
                         break;
                     }
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
+                Err(TryRecvError::Lagged(_)) => {
+                    changes.extend(self.relist_or_keep());
+                    break;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
-        Some(changes)
+        changes
     }
 
     pub fn get(&self, key: &str) -> Option<&T> {

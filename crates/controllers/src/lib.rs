@@ -2,9 +2,10 @@
 //! rolling replacement), pod placement through the scheduler, garbage collection of pods
 //! whose Deployment is gone, node lifecycle (NotReady, eviction), and expiry of old events.
 //!
-//! Decisions are pure functions from a `Snapshot` to a list of `Action`s (tested directly);
-//! the loop in `runner` reads the snapshot, executes the actions through Raft, and repeats on
-//! every change. Leadership is the lease: a node that is not leader decides nothing.
+//! Decisions are pure functions from objects to a list of `Action`s (tested directly); the
+//! loop in `runner` keeps a `ClusterView` current from the store's changes, plans the keys
+//! that changed, executes the actions through Raft, and repeats. Leadership is the lease: a
+//! node that is not leader decides nothing (and holds no view).
 
 mod actions;
 mod deployment;
@@ -13,7 +14,7 @@ mod faults;
 mod nodes;
 mod placement;
 mod runner;
-mod snapshot;
+mod view;
 
 pub use actions::{Action, PlanContext, event_for};
 pub use deployment::{plan_deployment, plan_orphans, template_hash};
@@ -23,4 +24,4 @@ pub use faults::inject_panic;
 pub use nodes::{EVICT_AFTER, FENCE_AFTER, HEARTBEAT, HeartbeatClock, NOT_READY_AFTER, plan_node_lifecycle};
 pub use placement::plan_placement;
 pub use runner::run;
-pub use snapshot::Snapshot;
+pub use view::{ClusterView, Dirty};

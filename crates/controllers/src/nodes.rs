@@ -96,7 +96,9 @@ pub fn plan_node_lifecycle<R: Rng>(
             actions.push(Action::RecordEvent(Box::new(event)));
         }
         if !node.is_ready() && silent >= EVICT_AFTER {
-            for pod in pods.iter().filter(|p| p.spec.node_name.as_deref() == Some(name.as_str())) {
+            // A share per pass (its deletes wake the next pass for the rest).
+            let on_node = pods.iter().filter(|p| p.spec.node_name.as_deref() == Some(name.as_str()));
+            for pod in on_node.take(crate::deployment::BURST_REPLICAS) {
                 actions.push(Action::DeletePod {
                     namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                     name: pod.metadata.name.clone(),

@@ -2,24 +2,29 @@
 //! created already bound: one write instead of two).
 
 use rand::Rng;
-use wasmkube_api::{ObjectReference, Pod};
+use wasmkube_api::{Node, ObjectReference, Pod};
+use wasmkube_scheduler::NodeLoad;
 
 use crate::actions::{Action, PlanContext, event_for};
-use crate::snapshot::Snapshot;
 
 const SOURCE: &str = "scheduler";
 
-/// Binds every unbound pod, existing or in `actions`, to a node chosen by the scheduler.
-pub fn plan_placement<R: Rng>(snapshot: &Snapshot, actions: &mut Vec<Action>, ctx: &mut PlanContext<R>) {
-    // Load as the scheduler should see it: existing pods plus those being placed, counted
-    // once and kept up to date, so each placement costs O(nodes).
-    let mut load = wasmkube_scheduler::node_load(&snapshot.pods);
+/// Binds every unbound pod, existing (`unbound`) or in `actions`, to a node chosen by the
+/// scheduler. `load` counts the pods bound to each node; it is kept up to date as pods are
+/// placed, so each placement costs O(nodes).
+pub fn plan_placement<R: Rng>(
+    nodes: &[Node],
+    mut load: NodeLoad,
+    unbound: &[Pod],
+    actions: &mut Vec<Action>,
+    ctx: &mut PlanContext<R>,
+) {
     let mut events = Vec::new();
     for action in actions.iter_mut() {
         if let Action::CreatePod(pod) = action
             && pod.spec.node_name.is_none()
         {
-            match wasmkube_scheduler::place(pod, &snapshot.nodes, &load) {
+            match wasmkube_scheduler::place(pod, nodes, &load) {
                 Ok(node) => {
                     *load.entry(node.clone()).or_default() += 1;
                     pod.spec.node_name = Some(node.clone());
@@ -29,8 +34,8 @@ pub fn plan_placement<R: Rng>(snapshot: &Snapshot, actions: &mut Vec<Action>, ct
             }
         }
     }
-    for pod in snapshot.pods.iter().filter(|p| p.spec.node_name.is_none()) {
-        match wasmkube_scheduler::place(pod, &snapshot.nodes, &load) {
+    for pod in unbound.iter().filter(|p| p.spec.node_name.is_none()) {
+        match wasmkube_scheduler::place(pod, nodes, &load) {
             Ok(node) => {
                 *load.entry(node.clone()).or_default() += 1;
                 events.push(scheduled(ctx, pod, &node));

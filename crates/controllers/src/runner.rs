@@ -1,5 +1,8 @@
-//! The reconcile loop: on the leader, read a snapshot, plan, commit the plan; repeat on every
-//! change (and on a resync timer, in case a change was missed).
+//! The reconcile loop, on the leader only. On gaining leadership it lists Deployments, Pods
+//! and Nodes once into a `ClusterView`; from then on every change marks the keys it touches
+//! (a work queue, deduplicated), and a pass plans only those: the Deployments whose spec or
+//! pods changed, the pods that changed (orphans), the unbound pods (placement), and node
+//! lifecycle on a one-second tick. A full resync every `RESYNC` is only a safety net.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -7,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::broadcast::error::RecvError;
+use wasmkube_api::Pod;
 use wasmkube_raft::{ClusterHandle, ProposeError};
 use wasmkube_store::{Command, ObjectKey};
 
@@ -16,12 +19,13 @@ use crate::deployment::{plan_deployment, plan_orphans};
 use crate::events::{EVENT_TTL, EventRecorder, plan_event_gc};
 use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
-use crate::snapshot::Snapshot;
+use crate::view::{ClusterView, Dirty};
 
-/// A pass at least this often, so a node that falls silent is noticed in time.
-const RESYNC: Duration = Duration::from_secs(1);
-/// The kinds whose changes start a pass.
-const WATCHED: [&str; 3] = ["Deployment", "Pod", "Node"];
+/// Node lifecycle is judged at least this often, so a node that falls silent is noticed in
+/// time.
+const TICK: Duration = Duration::from_secs(1);
+/// Everything is planned again this often, in case a change was somehow missed.
+const RESYNC: Duration = Duration::from_secs(30);
 /// Events are swept on their own, slower clock: reading them all on every pass would cost
 /// more than the sweep is worth.
 const EVENT_SWEEP: Duration = Duration::from_secs(60);
@@ -29,74 +33,95 @@ const EVENT_SWEEP: Duration = Duration::from_secs(60);
 /// Runs the controllers until `shutdown` resolves.
 pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut changes = cluster.store().subscribe_all();
     let mut leader = cluster.leader();
     let mut rng = StdRng::from_os_rng();
-    let mut next_sweep = tokio::time::Instant::now() + EVENT_SWEEP;
-    // Heartbeats as this leader has seen them; a new leader starts every node's clock afresh.
-    let mut clock: Option<HeartbeatClock> = None;
-    let mut recorder = EventRecorder::default();
     loop {
-        if !leader.borrow().is_leader {
-            clock = None;
+        if !leader.borrow_and_update().is_leader {
             tokio::select! {
                 _ = &mut shutdown => return,
                 r = leader.changed() => if r.is_err() { return } else { continue },
             }
         }
-        let clock = clock.get_or_insert_with(HeartbeatClock::default);
-        if crate::faults::take_injected_panic() {
-            panic!("injected panic in the controllers (debug build fault)");
-        }
-        // When it acted, its own writes wake it again to check the result.
-        if let Err(e) = reconcile_once(&cluster, &mut rng, clock, &mut recorder).await {
-            tracing::warn!("reconcile failed, retrying: {e}");
-        }
-        if tokio::time::Instant::now() >= next_sweep {
-            next_sweep += EVENT_SWEEP;
-            sweep_events(&cluster).await;
-        }
-        // Wait for a change to what the controllers decide over; other writes (services,
-        // events, modules) cost nothing.
-        let resync = tokio::time::Instant::now() + RESYNC;
-        loop {
+        let (mut view, mut pending) = match ClusterView::open(cluster.shared_store()) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::error!("controllers cannot read the store: {e}");
+                tokio::time::sleep(TICK).await;
+                continue;
+            }
+        };
+        // Heartbeats as this leader has seen them; a new leader starts every node's clock afresh.
+        let mut clock = HeartbeatClock::default();
+        let mut recorder = EventRecorder::default();
+        let start = tokio::time::Instant::now();
+        let (mut next_tick, mut next_resync, mut next_sweep) =
+            (start + TICK, start + RESYNC, start + EVENT_SWEEP);
+        while leader.borrow_and_update().is_leader {
+            if crate::faults::take_injected_panic() {
+                panic!("injected panic in the controllers (debug build fault)");
+            }
+            // The work is cleared only once a pass has done it; a failed pass is retried
+            // with everything it had to do.
+            match reconcile(&cluster, &mut view, &pending, &mut rng, &mut clock, &mut recorder).await {
+                Ok(()) => pending = Dirty::default(),
+                Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
+            }
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep += EVENT_SWEEP;
+                sweep_events(&cluster).await;
+            }
             tokio::select! {
                 _ = &mut shutdown => return,
-                r = changes.recv() => match r {
-                    Ok(e) if !e.concerns(&WATCHED) => continue,
-                    Err(RecvError::Closed) => return,
-                    _ => {}
+                changed = view.changed() => match changed {
+                    Some(dirty) => pending.merge(dirty),
+                    None => return,
                 },
-                _ = tokio::time::sleep_until(resync) => {}
+                _ = tokio::time::sleep_until(next_tick) => next_tick = tokio::time::Instant::now() + TICK,
+                _ = tokio::time::sleep_until(next_resync) => {
+                    next_resync = tokio::time::Instant::now() + RESYNC;
+                    pending.merge(view.everything());
+                }
                 _ = leader.changed() => {}
             }
-            break;
         }
-        // Coalesce a burst of changes into one pass.
-        while changes.try_recv().is_ok() {}
     }
 }
 
-/// One pass over everything.
-async fn reconcile_once(
+/// One pass over the work in `dirty` (and whatever changed since it was queued).
+async fn reconcile(
     cluster: &ClusterHandle,
+    view: &mut ClusterView,
+    dirty: &Dirty,
     rng: &mut StdRng,
     clock: &mut HeartbeatClock,
     recorder: &mut EventRecorder,
 ) -> Result<(), String> {
     // Decide over everything committed so far: a new leader may not have applied its
-    // predecessor's last writes yet, and acting on an older snapshot would do them twice.
+    // predecessor's last writes yet, and acting on an older view would do them twice.
     // (raft-rs answers a read index only once the leader has committed in its own term.)
     cluster.read_barrier().await.map_err(|e| format!("read barrier: {e}"))?;
-    let snapshot = Snapshot::read(cluster.store()).map_err(|e| e.to_string())?;
+    let mut work = view.catch_up();
+    work.merge(Dirty {
+        deployments: dirty.deployments.clone(),
+        pods: dirty.pods.clone(),
+        nodes: dirty.nodes,
+    });
     let seed: u64 = rand::Rng::random(rng);
     let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };
     let now = std::time::Instant::now();
-    clock.observe(&snapshot.nodes, now);
-    let mut actions = plan_node_lifecycle(&snapshot.nodes, &snapshot.pods, clock, now, &mut ctx);
-    actions.extend(snapshot.deployments.iter().flat_map(|d| plan_deployment(d, &snapshot.pods, &mut ctx)));
-    actions.extend(plan_orphans(&snapshot.deployments, &snapshot.pods));
-    plan_placement(&snapshot, &mut actions, &mut ctx);
+    let nodes = view.nodes();
+    clock.observe(&nodes, now);
+    let on_unready: Vec<Pod> =
+        nodes.iter().filter(|n| !n.is_ready()).flat_map(|n| view.pods_on(&n.metadata.name)).collect();
+    let mut actions = plan_node_lifecycle(&nodes, &on_unready, clock, now, &mut ctx);
+    for key in &work.deployments {
+        if let Some(d) = view.deployment(key) {
+            actions.extend(plan_deployment(d, &view.owned_pods(d), &mut ctx));
+        }
+    }
+    let changed_pods: Vec<Pod> = work.pods.iter().filter_map(|k| view.pod(k).cloned()).collect();
+    actions.extend(plan_orphans(&view.deployments(), &changed_pods));
+    plan_placement(&nodes, view.node_load(), &view.unbound_pods(), &mut actions, &mut ctx);
     let (events, mut actions): (Vec<Action>, Vec<Action>) =
         actions.into_iter().partition(|a| matches!(a, Action::RecordEvent(_)));
     let events = events.into_iter().filter_map(|a| match a {
@@ -109,7 +134,7 @@ async fn reconcile_once(
     for r in results {
         match r {
             Ok(()) => {}
-            // Someone changed the object since the snapshot: the next pass sees the new state.
+            // Someone changed the object since it was read: its change queues it again.
             Err(ProposeError::Rejected(e)) => tracing::debug!("action skipped: {e}"),
             Err(e) => return Err(e.to_string()),
         }

@@ -1,0 +1,221 @@
+//! What the controllers decide over: Deployments, Pods and Nodes as this node's replica holds
+//! them, kept current by reflectors (`wasmkube_cache`), with the indexes a pass needs — pods
+//! by owning Deployment, pods by node, unbound pods — so the work of a pass follows what
+//! changed (a work queue of keys), never the size of the cluster.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use wasmkube_api::{Deployment, Node, Pod};
+use wasmkube_cache::{Changes, Reflector};
+use wasmkube_scheduler::NodeLoad;
+use wasmkube_store::{ObjectStore, StoreError};
+
+/// The keys a pass must look at: the work queue, deduplicated.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// Deployments whose spec or pods changed.
+    pub deployments: BTreeSet<String>,
+    /// Pods that changed (for orphans and placement).
+    pub pods: BTreeSet<String>,
+    /// A node changed (lifecycle runs on a timer anyway).
+    pub nodes: bool,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.deployments.is_empty() && self.pods.is_empty() && !self.nodes
+    }
+
+    pub fn merge(&mut self, other: Dirty) {
+        self.deployments.extend(other.deployments);
+        self.pods.extend(other.pods);
+        self.nodes |= other.nodes;
+    }
+}
+
+pub struct ClusterView {
+    deployments: Reflector<Deployment>,
+    pods: Reflector<Pod>,
+    nodes: Reflector<Node>,
+    /// Deployment uid → key, and key → uid (to find a deleted Deployment's pods).
+    deployment_keys: HashMap<String, String>,
+    deployment_uids: HashMap<String, String>,
+    /// Pod keys by owning Deployment uid, and by node; the owner and node each pod was
+    /// indexed under (to unindex it when it changes).
+    by_owner: HashMap<String, BTreeSet<String>>,
+    by_node: HashMap<String, BTreeSet<String>>,
+    unbound: BTreeSet<String>,
+    indexed: HashMap<String, (Option<String>, Option<String>)>,
+}
+
+impl ClusterView {
+    /// Lists everything; the returned work covers every object.
+    pub fn open(store: Arc<ObjectStore>) -> Result<(Self, Dirty), StoreError> {
+        let all = || Box::new(|_: &serde_json::Value| true);
+        let (deployments, d) = Reflector::new(store.clone(), all())?;
+        let (pods, p) = Reflector::new(store.clone(), all())?;
+        let (nodes, _) = Reflector::new(store, all())?;
+        let mut view = ClusterView {
+            deployments,
+            pods,
+            nodes,
+            deployment_keys: HashMap::new(),
+            deployment_uids: HashMap::new(),
+            by_owner: HashMap::new(),
+            by_node: HashMap::new(),
+            unbound: BTreeSet::new(),
+            indexed: HashMap::new(),
+        };
+        let mut dirty = Dirty { nodes: true, ..Dirty::default() };
+        view.deployments_changed(d, &mut dirty);
+        view.pods_changed(p, &mut dirty);
+        Ok((view, dirty))
+    }
+
+    /// Waits for changes to any of the three kinds, applies them, and returns the work they
+    /// make. `None` once the store is gone.
+    pub async fn changed(&mut self) -> Option<Dirty> {
+        let mut dirty = Dirty::default();
+        tokio::select! {
+            c = self.deployments.changed() => self.deployments_changed(c?, &mut dirty),
+            c = self.pods.changed() => self.pods_changed(c?, &mut dirty),
+            c = self.nodes.changed() => { c?; dirty.nodes = true; }
+        }
+        Some(dirty)
+    }
+
+    /// Applies the changes already queued, without waiting (after a read barrier: the
+    /// replica has applied everything up to it, and published it).
+    pub fn catch_up(&mut self) -> Dirty {
+        let mut dirty = Dirty::default();
+        let d = self.deployments.drain();
+        self.deployments_changed(d, &mut dirty);
+        let p = self.pods.drain();
+        self.pods_changed(p, &mut dirty);
+        dirty.nodes = !self.nodes.drain().is_empty();
+        dirty
+    }
+
+    /// Every Deployment and Pod, as the safety-net resync sees them.
+    pub fn everything(&self) -> Dirty {
+        Dirty {
+            deployments: self.deployments.iter().map(|(k, _)| k.clone()).collect(),
+            pods: self.pods.iter().map(|(k, _)| k.clone()).collect(),
+            nodes: true,
+        }
+    }
+
+    pub fn deployment(&self, key: &str) -> Option<&Deployment> {
+        self.deployments.get(key)
+    }
+
+    pub fn deployments(&self) -> Vec<Deployment> {
+        self.deployments.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    pub fn pod(&self, key: &str) -> Option<&Pod> {
+        self.pods.get(key)
+    }
+
+    pub fn nodes(&self) -> Vec<Node> {
+        self.nodes.iter().map(|(_, n)| n.clone()).collect()
+    }
+
+    /// The pods `d` owns (by uid).
+    pub fn owned_pods(&self, d: &Deployment) -> Vec<Pod> {
+        let keys = d.metadata.uid.as_ref().and_then(|uid| self.by_owner.get(uid));
+        self.collect(keys)
+    }
+
+    /// The pods bound to `node`.
+    pub fn pods_on(&self, node: &str) -> Vec<Pod> {
+        self.collect(self.by_node.get(node))
+    }
+
+    pub fn unbound_pods(&self) -> Vec<Pod> {
+        self.collect(Some(&self.unbound))
+    }
+
+    /// Pods bound to each node.
+    pub fn node_load(&self) -> NodeLoad {
+        self.by_node.iter().map(|(node, pods)| (node.clone(), pods.len())).collect()
+    }
+
+    fn collect(&self, keys: Option<&BTreeSet<String>>) -> Vec<Pod> {
+        keys.map(|keys| keys.iter().filter_map(|k| self.pods.get(k).cloned()).collect()).unwrap_or_default()
+    }
+
+    fn deployments_changed(&mut self, changes: Changes, dirty: &mut Dirty) {
+        for key in changes {
+            if let Some(uid) = self.deployment_uids.remove(&key) {
+                self.deployment_keys.remove(&uid);
+                // Its pods may be orphans now (or owned by its replacement of the same name).
+                dirty.pods.extend(self.by_owner.get(&uid).into_iter().flatten().cloned());
+            }
+            if let Some(uid) = self.deployments.get(&key).and_then(|d| d.metadata.uid.clone()) {
+                self.deployment_keys.insert(uid.clone(), key.clone());
+                self.deployment_uids.insert(key.clone(), uid);
+            }
+            dirty.deployments.insert(key);
+        }
+    }
+
+    fn pods_changed(&mut self, changes: Changes, dirty: &mut Dirty) {
+        for key in changes {
+            if let Some((owner, node)) = self.indexed.remove(&key) {
+                self.unindex(&key, owner.as_deref(), node.as_deref(), dirty);
+            }
+            if let Some(pod) = self.pods.get(&key) {
+                let owner = pod
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .find(|o| o.kind == "Deployment")
+                    .map(|o| o.uid.clone());
+                let node = pod.spec.node_name.clone();
+                if let Some(owner) = &owner {
+                    self.by_owner.entry(owner.clone()).or_default().insert(key.clone());
+                    self.mark_owner(owner, dirty);
+                }
+                match &node {
+                    Some(node) => self.by_node.entry(node.clone()).or_default().insert(key.clone()),
+                    None => self.unbound.insert(key.clone()),
+                };
+                self.indexed.insert(key.clone(), (owner, node));
+            }
+            dirty.pods.insert(key);
+        }
+    }
+
+    fn unindex(&mut self, key: &str, owner: Option<&str>, node: Option<&str>, dirty: &mut Dirty) {
+        if let Some(owner) = owner {
+            if let Some(keys) = self.by_owner.get_mut(owner) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_owner.remove(owner);
+                }
+            }
+            self.mark_owner(owner, dirty);
+        }
+        match node {
+            Some(node) => {
+                if let Some(keys) = self.by_node.get_mut(node) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.by_node.remove(node);
+                    }
+                }
+            }
+            None => {
+                self.unbound.remove(key);
+            }
+        }
+    }
+
+    fn mark_owner(&self, owner_uid: &str, dirty: &mut Dirty) {
+        if let Some(key) = self.deployment_keys.get(owner_uid) {
+            dirty.deployments.insert(key.clone());
+        }
+    }
+}
