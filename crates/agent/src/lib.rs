@@ -46,6 +46,10 @@ pub struct AgentConfig {
     pub api_url: String,
     pub proxy_url: String,
     pub max_pods: usize,
+    /// Memory pods may reserve here (`--memory`); the machine's total when not set.
+    pub memory: Option<u64>,
+    /// This node's labels (`--label key=value`), for node selectors and spreading.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub heartbeat: Duration,
 }
 

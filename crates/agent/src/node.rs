@@ -2,6 +2,7 @@
 //! does for pods (a slow module pull, a big compile, thousands of starts) can hold it back and
 //! get a healthy node declared NotReady.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Instant;
 
@@ -45,10 +46,19 @@ impl Heartbeat {
         let mut ready = Condition::new("Ready", true);
         ready.reason = Some("WasmletReady".into());
         ready.last_heartbeat_time = Some(now_precise());
+        let memory = match self.config.memory {
+            Some(bytes) => format!("{}Ki", bytes >> 10),
+            None => memory_total(),
+        };
         let status = NodeStatus {
             capacity: [
                 ("pods".to_string(), self.config.max_pods.to_string()),
                 ("memory".to_string(), memory_total()),
+            ]
+            .into(),
+            allocatable: [
+                ("pods".to_string(), self.config.max_pods.to_string()),
+                ("memory".to_string(), memory),
             ]
             .into(),
             conditions: vec![ready],
@@ -58,23 +68,29 @@ impl Heartbeat {
             ],
         };
         let key = ObjectKey::new("Node", None, &name);
-        let exists = matches!(self.cluster.store().get(&key), Ok(Some(_)));
+        let labels = self.labels();
         let status_json = serde_json::to_value(&status).unwrap_or_default();
-        let command = if exists {
-            Command::UpdateStatus { key, status: status_json, precondition: None }
-        } else {
-            let node = Node {
-                api_version: "v1".into(),
-                kind: "Node".into(),
-                metadata: ObjectMeta {
-                    uid: Some(format!("node-{name}")),
-                    creation_timestamp: Some(now()),
-                    ..ObjectMeta::named(None, &name)
-                },
-                spec: Default::default(),
-                status: Some(status),
-            };
-            Command::Create { object: serde_json::to_value(&node).unwrap_or_default() }
+        let command = match self.cluster.store().get(&key) {
+            Ok(Some(current)) => match relabelled(current, &labels) {
+                // The node restarted with other --label flags: its labels first, then beats.
+                Some(update) => update,
+                None => Command::UpdateStatus { key, status: status_json, precondition: None },
+            },
+            _ => {
+                let node = Node {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    metadata: ObjectMeta {
+                        uid: Some(format!("node-{name}")),
+                        creation_timestamp: Some(now()),
+                        labels,
+                        ..ObjectMeta::named(None, &name)
+                    },
+                    spec: Default::default(),
+                    status: Some(status),
+                };
+                Command::Create { object: serde_json::to_value(&node).unwrap_or_default() }
+            }
         };
         match write(&self.cluster, command).await {
             Ok(_) => true,
@@ -84,6 +100,32 @@ impl Heartbeat {
             }
         }
     }
+}
+
+impl Heartbeat {
+    /// The labels this node carries: its `--label` flags and, as in Kubernetes, its name
+    /// under `kubernetes.io/hostname`.
+    fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.config.labels.clone();
+        labels.insert(HOSTNAME_LABEL.into(), self.config.node_name.clone());
+        labels
+    }
+}
+
+/// The standard label naming a node (a topology key for spreading across nodes).
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// An update of the stored Node's labels to `labels`, when they differ (with the stored
+/// resourceVersion as precondition, so a cordon that lands in between is not undone).
+fn relabelled(mut current: serde_json::Value, labels: &BTreeMap<String, String>) -> Option<Command> {
+    let stored: BTreeMap<String, String> =
+        serde_json::from_value(current["metadata"]["labels"].clone()).unwrap_or_default();
+    if stored == *labels {
+        return None;
+    }
+    let precondition = current["metadata"]["resourceVersion"].as_str().and_then(|rv| rv.parse().ok());
+    current["metadata"]["labels"] = serde_json::to_value(labels).unwrap_or_default();
+    Some(Command::Update { object: current, precondition })
 }
 
 /// Total memory of the machine as a quantity, from /proc/meminfo (Linux); "0" when unknown.

@@ -22,7 +22,9 @@ pub use meta::{
 };
 pub use module::{Module, ModuleSpec, ModuleWorld};
 pub use node::{Node, NodeAddress, NodeSpec, NodeStatus};
-pub use pod::{Container, EnvVar, Pod, PodPhase, PodSpec, PodStatus, ResourceRequirements};
+pub use pod::{
+    Container, EnvVar, Pod, PodPhase, PodSpec, PodStatus, ResourceRequirements, TopologySpreadConstraint,
+};
 pub use quantity::parse_memory;
 pub use service_name::{ServiceName, parse_cluster_host, parse_host};
 pub use status::Status;

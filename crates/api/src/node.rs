@@ -35,9 +35,12 @@ pub struct NodeSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeStatus {
-    /// `memory` (bytes as a quantity) and `pods` (slots).
+    /// `memory` (the machine's, as a quantity) and `pods` (slots).
     #[serde(default)]
     pub capacity: BTreeMap<String, String>,
+    /// What pods may use: `memory` (`wasmlet --memory`, default the machine's) and `pods`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: BTreeMap<String, String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// `API` (the node's API/peer URL) and `Proxy` (its service proxy URL).
@@ -60,7 +63,18 @@ impl Node {
 
     /// Pod slots this node offers (0 when unknown).
     pub fn pod_capacity(&self) -> usize {
-        self.status.as_ref().and_then(|s| s.capacity.get("pods")).and_then(|p| p.parse().ok()).unwrap_or(0)
+        self.allocatable("pods").and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
+    /// Memory pods may reserve here, in bytes (0 when unknown).
+    pub fn allocatable_memory(&self) -> u64 {
+        self.allocatable("memory").and_then(|m| crate::parse_memory(m).ok()).unwrap_or(0)
+    }
+
+    /// An allocatable resource, or its capacity when the node reports no allocatable.
+    fn allocatable(&self, resource: &str) -> Option<&str> {
+        let status = self.status.as_ref()?;
+        status.allocatable.get(resource).or_else(|| status.capacity.get(resource)).map(String::as_str)
     }
 
     pub fn address(&self, type_: &str) -> Option<&str> {

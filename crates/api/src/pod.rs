@@ -32,6 +32,32 @@ pub struct PodSpec {
     /// Always (default), OnFailure or Never; applies to cli-world pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<String>,
+    /// Only nodes with all these labels may run the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Spread replicas of one owner across the values of a node label (as Kubernetes'
+    /// `ScheduleAnyway` constraints: a preference the scheduler ranks by).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TopologySpreadConstraint {
+    /// The node label whose values are the domains replicas spread across (`zone`, say).
+    pub topology_key: String,
+    #[serde(default = "one")]
+    pub max_skew: u32,
+    /// Only `ScheduleAnyway` is supported: a preference, never a reason to stay Pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_unsatisfiable: Option<String>,
+    /// Accepted as Kubernetes manifests carry it; the pods counted are the owner's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<crate::LabelSelector>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +79,13 @@ impl Container {
     pub fn memory_limit(&self) -> Option<u64> {
         let limits = &self.resources.as_ref()?.limits;
         limits.get("memory").and_then(|q| parse_memory(q).ok())
+    }
+
+    /// The memory the scheduler reserves for it, in bytes: `requests.memory`, or the limit
+    /// when only a limit is set (as Kubernetes defaults a request to its limit), else 0.
+    pub fn memory_request(&self) -> u64 {
+        let requested = self.resources.as_ref().and_then(|r| r.requests.get("memory"));
+        requested.and_then(|q| parse_memory(q).ok()).or_else(|| self.memory_limit()).unwrap_or(0)
     }
 
     /// The module digest (hex) this container runs, if the image names one.
@@ -126,6 +159,16 @@ impl Pod {
         self.status.as_ref().is_some_and(|s| condition_is_true(&s.conditions, "Ready"))
     }
 
+    /// The memory the scheduler reserves for this pod, in bytes.
+    pub fn memory_request(&self) -> u64 {
+        self.spec.containers.iter().map(Container::memory_request).sum()
+    }
+
+    /// The uid of the Deployment that owns it, if one does.
+    pub fn owner_uid(&self) -> Option<&str> {
+        self.metadata.owner_references.iter().find(|o| o.kind == "Deployment").map(|o| o.uid.as_str())
+    }
+
     pub fn phase(&self) -> &str {
         self.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
     }
@@ -172,6 +215,31 @@ impl PodSpec {
                     parse_memory(v)
                         .map_err(|e| ValidationError::new(format!("{cat}.resources.{name}.memory"), e))?;
                 }
+            }
+        }
+        if let Some(res) = &c.resources
+            && let (Some(request), Some(limit)) = (res.requests.get("memory"), c.memory_limit())
+            && parse_memory(request).unwrap_or(0) > limit
+        {
+            return Err(ValidationError::new(
+                format!("{cat}.resources.requests.memory"),
+                format!("{request} is more than the memory limit"),
+            ));
+        }
+        crate::validation::check_selector(&format!("{at}.nodeSelector"), &self.node_selector)?;
+        for (i, t) in self.topology_spread_constraints.iter().enumerate() {
+            let field = format!("{at}.topologySpreadConstraints[{i}]");
+            if t.topology_key.is_empty() || t.max_skew == 0 {
+                return Err(ValidationError::new(
+                    field,
+                    "needs a topologyKey and a maxSkew of at least 1".into(),
+                ));
+            }
+            if let Some(other) = t.when_unsatisfiable.as_deref().filter(|w| *w != "ScheduleAnyway") {
+                return Err(ValidationError::new(
+                    format!("{field}.whenUnsatisfiable"),
+                    format!("{other:?} is not supported yet; use ScheduleAnyway"),
+                ));
             }
         }
         match self.restart_policy.as_deref() {

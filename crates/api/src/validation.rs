@@ -78,6 +78,23 @@ fn is_label_value(v: &str) -> bool {
             && v.bytes().last().is_some_and(alnum))
 }
 
+/// A label selector's keys and values, checked as labels are.
+pub(crate) fn check_selector(
+    field: &str,
+    selector: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ValidationError> {
+    for (k, v) in selector {
+        check_qualified_name(field, k)?;
+        if !is_label_value(v) {
+            return Err(ValidationError::new(
+                format!("{field}.{k}"),
+                format!("{v:?} is not a valid label value"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Labels and annotations as Kubernetes checks them: qualified keys, label values of at most
 /// 63 characters, at most `MAX_LABELS` labels and `MAX_ANNOTATIONS_BYTES` of annotations.
 pub(crate) fn check_labels_and_annotations(prefix: &str, meta: &ObjectMeta) -> Result<(), ValidationError> {

@@ -3,30 +3,31 @@
 
 use rand::Rng;
 use wasmkube_api::{Node, ObjectReference, Pod};
-use wasmkube_scheduler::NodeLoad;
+use wasmkube_scheduler::{Scheduler, Spread, Usage};
 
 use crate::actions::{Action, PlanContext, event_for};
 
 const SOURCE: &str = "scheduler";
 
 /// Binds every unbound pod, existing (`unbound`) or in `actions`, to a node chosen by the
-/// scheduler. `load` counts the pods bound to each node; it is kept up to date as pods are
-/// placed, so each placement costs O(nodes).
+/// scheduler, given what each node holds (`usage`) and where each owner's replicas are
+/// (`spread`); each placement is recorded before the next, at O(nodes) per pod.
 pub fn plan_placement<R: Rng>(
     nodes: &[Node],
-    mut load: NodeLoad,
+    usage: Usage,
+    spread: Spread,
     unbound: &[Pod],
     actions: &mut Vec<Action>,
     ctx: &mut PlanContext<R>,
 ) {
+    let mut scheduler = Scheduler::new(nodes, usage, spread);
     let mut events = Vec::new();
     for action in actions.iter_mut() {
         if let Action::CreatePod(pod) = action
             && pod.spec.node_name.is_none()
         {
-            match wasmkube_scheduler::place(pod, nodes, &load) {
+            match scheduler.place(pod) {
                 Ok(node) => {
-                    *load.entry(node.clone()).or_default() += 1;
                     pod.spec.node_name = Some(node.clone());
                     events.push(scheduled(ctx, pod, &node));
                 }
@@ -35,9 +36,8 @@ pub fn plan_placement<R: Rng>(
         }
     }
     for pod in unbound.iter().filter(|p| p.spec.node_name.is_none()) {
-        match wasmkube_scheduler::place(pod, nodes, &load) {
+        match scheduler.place(pod) {
             Ok(node) => {
-                *load.entry(node.clone()).or_default() += 1;
                 events.push(scheduled(ctx, pod, &node));
                 actions.push(Action::BindPod { pod: Box::new(pod.clone()), node });
             }

@@ -121,7 +121,13 @@ async fn reconcile(
     }
     let changed_pods: Vec<Pod> = work.pods.iter().filter_map(|k| view.pod(k).cloned()).collect();
     actions.extend(plan_orphans(&view.deployments(), &changed_pods));
-    plan_placement(&nodes, view.node_load(), &view.unbound_pods(), &mut actions, &mut ctx);
+    let unbound = view.unbound_pods();
+    let placing = actions.iter().filter_map(|a| match a {
+        Action::CreatePod(pod) => pod.owner_uid(),
+        _ => None,
+    });
+    let spread = view.spread(placing.chain(unbound.iter().filter_map(Pod::owner_uid)));
+    plan_placement(&nodes, view.usage(), spread, &unbound, &mut actions, &mut ctx);
     let (events, mut actions): (Vec<Action>, Vec<Action>) =
         actions.into_iter().partition(|a| matches!(a, Action::RecordEvent(_)));
     let events = events.into_iter().filter_map(|a| match a {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmkube_api::{Deployment, Node, Pod};
 use wasmkube_cache::{Changes, Reflector};
-use wasmkube_scheduler::NodeLoad;
+use wasmkube_scheduler::{Spread, Usage};
 use wasmkube_store::{ObjectStore, StoreError};
 
 /// The keys a pass must look at: the work queue, deduplicated.
@@ -46,7 +46,16 @@ pub struct ClusterView {
     by_owner: HashMap<String, BTreeSet<String>>,
     by_node: HashMap<String, BTreeSet<String>>,
     unbound: BTreeSet<String>,
-    indexed: HashMap<String, (Option<String>, Option<String>)>,
+    indexed: HashMap<String, Indexed>,
+    /// Memory requested by the pods bound to each node.
+    memory_by_node: HashMap<String, u64>,
+}
+
+/// What a pod was indexed under.
+struct Indexed {
+    owner: Option<String>,
+    node: Option<String>,
+    memory: u64,
 }
 
 impl ClusterView {
@@ -66,6 +75,7 @@ impl ClusterView {
             by_node: HashMap::new(),
             unbound: BTreeSet::new(),
             indexed: HashMap::new(),
+            memory_by_node: HashMap::new(),
         };
         let mut dirty = Dirty { nodes: true, ..Dirty::default() };
         view.deployments_changed(d, &mut dirty);
@@ -137,9 +147,33 @@ impl ClusterView {
         self.collect(Some(&self.unbound))
     }
 
-    /// Pods bound to each node.
-    pub fn node_load(&self) -> NodeLoad {
-        self.by_node.iter().map(|(node, pods)| (node.clone(), pods.len())).collect()
+    /// What the pods bound to each node use.
+    pub fn usage(&self) -> Usage {
+        self.by_node
+            .iter()
+            .map(|(node, pods)| {
+                let memory = self.memory_by_node.get(node).copied().unwrap_or(0);
+                (node.clone(), wasmkube_scheduler::NodeUsage { pods: pods.len(), memory })
+            })
+            .collect()
+    }
+
+    /// Where the replicas of each of `owners` (Deployment uids) are bound, by node.
+    pub fn spread<'a>(&self, owners: impl IntoIterator<Item = &'a str>) -> Spread {
+        let mut spread = Spread::new();
+        for owner in owners {
+            if spread.contains_key(owner) {
+                continue;
+            }
+            let mut per_node: HashMap<String, usize> = HashMap::new();
+            for key in self.by_owner.get(owner).into_iter().flatten() {
+                if let Some(node) = self.indexed.get(key).and_then(|i| i.node.clone()) {
+                    *per_node.entry(node).or_default() += 1;
+                }
+            }
+            spread.insert(owner.to_string(), per_node);
+        }
+        spread
     }
 
     fn collect(&self, keys: Option<&BTreeSet<String>>) -> Vec<Pod> {
@@ -163,33 +197,34 @@ impl ClusterView {
 
     fn pods_changed(&mut self, changes: Changes, dirty: &mut Dirty) {
         for key in changes {
-            if let Some((owner, node)) = self.indexed.remove(&key) {
-                self.unindex(&key, owner.as_deref(), node.as_deref(), dirty);
+            if let Some(old) = self.indexed.remove(&key) {
+                self.unindex(&key, &old, dirty);
             }
             if let Some(pod) = self.pods.get(&key) {
-                let owner = pod
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .find(|o| o.kind == "Deployment")
-                    .map(|o| o.uid.clone());
+                let owner = pod.owner_uid().map(str::to_string);
                 let node = pod.spec.node_name.clone();
+                let memory = pod.memory_request();
                 if let Some(owner) = &owner {
                     self.by_owner.entry(owner.clone()).or_default().insert(key.clone());
                     self.mark_owner(owner, dirty);
                 }
                 match &node {
-                    Some(node) => self.by_node.entry(node.clone()).or_default().insert(key.clone()),
-                    None => self.unbound.insert(key.clone()),
-                };
-                self.indexed.insert(key.clone(), (owner, node));
+                    Some(node) => {
+                        self.by_node.entry(node.clone()).or_default().insert(key.clone());
+                        *self.memory_by_node.entry(node.clone()).or_default() += memory;
+                    }
+                    None => {
+                        self.unbound.insert(key.clone());
+                    }
+                }
+                self.indexed.insert(key.clone(), Indexed { owner, node, memory });
             }
             dirty.pods.insert(key);
         }
     }
 
-    fn unindex(&mut self, key: &str, owner: Option<&str>, node: Option<&str>, dirty: &mut Dirty) {
-        if let Some(owner) = owner {
+    fn unindex(&mut self, key: &str, old: &Indexed, dirty: &mut Dirty) {
+        if let Some(owner) = old.owner.as_deref() {
             if let Some(keys) = self.by_owner.get_mut(owner) {
                 keys.remove(key);
                 if keys.is_empty() {
@@ -198,13 +233,16 @@ impl ClusterView {
             }
             self.mark_owner(owner, dirty);
         }
-        match node {
+        match old.node.as_deref() {
             Some(node) => {
                 if let Some(keys) = self.by_node.get_mut(node) {
                     keys.remove(key);
                     if keys.is_empty() {
                         self.by_node.remove(node);
                     }
+                }
+                if let Some(memory) = self.memory_by_node.get_mut(node) {
+                    *memory = memory.saturating_sub(old.memory);
                 }
             }
             None => {

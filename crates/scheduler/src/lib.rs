@@ -1,99 +1,101 @@
-//! Placement: which node a pod should run on. A pure function over a snapshot of nodes and
-//! pods (Nomad's shape): filter the nodes that can take the pod, score the rest, pick the best.
-//! It never writes anything; the controller commits the binding through Raft.
+//! Placement: which node a pod should run on, in Nomad's shape — feasibility checks remove
+//! the nodes that cannot take the pod, ranking orders the rest — over a snapshot of nodes and
+//! what is already placed on them. A pure library: it never writes anything; the controllers
+//! commit the bindings through Raft.
+//!
+//! Feasible: Ready, not cordoned, matching the pod's `nodeSelector`, a free pod slot, and room
+//! for the pod's memory request within the node's allocatable memory. Ranked: fewest
+//! replicas of the same owner in the pod's topology domain, then on the node (spread), then
+//! least allocated. A pod that fits nowhere gets Kubernetes' explanation:
+//! `0/3 nodes are available: 2 Insufficient memory, 1 node(s) didn't match node selector.`
+
+mod feasible;
+mod rank;
 
 use std::collections::HashMap;
 
 use wasmkube_api::{Node, Pod};
 
-/// Why no node could take a pod; the message goes into an Event.
+pub use feasible::Unfit;
+
+/// Why no node could take a pod; the message goes into a FailedScheduling event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unschedulable(pub String);
 
-/// Pods bound to each node, by node name: kept up to date by the caller as it places pods,
-/// so a placement costs O(nodes), not O(pods).
-pub type NodeLoad = HashMap<String, usize>;
-
-/// The load of every node as `pods` bind them.
-pub fn node_load<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> NodeLoad {
-    let mut load = NodeLoad::new();
-    for node in pods.into_iter().filter_map(|p| p.spec.node_name.as_ref()) {
-        *load.entry(node.clone()).or_default() += 1;
-    }
-    load
+/// What is placed on one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    pub pods: usize,
+    /// Sum of the placed pods' memory requests, in bytes.
+    pub memory: u64,
 }
 
-/// Picks a node for `pod`: Ready, not cordoned, with a free pod slot; then the one running
-/// the fewest pods (spreading replicas), ties broken by name for determinism.
-pub fn place(pod: &Pod, nodes: &[Node], loads: &NodeLoad) -> Result<String, Unschedulable> {
-    let load = |node: &Node| loads.get(&node.metadata.name).copied().unwrap_or(0);
-    let mut reasons = Vec::new();
-    let best = nodes
-        .iter()
-        .filter(|n| {
-            let why = if !n.is_ready() {
-                Some("not Ready")
-            } else if n.spec.unschedulable {
-                Some("cordoned")
-            } else if load(n) >= n.pod_capacity() {
-                Some("full")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                reasons.push(format!("{}: {why}", n.metadata.name));
-            }
-            why.is_none()
-        })
-        .min_by(|a, b| load(a).cmp(&load(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name)));
-    match best {
-        Some(node) => Ok(node.metadata.name.clone()),
-        None if nodes.is_empty() => {
-            Err(Unschedulable(format!("no nodes to place pod {}", pod.metadata.name)))
-        }
-        None => {
-            Err(Unschedulable(format!("0/{} nodes can take the pod ({})", nodes.len(), reasons.join(", "))))
-        }
+impl NodeUsage {
+    pub fn add(&mut self, pod: &Pod) {
+        self.pods += 1;
+        self.memory += pod.memory_request();
     }
+
+    pub fn remove(&mut self, pod_memory: u64) {
+        self.pods = self.pods.saturating_sub(1);
+        self.memory = self.memory.saturating_sub(pod_memory);
+    }
+}
+
+/// Usage by node name.
+pub type Usage = HashMap<String, NodeUsage>;
+
+/// Replicas of each owner (Deployment uid) by node name.
+pub type Spread = HashMap<String, HashMap<String, usize>>;
+
+/// One round of placements over a snapshot: each placement is recorded, so the next sees
+/// the pods placed before it (Nomad's plan), at O(nodes) per pod.
+pub struct Scheduler<'a> {
+    nodes: &'a [Node],
+    usage: Usage,
+    spread: Spread,
+}
+
+impl<'a> Scheduler<'a> {
+    pub fn new(nodes: &'a [Node], usage: Usage, spread: Spread) -> Self {
+        Scheduler { nodes, usage, spread }
+    }
+
+    /// Picks a node for `pod` and records it there, or explains why none can take it.
+    pub fn place(&mut self, pod: &Pod) -> Result<String, Unschedulable> {
+        let mut unfit: HashMap<Unfit, usize> = HashMap::new();
+        let mut best: Option<(rank::Score, &Node)> = None;
+        for node in self.nodes {
+            let usage = self.usage.get(&node.metadata.name).copied().unwrap_or_default();
+            if let Some(why) = feasible::check(pod, node, usage) {
+                *unfit.entry(why).or_default() += 1;
+                continue;
+            }
+            let score = rank::score(pod, node, usage, self.nodes, &self.spread);
+            if best.as_ref().is_none_or(|(b, _)| score < *b) {
+                best = Some((score, node));
+            }
+        }
+        let Some((_, node)) = best else { return Err(explain(self.nodes.len(), unfit)) };
+        let name = node.metadata.name.clone();
+        self.usage.entry(name.clone()).or_default().add(pod);
+        if let Some(owner) = pod.owner_uid() {
+            *self.spread.entry(owner.to_string()).or_default().entry(name.clone()).or_default() += 1;
+        }
+        Ok(name)
+    }
+}
+
+/// Kubernetes' FitError text: counts of each reason, reasons in a stable order.
+fn explain(nodes: usize, unfit: HashMap<Unfit, usize>) -> Unschedulable {
+    if nodes == 0 {
+        return Unschedulable("no nodes available to schedule pods".into());
+    }
+    let mut reasons: Vec<(String, usize)> = unfit.into_iter().map(|(why, n)| (why.to_string(), n)).collect();
+    reasons.sort();
+    let reasons: Vec<String> = reasons.into_iter().map(|(why, n)| format!("{n} {why}")).collect();
+    Unschedulable(format!("0/{nodes} nodes are available: {}.", reasons.join(", ")))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use wasmkube_api::{Condition, NodeStatus, ObjectMeta};
-
-    fn node(name: &str, ready: bool, slots: usize) -> Node {
-        Node {
-            metadata: ObjectMeta::named(None, name),
-            status: Some(NodeStatus {
-                capacity: [("pods".to_string(), slots.to_string())].into(),
-                conditions: vec![Condition::new("Ready", ready)],
-                addresses: vec![],
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn pod_on(name: &str, node: Option<&str>) -> Pod {
-        let mut p = Pod { metadata: ObjectMeta::named(Some("default"), name), ..Default::default() };
-        p.spec.node_name = node.map(str::to_string);
-        p
-    }
-
-    #[test]
-    fn spreads_to_the_least_loaded_ready_node() {
-        let nodes = [node("a", true, 10), node("b", true, 10), node("c", false, 10)];
-        let pods = [pod_on("p1", Some("a")), pod_on("p2", Some("a")), pod_on("p3", Some("b"))];
-        assert_eq!(place(&pod_on("new", None), &nodes, &node_load(&pods)), Ok("b".to_string()));
-    }
-
-    #[test]
-    fn refuses_with_reasons_when_nothing_fits() {
-        let mut cordoned = node("b", true, 10);
-        cordoned.spec.unschedulable = true;
-        let nodes = [node("a", true, 1), cordoned, node("c", false, 10)];
-        let pods = [pod_on("p1", Some("a"))];
-        let err = place(&pod_on("new", None), &nodes, &node_load(&pods)).unwrap_err();
-        assert_eq!(err.0, "0/3 nodes can take the pod (a: full, b: cordoned, c: not Ready)");
-    }
-}
+mod tests;

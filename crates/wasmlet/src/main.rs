@@ -39,6 +39,13 @@ pub struct Flags {
     /// Pods this node accepts.
     #[arg(long, default_value_t = 110)]
     pub max_pods: usize,
+    /// Memory pods may reserve on this node, as a quantity (e.g. 2Gi, 512Mi); pods' memory
+    /// requests are admitted against it. Default: the machine's memory.
+    #[arg(long, value_parser = parse_quantity)]
+    pub memory: Option<u64>,
+    /// A label for this node, `key=value` (repeatable), for nodeSelector and spreading.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Join the cluster whose member API is at this URL (needs --join-token).
     #[arg(long, requires = "join_token")]
     pub join: Option<String>,
@@ -52,6 +59,22 @@ pub struct Flags {
     /// a follower behind the compaction point catches up from a snapshot.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_count: u64,
+}
+
+fn parse_quantity(q: &str) -> Result<u64, String> {
+    wasmkube_api::parse_memory(q)
+}
+
+fn parse_label(kv: &str) -> Result<(String, String), String> {
+    let (k, v) = kv.split_once('=').ok_or_else(|| format!("{kv:?}: expected key=value"))?;
+    let mut meta = wasmkube_api::ObjectMeta::named(None, "node");
+    meta.labels.insert(k.to_string(), v.to_string());
+    let node = wasmkube_api::Node { metadata: meta, ..Default::default() };
+    let kind = wasmkube_api::find_kind("Node").ok_or("no Node kind")?;
+    let mut body = serde_json::to_value(&node).map_err(|e| e.to_string())?;
+    body["kind"] = "Node".into();
+    wasmkube_api::validate_object(kind, body).map_err(|e| e.to_string())?;
+    Ok((k.to_string(), v.to_string()))
 }
 
 #[tokio::main]

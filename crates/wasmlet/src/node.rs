@@ -89,6 +89,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         api_url: api_url.clone(),
         proxy_url: proxy_url.clone(),
         max_pods: flags.max_pods,
+        memory: flags.memory,
+        labels: flags.labels.iter().cloned().collect(),
         heartbeat: wasmkube_controllers::HEARTBEAT,
     };
     let puller = Arc::new(
