@@ -3,12 +3,15 @@
 //! - per-request instantiate latency of the hello-http component (p50/p99);
 //! - deploy-to-ready time for 5 replicas on a real `wasmlet`;
 //! - requests/s through the wasmkube proxy next to a bare hyper+wasmtime server on the same
-//!   component, both driven by the same load generator, alternating rounds.
+//!   component, both driven by the same load generator, alternating rounds;
+//! - the control plane next to etcd, and failover (`cluster`);
+//! - 10,000 replicas on 3 nodes, and one node holding 10,000 pods (`scale`).
 
 mod bare;
 mod cluster;
 mod load;
 mod node;
+mod scale;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,6 +40,8 @@ enum Mode {
     ServeBare,
     /// Only the control-plane figures (3-node clusters, wasmkube next to etcd, failover).
     ControlPlane,
+    /// Only the scale figures (10,000 replicas on 3 nodes; one node holding 10,000 pods).
+    Scale,
 }
 
 #[tokio::main]
@@ -45,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
     match flags.mode {
         Some(Mode::ServeBare) => return bare::serve(&flags.wasm).await,
         Some(Mode::ControlPlane) => return cluster::run(flags.seconds).await,
+        Some(Mode::Scale) => return scale::run(&flags.wasm, flags.seconds, flags.connections).await,
         None => {}
     }
     let bytes = std::fs::read(&flags.wasm)
@@ -56,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     throughput(&flags, &node).await?;
     drop(node);
     cluster::run(flags.seconds).await?;
-    Ok(())
+    scale::run(&flags.wasm, flags.seconds, flags.connections).await
 }
 
 async fn instantiate_latency(bytes: &[u8]) -> anyhow::Result<()> {
