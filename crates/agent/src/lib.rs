@@ -36,8 +36,6 @@ const STATUS_POLL: Duration = Duration::from_millis(500);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How soon a heartbeat that could not be recorded is tried again.
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
-/// Writes (statuses, events) of one pass in flight at once.
-const WRITE_CONCURRENCY: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -218,22 +216,20 @@ impl Agent {
         self.write_all(writes).await;
     }
 
-    /// Proposes `commands` concurrently, `WRITE_CONCURRENCY` at a time: Raft takes them in a
-    /// few batches instead of one round trip each.
+    /// Proposes `commands` in a few batch entries (`ClusterHandle::propose_many`), waiting
+    /// at most `WRITE_TIMEOUT`; what is not recorded is reported again by a later pass.
     async fn write_all(&self, commands: Vec<Command>) {
-        let mut commands = commands.into_iter().peekable();
-        while commands.peek().is_some() {
-            let chunk: Vec<_> = commands.by_ref().take(WRITE_CONCURRENCY).map(|c| self.write(c)).collect();
-            for result in futures::future::join_all(chunk).await {
-                if let Err(e) = result {
+        if commands.is_empty() {
+            return;
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.cluster.propose_many(commands)).await {
+            Ok(results) => {
+                for e in results.into_iter().filter_map(Result::err) {
                     tracing::debug!("status or event not recorded yet: {e}");
                 }
             }
+            Err(_) => tracing::debug!("statuses not committed within {WRITE_TIMEOUT:?}"),
         }
-    }
-
-    pub(crate) async fn write(&self, command: Command) -> Result<serde_json::Value, String> {
-        write(&self.cluster, command).await
     }
 
     /// Stops every sandbox of this node: it has not recorded a heartbeat for `FENCE_AFTER`,

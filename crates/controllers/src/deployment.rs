@@ -25,9 +25,9 @@ pub fn template_hash(d: &Deployment) -> String {
     format!("{:010x}", hash & 0xff_ffff_ffff)
 }
 
-fn owned_by<'a>(d: &Deployment, pods: &'a [Pod]) -> Vec<&'a Pod> {
+fn owned_by<'a>(d: &Deployment, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<&'a Pod> {
     let uid = d.metadata.uid.as_deref();
-    pods.iter()
+    pods.into_iter()
         .filter(|p| {
             p.metadata.namespace == d.metadata.namespace
                 && p.metadata
@@ -38,8 +38,13 @@ fn owned_by<'a>(d: &Deployment, pods: &'a [Pod]) -> Vec<&'a Pod> {
         .collect()
 }
 
-/// Plans one Deployment against the pods that exist.
-pub fn plan_deployment<R: Rng>(d: &Deployment, pods: &[Pod], ctx: &mut PlanContext<R>) -> Vec<Action> {
+/// Plans one Deployment against the pods that exist (borrowed: a Deployment of 10,000
+/// replicas is planned without copying them).
+pub fn plan_deployment<'a, R: Rng>(
+    d: &Deployment,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    ctx: &mut PlanContext<R>,
+) -> Vec<Action> {
     let hash = template_hash(d);
     let owned = owned_by(d, pods);
     let (current, old): (Vec<&Pod>, Vec<&Pod>) =

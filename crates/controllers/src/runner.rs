@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use futures::future::join_all;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use wasmkube_api::Pod;
@@ -116,11 +115,13 @@ async fn reconcile(
     let mut actions = plan_node_lifecycle(&nodes, &on_unready, clock, now, &mut ctx);
     for key in &work.deployments {
         if let Some(d) = view.deployment(key) {
-            actions.extend(plan_deployment(d, &view.owned_pods(d), &mut ctx));
+            actions.extend(plan_deployment(d, view.owned_pods(d), &mut ctx));
         }
     }
-    let changed_pods: Vec<Pod> = work.pods.iter().filter_map(|k| view.pod(k).cloned()).collect();
-    actions.extend(plan_orphans(&view.deployments(), &changed_pods));
+    let orphans: Vec<Pod> = view.without_owner(&work.pods).cloned().collect();
+    if !orphans.is_empty() {
+        actions.extend(plan_orphans(&view.deployments(), &orphans));
+    }
     let unbound = view.unbound_pods();
     let placing = actions.iter().filter_map(|a| match a {
         Action::CreatePod(pod) => pod.owner_uid(),
@@ -136,10 +137,14 @@ async fn reconcile(
     });
     actions
         .extend(recorder.admit(events.collect(), now).into_iter().map(|e| Action::RecordEvent(Box::new(e))));
-    let results = join_all(actions.into_iter().map(|a| execute(cluster, a))).await;
+    let (count, planned) = (actions.len(), now.elapsed());
+    let results = cluster.propose_many(actions.into_iter().map(command_of).collect()).await;
+    if count > 0 {
+        tracing::debug!(actions = count, planned = ?planned, total = ?now.elapsed(), "reconcile pass");
+    }
     for r in results {
         match r {
-            Ok(()) => {}
+            Ok(_) => {}
             // Someone changed the object since it was read: its change queues it again.
             Err(ProposeError::Rejected(e)) => tracing::debug!("action skipped: {e}"),
             Err(e) => return Err(e.to_string()),
@@ -164,7 +169,11 @@ async fn sweep_events(cluster: &ClusterHandle) {
 }
 
 async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeError> {
-    let command = match action {
+    cluster.propose(command_of(action)).await.map(drop)
+}
+
+fn command_of(action: Action) -> Command {
+    match action {
         Action::CreatePod(pod) => Command::Create { object: json(&*pod) },
         Action::DeletePod { namespace, name, resource_version } => Command::Delete {
             key: ObjectKey::new("Pod", Some(&namespace), &name),
@@ -189,8 +198,7 @@ async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeE
         Action::DeleteEvent { namespace, name } => {
             Command::Delete { key: ObjectKey::new("Event", Some(&namespace), &name), precondition: None }
         }
-    };
-    cluster.propose(command).await.map(drop)
+    }
 }
 
 /// Serialising our own types cannot fail: no maps with non-string keys, no I/O.

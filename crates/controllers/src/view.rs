@@ -133,9 +133,17 @@ impl ClusterView {
     }
 
     /// The pods `d` owns (by uid).
-    pub fn owned_pods(&self, d: &Deployment) -> Vec<Pod> {
+    pub fn owned_pods<'a>(&'a self, d: &Deployment) -> impl Iterator<Item = &'a Pod> {
         let keys = d.metadata.uid.as_ref().and_then(|uid| self.by_owner.get(uid));
-        self.collect(keys)
+        keys.into_iter().flatten().filter_map(|k| self.pods.get(k))
+    }
+
+    /// Changed pods whose owning Deployment this view does not hold: orphans, unless their
+    /// owner is still on its way.
+    pub fn without_owner<'a>(&'a self, keys: &'a BTreeSet<String>) -> impl Iterator<Item = &'a Pod> {
+        keys.iter()
+            .filter_map(|k| self.pods.get(k))
+            .filter(|p| p.owner_uid().is_some_and(|uid| !self.deployment_keys.contains_key(uid)))
     }
 
     /// The pods bound to `node`.

@@ -10,6 +10,9 @@ use wasmkube_store::{ApplyError, Command, ObjectStore};
 
 use crate::limits::MAX_ENTRY_BYTES;
 
+/// Most commands one `propose_many` entry carries.
+const BATCH_COMMANDS: usize = 256;
+
 /// Who leads, as this node last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LeaderState {
@@ -149,6 +152,44 @@ impl ClusterHandle {
             }
             other => other,
         }
+    }
+
+    /// Proposes `commands` in as few log entries as they fit in (`Command::Batch` entries of
+    /// up to `BATCH_COMMANDS` commands and half an entry's byte limit), all in flight at once,
+    /// and returns each command's outcome in order (for a command that went in a batch, the
+    /// object's new `metadata.resourceVersion` only). One Raft round then creates, binds or
+    /// reports on hundreds of pods, instead of one entry (and one apply on every node) each.
+    pub async fn propose_many(&self, commands: Vec<Command>) -> Vec<Result<Value, ProposeError>> {
+        let mut chunks: Vec<Vec<Command>> = Vec::new();
+        let mut bytes = 0;
+        for command in commands {
+            let size = serde_json::to_vec(&command).map_or(0, |b| b.len());
+            match chunks.last_mut() {
+                Some(chunk) if chunk.len() < BATCH_COMMANDS && bytes + size <= MAX_ENTRY_BYTES / 2 => {
+                    bytes += size;
+                    chunk.push(command);
+                }
+                _ => {
+                    bytes = size;
+                    chunks.push(vec![command]);
+                }
+            }
+        }
+        let proposals = chunks.into_iter().map(|mut chunk| async move {
+            if chunk.len() == 1 {
+                let command = chunk.remove(0);
+                return vec![self.propose(command).await];
+            }
+            let n = chunk.len();
+            match self.propose(Command::Batch { commands: chunk }).await {
+                Ok(answer) => wasmkube_store::batch_outcomes(answer, n)
+                    .into_iter()
+                    .map(|r| r.map_err(ProposeError::Rejected))
+                    .collect(),
+                Err(e) => vec![Err(e); n],
+            }
+        });
+        futures::future::join_all(proposals).await.into_iter().flatten().collect()
     }
 
     /// The leader's name and address, waiting up to `ELECTION_WAIT` for both a leader and its

@@ -22,6 +22,44 @@ pub enum Command {
     /// reason) exists, its `count` grows by the new one's, and `lastTimestamp` and `message`
     /// become the new one's, as Kubernetes aggregates repeated events.
     RecordEvent { object: Value },
+    /// Several commands in one log entry, applied in order and atomically (one write to
+    /// disk); each still gets its own revision and watch event, and its own outcome. How many
+    /// pods one Raft round can create, bind or report on (not nested).
+    Batch { commands: Vec<Command> },
+}
+
+impl Command {
+    /// The object this command writes (none for a batch, or an object without a name).
+    pub fn key(&self) -> Option<ObjectKey> {
+        match self {
+            Command::Create { object } | Command::Update { object, .. } | Command::RecordEvent { object } => {
+                ObjectKey::of(object)
+            }
+            Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => Some(key.clone()),
+            Command::Batch { .. } => None,
+        }
+    }
+}
+
+/// The outcome of each command of an applied `Command::Batch`, in order, from the value the
+/// batch answered with.
+pub fn batch_outcomes(answer: Value, commands: usize) -> Vec<Result<Value, ApplyError>> {
+    let mut items = match answer {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    items.resize(commands, Value::Null);
+    items
+        .into_iter()
+        .map(|mut item| match item.get_mut("error").map(Value::take) {
+            Some(error) => Err(serde_json::from_value(error)
+                .unwrap_or_else(|e| ApplyError::Invalid(format!("unreadable outcome: {e}")))),
+            None => match item.get_mut("object").map(Value::take) {
+                Some(object) => Ok(object),
+                None => Err(ApplyError::Invalid("no outcome for this command".into())),
+            },
+        })
+        .collect()
 }
 
 /// Why a command was not applied. These are the client's answer, not node failures.

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use blobs::BlobStore;
-pub use command::{ApplyError, Command};
+pub use command::{ApplyError, Command, batch_outcomes};
 pub use keys::ObjectKey;
 pub use objects::ObjectStore;
 pub use raftlog::RaftLog;

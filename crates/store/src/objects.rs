@@ -7,6 +7,7 @@
 //! Those batches skip RocksDB's WAL (the raft log already holds every entry): a crash loses
 //! at most the entries applied since the last flush, and they are applied again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -179,9 +180,12 @@ impl ObjectStore {
     /// Applies the command of log entry `index`. The outer error is a node failure; the inner
     /// one is the answer to the client (conflict, not found, …) and still consumes the entry.
     pub fn apply(&self, index: u64, command: &Command) -> Result<Result<Value, ApplyError>, StoreError> {
+        if let Command::Batch { commands } = command {
+            return self.apply_batch(index, commands).map(Ok);
+        }
         let mut hub = self.lock_hub();
         let revision = self.revision() + 1;
-        let outcome = match self.plan(command, revision)? {
+        let outcome = match self.plan(command, revision, &HashMap::new())? {
             Ok(change) => change,
             Err(e) => {
                 self.skip(index)?;
@@ -205,26 +209,99 @@ impl ObjectStore {
         Ok(Ok(result))
     }
 
-    /// Decides what `command` changes, without writing anything.
-    fn plan(&self, command: &Command, revision: u64) -> Result<Result<StoreEvent, ApplyError>, StoreError> {
+    /// Applies the commands of a batch entry in order, in one write: a later command sees
+    /// what an earlier one did. Answers with each command's outcome, `{"object": {"metadata":
+    /// {"resourceVersion"}}}` or `{"error": …}` (see `batch_outcomes`); a refused command does
+    /// not stop the others.
+    fn apply_batch(&self, index: u64, commands: &[Command]) -> Result<Value, StoreError> {
+        let mut hub = self.lock_hub();
+        let mut revision = self.revision();
+        // Only keys that more than one command touches need what an earlier one wrote.
+        let mut seen = HashMap::new();
+        for key in commands.iter().filter_map(Command::key) {
+            *seen.entry(key).or_insert(0u32) += 1;
+        }
+        let mut overlay: HashMap<ObjectKey, Option<Value>> = HashMap::new();
+        let mut batch = WriteBatch::default();
+        let objects = cf(&self.db, CF_OBJECTS);
+        let (mut events, mut answers) = (Vec::new(), Vec::with_capacity(commands.len()));
+        for command in commands {
+            let planned = match command {
+                Command::Batch { .. } => Err(ApplyError::Invalid("a batch cannot hold a batch".into())),
+                single => self.plan(single, revision + 1, &overlay)?,
+            };
+            match planned {
+                Ok(outcome) => {
+                    revision += 1;
+                    let shared = seen.get(&outcome.key).is_some_and(|n| *n > 1);
+                    match outcome.type_ {
+                        EventType::Deleted => {
+                            batch.delete_cf(objects, outcome.key.encode());
+                            if shared {
+                                overlay.insert(outcome.key.clone(), None);
+                            }
+                        }
+                        _ => {
+                            batch.put_cf(objects, outcome.key.encode(), encode(&outcome.object)?);
+                            if shared {
+                                overlay.insert(outcome.key.clone(), Some(outcome.object.clone()));
+                            }
+                        }
+                    }
+                    // Every node applies the batch and only the proposer reads the answer:
+                    // the new resourceVersion, not a copy of the object.
+                    let rv = outcome.object["metadata"]["resourceVersion"].clone();
+                    answers.push(serde_json::json!({"object": {"metadata": {"resourceVersion": rv}}}));
+                    events.push(outcome);
+                }
+                Err(e) => answers.push(serde_json::json!({"error": e})),
+            }
+        }
+        let meta = cf(&self.db, CF_META);
+        batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
+        batch.put_cf(meta, META_APPLIED, index.to_be_bytes());
+        self.db.write_opt(batch, &unlogged())?;
+        self.revision.store(revision, Ordering::Release);
+        self.applied_index.store(index, Ordering::Release);
+        for event in events {
+            hub.publish(event);
+        }
+        Ok(Value::Array(answers))
+    }
+
+    /// Decides what `command` changes, without writing anything; `overlay` holds what earlier
+    /// commands of the same batch did (`None`: deleted).
+    fn plan(
+        &self,
+        command: &Command,
+        revision: u64,
+        overlay: &HashMap<ObjectKey, Option<Value>>,
+    ) -> Result<Result<StoreEvent, ApplyError>, StoreError> {
+        let get = |key: &ObjectKey| -> Result<Option<Value>, StoreError> {
+            match overlay.get(key) {
+                Some(value) => Ok(value.clone()),
+                None => self.get(key),
+            }
+        };
         let invalid = |m: &str| Ok(Err(ApplyError::Invalid(m.to_string())));
         let (key, current) = match command {
             Command::Create { object } | Command::Update { object, .. } | Command::RecordEvent { object } => {
                 match ObjectKey::of(object) {
                     Some(key) => {
-                        let current = self.get(&key)?;
+                        let current = get(&key)?;
                         (key, current)
                     }
                     None => return invalid("object has no kind or metadata.name"),
                 }
             }
-            Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => (key.clone(), self.get(key)?),
+            Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => (key.clone(), get(key)?),
+            Command::Batch { .. } => return invalid("a batch cannot hold a batch"),
         };
         let precondition = match command {
             Command::Update { precondition, .. }
             | Command::UpdateStatus { precondition, .. }
             | Command::Delete { precondition, .. } => *precondition,
-            Command::Create { .. } | Command::RecordEvent { .. } => None,
+            Command::Create { .. } | Command::RecordEvent { .. } | Command::Batch { .. } => None,
         };
         if let (Some(expected), Some(cur)) = (precondition, &current) {
             let actual = revision_of(cur);
@@ -245,6 +322,7 @@ impl ObjectStore {
                 (EventType::Modified, cur)
             }
             (Command::Delete { .. }, Some(cur)) => (EventType::Deleted, cur),
+            (Command::Batch { .. }, Some(_)) => return invalid("a batch cannot hold a batch"),
         };
         object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
         Ok(Ok(StoreEvent { revision, type_, key, object }))
@@ -364,6 +442,62 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> ObjectStore {
         ObjectStore::open(crate::open_db(dir).expect("db")).expect("store")
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_in_order_in_one_write_with_an_outcome_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("created");
+        let mut watch = store.watch("Pod", None, Some(1)).expect("watch");
+        let key = |n: &str| ObjectKey::new("Pod", Some("default"), n);
+        let commands = vec![
+            Command::Create { object: pod("b", "x") },
+            Command::Create { object: pod("a", "x") },
+            Command::UpdateStatus {
+                key: key("b"),
+                status: json!({"phase": "Running"}),
+                precondition: Some(2),
+            },
+            Command::Delete { key: key("a"), precondition: None },
+            Command::Batch { commands: vec![] },
+        ];
+        let n = commands.len();
+        let answer = store.apply(2, &Command::Batch { commands }).expect("io").expect("a batch answers");
+        let outcomes = crate::batch_outcomes(answer, n);
+        assert_eq!(outcomes[0].as_ref().map(|o| o["metadata"]["resourceVersion"].clone()), Ok(json!("2")));
+        assert!(matches!(outcomes[1], Err(ApplyError::AlreadyExists(_))), "a refused command…");
+        assert_eq!(
+            outcomes[2].as_ref().map(|o| o["metadata"]["resourceVersion"].clone()),
+            Ok(json!("3")),
+            "…does not stop the others, and a later one sees an earlier one's write (b at 2)"
+        );
+        assert!(outcomes[3].is_ok());
+        assert!(matches!(outcomes[4], Err(ApplyError::Invalid(_))), "no nesting");
+        assert_eq!((store.revision(), store.applied_index()), (4, 2));
+        // Each change is its own watch event, with its own revision.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let e = watch.next().await.expect("open").expect("event");
+            seen.push((e.revision, e.type_, e.key.name.clone()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (2, EventType::Added, "b".into()),
+                (3, EventType::Modified, "b".into()),
+                (4, EventType::Deleted, "a".into())
+            ]
+        );
+        // Reopened, the state is the batch's (one write: all of it or none).
+        drop(watch);
+        drop(store);
+        let store = open(dir.path());
+        assert!(store.get(&key("a")).expect("read").is_none());
+        assert_eq!(
+            store.get(&key("b")).expect("read").map(|b| b["status"]["phase"].clone()),
+            Some(json!("Running"))
+        );
     }
 
     #[test]
