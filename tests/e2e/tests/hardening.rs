@@ -60,10 +60,20 @@ async fn a_scale_racing_a_template_change_never_loses_the_change() -> anyhow::Re
     Ok(())
 }
 
+/// The node's resident memory, from /proc.
+fn rss_mib(node: &Wasmlet) -> f64 {
+    let status = node.pid().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+    let kib = status.as_deref().and_then(|s| {
+        s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<f64>().ok()
+    });
+    kib.unwrap_or(0.0) / 1024.0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runaway_replicas_are_refused_and_unschedulable_pods_do_not_flood_events() -> anyhow::Result<()> {
     let node = Wasmlet::start(&["--max-pods", "2"])?;
     let client = node.client();
+    let rss_before = rss_mib(&node);
     // A billion replicas: refused with the reason, nothing stored, by manifest or by scale.
     let err = client.post_path(DEPLOYMENTS, &deployment("huge", 1_000_000_000)).await.expect_err("refused");
     assert_eq!(err.code(), Some(422));
@@ -73,6 +83,8 @@ async fn runaway_replicas_are_refused_and_unschedulable_pods_do_not_flood_events
     let out = node.wasmctl(&["deploy", &wasm, "--name", "big", "--replicas", "1000000000"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("100000"), "{out:?}");
+    let grown = rss_mib(&node) - rss_before;
+    assert!(grown < 64.0, "the node's memory did not move: {grown:.0} MiB more");
 
     // Five replicas on a node with room for two: three stay Pending, each with one
     // FailedScheduling event whose count grows, instead of a new event every second.
@@ -134,6 +146,21 @@ async fn health_needs_no_token_and_bad_requests_get_a_status() -> anyhow::Result
     }
     let listed: Value = node.client().get_path("/api/v1/namespaces/default/services").await?;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "nothing was stored");
+
+    // An oversized request target or header section: a Status too, not an empty answer.
+    let long = format!("{services}?labelSelector=app={}", "x".repeat(20_000));
+    let r = http.get(&long).bearer_auth(&node.token).send().await?;
+    assert_eq!(r.status(), 414);
+    let status: Value = r.json().await?;
+    assert_eq!(status["reason"], "RequestURITooLong", "{status}");
+    let mut big = http.get(&services).bearer_auth(&node.token);
+    for i in 0..20 {
+        big = big.header(format!("x-padding-{i}"), "y".repeat(4000));
+    }
+    let r = big.send().await?;
+    assert_eq!(r.status(), 431);
+    let status: Value = r.json().await?;
+    assert_eq!(status["reason"], "RequestHeaderFieldsTooLarge", "{status}");
 
     // A watch from a revision this cluster has not reached is refused, not streamed.
     let started = Instant::now();

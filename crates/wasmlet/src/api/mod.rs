@@ -107,7 +107,36 @@ pub fn router(state: ApiState) -> Router {
         // Members copy module bytes from each other with the peer token.
         .route(&format!("{}/{{digest}}", wasmkube_agent::PEER_BLOBS_PATH), get(modules::serve_blob))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(limit_head))
         .with_state(state)
+}
+
+/// Longest request target (path and query) accepted.
+const MAX_URI_BYTES: usize = 8 << 10;
+/// Most bytes of request headers accepted (names and values).
+const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Refuses an oversized request target (414) or header section (431) with a `Status`, as
+/// every other error. (Past hyper's own limits — a 64 KiB target, a ~400 KB head — hyper
+/// answers before any of this runs, with an empty body.)
+async fn limit_head(req: Request, next: Next) -> Result<Response, ApiError> {
+    let uri = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return Err(ApiError::new(
+            http::StatusCode::URI_TOO_LONG,
+            "RequestURITooLong",
+            format!("the request target is {uri} bytes; at most {MAX_URI_BYTES} are accepted"),
+        ));
+    }
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if headers > MAX_HEADER_BYTES {
+        return Err(ApiError::new(
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderFieldsTooLarge",
+            format!("the request headers are {headers} bytes; at most {MAX_HEADER_BYTES} are accepted"),
+        ));
+    }
+    Ok(next.run(req).await)
 }
 
 /// Ready when this node knows a leader: it can then take writes and consistent reads.
