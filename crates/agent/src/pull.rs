@@ -13,6 +13,8 @@ use wasmkube_store::BlobStore;
 
 /// Where a member serves the blobs it holds (peer token, members only).
 pub const PEER_BLOBS_PATH: &str = "/peer/v1/blobs";
+/// A module copy that takes longer than this has failed (the next member is asked).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often every module's blob is checked without a change (a failed copy is retried).
 const RESYNC: Duration = Duration::from_secs(30);
 
@@ -25,19 +27,16 @@ pub struct BlobPuller {
 }
 
 impl BlobPuller {
-    /// Fetches with the cluster's `peer_token`; refuses blobs larger than `max_bytes`.
+    /// Fetches with the cluster's `peer_token` through `http` (the node's peer client);
+    /// refuses blobs larger than `max_bytes`.
     pub fn new(
         blobs: Arc<BlobStore>,
         cluster: ClusterHandle,
         peer_token: String,
         max_bytes: usize,
-    ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| format!("building the blob client: {e}"))?;
-        Ok(BlobPuller { blobs, cluster, http, peer_token, max_bytes })
+        http: reqwest::Client,
+    ) -> Self {
+        BlobPuller { blobs, cluster, http, peer_token, max_bytes }
     }
 
     /// This node's blobs.
@@ -83,6 +82,7 @@ impl BlobPuller {
             .get(url)
             .bearer_auth(&self.peer_token)
             .header(PEER_FROM_HEADER, self.cluster.node_id().to_string())
+            .timeout(FETCH_TIMEOUT)
             .send()
             .await
             .map_err(|e| e.to_string())?;

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmkube_api::{ModuleWorld, ObjectReference, Pod};
-use wasmkube_controllers::{PlanContext, event_for};
 use wasmkube_runtime::{CliPod, HttpPod, LocalPod, LogBuffer, PreparedModule, SandboxSpec};
 use wasmkube_store::Command;
 
@@ -166,9 +165,9 @@ impl Agent {
             name: pod.metadata.name.clone(),
             uid: pod.metadata.uid.clone(),
         };
-        let mut ctx = PlanContext { now: now(), rng: &mut self.rng };
         let source = format!("wasmlet/{}", self.config.node_name);
-        let event = event_for(&mut ctx, involved, type_, reason, message, &source);
+        let uid = uuid::Builder::from_random_bytes(rand::Rng::random(&mut self.rng)).into_uuid().to_string();
+        let event = wasmkube_api::Event::about(involved, type_, reason, message, &source, &now(), uid);
         Command::RecordEvent { object: serde_json::to_value(&event).unwrap_or_default() }
     }
 }

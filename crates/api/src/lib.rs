@@ -5,6 +5,7 @@
 //! deserialisation (`deny_unknown_fields`) so a manifest never loses a field silently.
 
 mod kinds;
+pub mod lifecycle;
 mod meta;
 mod module;
 mod node;

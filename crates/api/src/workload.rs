@@ -214,6 +214,53 @@ pub struct Event {
     pub source: String,
 }
 
+impl Event {
+    /// An event about `involved`, first seen `now`. Its name is the same for every occurrence
+    /// of one reason on one subject (`<name>.<hash>`), so recording it again counts the
+    /// recurrence on the one object instead of adding another, as Kubernetes aggregates.
+    pub fn about(
+        involved: ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: String,
+        source: &str,
+        now: &str,
+        uid: String,
+    ) -> Event {
+        let name = format!("{}.{}", involved.name, event_key(&involved, reason));
+        let namespace = involved.namespace.clone().unwrap_or_else(|| crate::DEFAULT_NAMESPACE.to_string());
+        Event {
+            api_version: "v1".into(),
+            kind: "Event".into(),
+            metadata: ObjectMeta {
+                uid: Some(uid),
+                creation_timestamp: Some(now.to_string()),
+                ..ObjectMeta::named(Some(&namespace), &name)
+            },
+            involved_object: involved,
+            reason: reason.into(),
+            message,
+            type_: type_.into(),
+            count: 1,
+            first_timestamp: Some(now.to_string()),
+            last_timestamp: Some(now.to_string()),
+            source: source.into(),
+        }
+    }
+}
+
+/// A stable 16-hex-digit key for (subject, reason): FNV-1a over the fields that identify them.
+fn event_key(involved: &ObjectReference, reason: &str) -> String {
+    let ns = involved.namespace.as_deref().unwrap_or("");
+    let uid = involved.uid.as_deref().unwrap_or("");
+    let fields = [involved.kind.as_str(), ns, involved.name.as_str(), uid, reason];
+    let hash = fields
+        .iter()
+        .flat_map(|f| f.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
 impl Resource for Event {
     const KIND: &'static crate::KindInfo = info::EVENT;
     crate::resource_meta!();

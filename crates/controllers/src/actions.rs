@@ -1,7 +1,7 @@
 //! What a plan asks for, and the context (clock, randomness) plans are made with.
 
 use rand::Rng;
-use wasmkube_api::{DeploymentStatus, Event, NodeStatus, ObjectMeta, ObjectReference, Pod};
+use wasmkube_api::{DeploymentStatus, Event, NodeStatus, ObjectReference, Pod};
 
 /// One write the controllers want committed.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,18 +37,6 @@ pub enum Action {
     },
 }
 
-/// A stable 16-hex-digit key for (subject, reason): FNV-1a over the fields that identify them.
-fn event_key(involved: &ObjectReference, reason: &str) -> String {
-    let ns = involved.namespace.as_deref().unwrap_or("");
-    let uid = involved.uid.as_deref().unwrap_or("");
-    let fields = [involved.kind.as_str(), ns, involved.name.as_str(), uid, reason];
-    let hash = fields
-        .iter()
-        .flat_map(|f| f.bytes().chain([0]))
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
-}
-
 /// Injected clock and randomness, so plans are reproducible in tests.
 pub struct PlanContext<R: Rng> {
     pub now: String,
@@ -68,9 +56,7 @@ impl<R: Rng> PlanContext<R> {
     }
 }
 
-/// An Event about `involved` (kind, namespace, name, uid). Its name is the same for every
-/// occurrence of one reason on one subject, so recording it again counts the recurrence on
-/// the one object (`Command::RecordEvent`) instead of adding another.
+/// An Event about `involved` (see `Event::about`), at the context's time.
 pub fn event_for<R: Rng>(
     ctx: &mut PlanContext<R>,
     involved: ObjectReference,
@@ -79,23 +65,6 @@ pub fn event_for<R: Rng>(
     message: String,
     source: &str,
 ) -> Event {
-    let name = format!("{}.{}", involved.name, event_key(&involved, reason));
-    let namespace = involved.namespace.clone().unwrap_or_else(|| wasmkube_api::DEFAULT_NAMESPACE.to_string());
-    Event {
-        api_version: "v1".into(),
-        kind: "Event".into(),
-        metadata: ObjectMeta {
-            uid: Some(ctx.uid()),
-            creation_timestamp: Some(ctx.now.clone()),
-            ..ObjectMeta::named(Some(&namespace), &name)
-        },
-        involved_object: involved,
-        reason: reason.into(),
-        message,
-        type_: type_.into(),
-        count: 1,
-        first_timestamp: Some(ctx.now.clone()),
-        last_timestamp: Some(ctx.now.clone()),
-        source: source.into(),
-    }
+    let uid = ctx.uid();
+    Event::about(involved, type_, reason, message, source, &ctx.now, uid)
 }

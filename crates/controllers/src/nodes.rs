@@ -16,19 +16,7 @@ use wasmkube_api::{Condition, Node, ObjectReference, Pod};
 
 use crate::actions::{Action, PlanContext, event_for};
 
-/// How often a node's agent records its heartbeat.
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
-/// Silence after which a node is marked NotReady.
-pub const NOT_READY_AFTER: Duration = Duration::from_secs(6);
-/// Silence after which a node's pods are deleted (to be replaced elsewhere).
-pub const EVICT_AFTER: Duration = Duration::from_secs(16);
-/// Time without a recorded heartbeat after which an agent stops its own pods.
-pub const FENCE_AFTER: Duration = Duration::from_secs(8);
-
-// Several heartbeats fit in the NotReady grace, and an agent fences itself with a margin
-// before its pods are replaced (for a follower that applies its heartbeat late).
-const _: () = assert!(HEARTBEAT.as_millis() * 2 < NOT_READY_AFTER.as_millis());
-const _: () = assert!(FENCE_AFTER.as_millis() * 2 <= EVICT_AFTER.as_millis());
+pub use wasmkube_api::lifecycle::{EVICT_AFTER, FENCE_AFTER, HEARTBEAT, NOT_READY_AFTER};
 
 const SOURCE: &str = "node-controller";
 

@@ -19,7 +19,8 @@ pub use driver::{DriverConfig, start};
 pub use faults::{FaultPlan, Faults};
 pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};
 pub use peers::{
-    PEER_FROM_HEADER, PEER_MESSAGES_PATH, PEER_SNAPSHOTS_PATH, PeerTransport, authorize_peer, peer_router,
+    PEER_FROM_HEADER, PEER_MESSAGES_PATH, PEER_SNAPSHOTS_PATH, PeerTransport, authorize_peer, peer_client,
+    peer_router,
 };
 pub use raft::prelude::Message;
 pub use transport::{NoPeers, Report, Reports, Transport};

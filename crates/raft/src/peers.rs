@@ -37,8 +37,21 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 256;
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A batch of messages that takes longer than this has failed (the peer is told unreachable).
+const MESSAGES_TIMEOUT: Duration = Duration::from_secs(5);
 /// A snapshot of a large store takes a while to send on a slow link.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The one HTTP client a node uses for its peer traffic (raft messages, snapshots, module
+/// copies, relayed requests): one connection pool per peer, not one per part. Timeouts are
+/// per request.
+pub fn peer_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("building the peer HTTP client: {e}"))
+}
 
 #[derive(Clone)]
 pub struct PeerTransport {
@@ -62,15 +75,11 @@ struct Link {
 }
 
 impl PeerTransport {
-    /// A transport for node `from`, authenticating with the cluster's peer `token`. Call from
-    /// within a tokio runtime: the per-peer tasks run on it.
-    pub fn new(from: u64, token: String) -> Result<Self, String> {
+    /// A transport for node `from`, authenticating with the cluster's peer `token`, sending
+    /// with `http` (the node's one pooled peer client, see `peer_client`). Call from within a
+    /// tokio runtime: the per-peer tasks run on it.
+    pub fn new(from: u64, token: String, http: reqwest::Client) -> Result<Self, String> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| format!("no tokio runtime: {e}"))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| format!("building the peer HTTP client: {e}"))?;
         let links = RwLock::new(HashMap::new());
         let faults = Arc::new(Faults::default());
         let reports = std::sync::OnceLock::new();
@@ -171,7 +180,7 @@ impl Sender {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            match self.post(&endpoint, body, None).await {
+            match self.post(&endpoint, body, MESSAGES_TIMEOUT).await {
                 Ok(()) => {
                     backoff = BACKOFF_START;
                     continue;
@@ -192,7 +201,7 @@ impl Sender {
         let sent = if self.inner.faults.lose_snapshot() {
             Err("lost in flight (injected fault)".to_string())
         } else {
-            self.post(&endpoint, bytes, Some(SNAPSHOT_TIMEOUT)).await
+            self.post(&endpoint, bytes, SNAPSHOT_TIMEOUT).await
         };
         match &sent {
             Ok(()) => tracing::info!(peer = self.to, size, "sent a snapshot"),
@@ -201,17 +210,15 @@ impl Sender {
         self.inner.report(Report::Snapshot { to: self.to, delivered: sent.is_ok() });
     }
 
-    async fn post(&self, endpoint: &str, body: Vec<u8>, timeout: Option<Duration>) -> Result<(), String> {
-        let mut request = self
+    async fn post(&self, endpoint: &str, body: Vec<u8>, timeout: Duration) -> Result<(), String> {
+        let request = self
             .inner
             .http
             .post(endpoint)
             .bearer_auth(&self.inner.token)
             .header(PEER_FROM_HEADER, self.inner.from.to_string())
+            .timeout(timeout)
             .body(body);
-        if let Some(timeout) = timeout {
-            request = request.timeout(timeout);
-        }
         match request.send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => {

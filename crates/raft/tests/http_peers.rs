@@ -28,7 +28,8 @@ async fn start(id: u64, listener: tokio::net::TcpListener, voters: &[Member]) ->
     let db = wasmkube_store::open_db(dir.path()).expect("db");
     let log = RaftLog::open(db.clone()).expect("log");
     let store = Arc::new(ObjectStore::open(db).expect("store"));
-    let transport = PeerTransport::new(id, TOKEN.into()).expect("transport");
+    let transport = PeerTransport::new(id, TOKEN.into(), wasmkube_raft::peer_client().expect("client"))
+        .expect("transport");
     let config = DriverConfig {
         node_id: id,
         initial_voters: voters.to_vec(),

@@ -60,8 +60,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let join = flags.join.as_deref().zip(flags.join_token.as_deref());
     let identity = cluster::establish(&data, &node_name, &api_url, join).await?;
-    let transport =
-        PeerTransport::new(identity.node_id, identity.peer_token.clone()).map_err(anyhow::Error::msg)?;
+    // One pooled client for all peer traffic: raft messages, snapshots, module copies.
+    let peer_http = wasmkube_raft::peer_client().map_err(anyhow::Error::msg)?;
+    let transport = PeerTransport::new(identity.node_id, identity.peer_token.clone(), peer_http.clone())
+        .map_err(anyhow::Error::msg)?;
     let config = DriverConfig {
         node_id: identity.node_id,
         initial_voters: identity.initial_voters.clone(),
@@ -91,17 +93,15 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         max_pods: flags.max_pods,
         memory: flags.memory,
         labels: flags.labels.iter().cloned().collect(),
-        heartbeat: wasmkube_controllers::HEARTBEAT,
+        heartbeat: wasmkube_api::lifecycle::HEARTBEAT,
     };
-    let puller = Arc::new(
-        BlobPuller::new(
-            blobs.clone(),
-            cluster.clone(),
-            identity.peer_token.clone(),
-            flags.max_module_mib << 20,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let puller = Arc::new(BlobPuller::new(
+        blobs.clone(),
+        cluster.clone(),
+        identity.peer_token.clone(),
+        flags.max_module_mib << 20,
+        peer_http.clone(),
+    ));
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::unbounded_channel();
     let supervisor = Supervisor { cluster: cluster.clone(), node_name: node_name.clone(), fatal: fatal_tx };
     let mut tasks = tokio::task::JoinSet::new();
@@ -175,6 +175,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         voters: flags.voters,
         faults,
         max_module_bytes: flags.max_module_mib << 20,
+        peer_http,
     });
     let api_server =
         axum::serve(api_listener, api::router(api_state).merge(peers)).with_graceful_shutdown(stopped());

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use rand::SeedableRng;
 use tokio::sync::mpsc;
 use wasmkube_api::ObjectReference;
 use wasmkube_raft::ClusterHandle;
@@ -74,14 +73,12 @@ impl Supervisor {
     async fn record(&self, name: &str, panic: &str) {
         let involved =
             ObjectReference { kind: "Node".into(), namespace: None, name: self.node_name.clone(), uid: None };
-        let mut ctx = wasmkube_controllers::PlanContext {
-            now: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            rng: rand::rngs::StdRng::from_os_rng(),
-        };
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let message = format!("{name} panicked and was restarted: {panic}");
         let source = format!("wasmlet/{}", self.node_name);
+        let uid = uuid::Uuid::new_v4().to_string();
         let event =
-            wasmkube_controllers::event_for(&mut ctx, involved, "Warning", "TaskRestarted", message, &source);
+            wasmkube_api::Event::about(involved, "Warning", "TaskRestarted", message, &source, &now, uid);
         let object = serde_json::to_value(&event).unwrap_or_default();
         let write = self.cluster.propose(Command::RecordEvent { object });
         match tokio::time::timeout(Duration::from_secs(2), write).await {

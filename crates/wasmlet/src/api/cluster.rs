@@ -285,7 +285,9 @@ async fn forward_to_leader(
             "no leader is known yet; retry shortly",
         ));
     };
-    let mut request = reqwest::Client::new()
+    let mut request = state
+        .parts()
+        .peer_http
         .request(method, format!("{}{path}", url.trim_end_matches('/')))
         .timeout(Duration::from_secs(30))
         .body(body);

@@ -45,6 +45,8 @@ pub struct ApiParts {
     /// The peer transport's injected faults (set only through the debug-build endpoint).
     pub faults: Arc<wasmkube_raft::Faults>,
     pub max_module_bytes: usize,
+    /// The node's pooled client for requests to other members (relays to the leader).
+    pub peer_http: reqwest::Client,
 }
 
 struct Inner {
