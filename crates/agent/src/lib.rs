@@ -155,11 +155,17 @@ impl Agent {
                 dirty.extend(pods.iter().map(|(k, _)| k.clone()));
             }
             if !self.fenced && (poll || module_appeared || !dirty.is_empty()) {
-                self.sync(&pods, std::mem::take(&mut dirty), poll, module_appeared).await;
+                // Statuses that were not recorded are tried again by the next pass.
+                dirty = self.sync(&pods, std::mem::take(&mut dirty), poll, module_appeared).await;
             }
         }
         let _ = stop_heartbeat.send(());
-        let _ = heartbeat.await;
+        // The heartbeat's panic is the agent's: its supervisor must see it and start both again.
+        if let Err(e) = heartbeat.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
         for key in self.running.keys() {
             self.registry.remove(key);
         }
@@ -170,8 +176,9 @@ impl Agent {
     /// bound here and not running (and failed starts that are due again, or all of them when
     /// a module appeared), and report the statuses that differ. On a `poll`, sandboxes whose
     /// status moves on their own (cli pods, failed starts) are looked at too. The writes of a
-    /// pass go out together, so Raft commits them in a few batches.
-    async fn sync(&mut self, pods: &Reflector<Pod>, dirty: Changes, poll: bool, retry_now: bool) {
+    /// pass go out together, so Raft commits them in a few batches; the pods whose status was
+    /// not recorded are returned.
+    async fn sync(&mut self, pods: &Reflector<Pod>, dirty: Changes, poll: bool, retry_now: bool) -> Changes {
         for key in &dirty {
             let wanted = pods.get(key).and_then(|p| p.metadata.uid.as_deref());
             if self.running.get(key).is_some_and(|s| Some(s.uid()) != wanted) {
@@ -213,23 +220,38 @@ impl Agent {
                 }
             }
         }
-        self.write_all(writes).await;
+        self.write_all(writes).await
     }
 
     /// Proposes `commands` in a few batch entries (`ClusterHandle::propose_many`), waiting
-    /// at most `WRITE_TIMEOUT`; what is not recorded is reported again by a later pass.
-    async fn write_all(&self, commands: Vec<Command>) {
+    /// at most `WRITE_TIMEOUT`. Returns the pods whose status was not recorded, to be
+    /// reported again by the next pass.
+    async fn write_all(&self, commands: Vec<Command>) -> Changes {
+        let statuses: Vec<Option<String>> = commands
+            .iter()
+            .map(|c| match c {
+                Command::UpdateStatus { key, .. } => Some(format!("{}/{}", key.namespace, key.name)),
+                _ => None,
+            })
+            .collect();
         if commands.is_empty() {
-            return;
+            return Changes::new();
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, self.cluster.propose_many(commands)).await {
-            Ok(results) => {
-                for e in results.into_iter().filter_map(Result::err) {
-                    tracing::debug!("status or event not recorded yet: {e}");
-                }
+        let results = match tokio::time::timeout(WRITE_TIMEOUT, self.cluster.propose_many(commands)).await {
+            Ok(results) => results,
+            Err(_) => {
+                tracing::debug!("statuses not committed within {WRITE_TIMEOUT:?}");
+                return statuses.into_iter().flatten().collect();
             }
-            Err(_) => tracing::debug!("statuses not committed within {WRITE_TIMEOUT:?}"),
+        };
+        let mut failed = Changes::new();
+        for (result, pod) in results.into_iter().zip(statuses) {
+            if let Err(e) = result {
+                tracing::debug!("status or event not recorded yet: {e}");
+                failed.extend(pod);
+            }
         }
+        failed
     }
 
     /// Stops every sandbox of this node: it has not recorded a heartbeat for `FENCE_AFTER`,

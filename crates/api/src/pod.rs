@@ -161,7 +161,7 @@ impl Pod {
 
     /// The memory the scheduler reserves for this pod, in bytes.
     pub fn memory_request(&self) -> u64 {
-        self.spec.containers.iter().map(Container::memory_request).sum()
+        self.spec.containers.iter().map(Container::memory_request).fold(0, u64::saturating_add)
     }
 
     /// The uid of the Deployment that owns it, if one does.

@@ -109,7 +109,8 @@ pub fn plan_deployment<'a, R: Rng>(
     actions
 }
 
-/// Pods owned by a Deployment that no longer exists are deleted (garbage collection).
+/// Pods owned by a Deployment that no longer exists are deleted (garbage collection), a
+/// burst per pass.
 pub fn plan_orphans(deployments: &[Deployment], pods: &[Pod]) -> Vec<Action> {
     pods.iter()
         .filter(|p| {
@@ -120,6 +121,7 @@ pub fn plan_orphans(deployments: &[Deployment], pods: &[Pod]) -> Vec<Action> {
                     .iter()
                     .any(|o| deployments.iter().any(|d| d.metadata.uid.as_deref() == Some(o.uid.as_str())))
         })
+        .take(BURST_REPLICAS)
         .map(delete)
         .collect()
 }

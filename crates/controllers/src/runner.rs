@@ -61,7 +61,7 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
             }
             // The work is cleared only once a pass has done it; a failed pass is retried
             // with everything it had to do.
-            match reconcile(&cluster, &mut view, &pending, &mut rng, &mut clock, &mut recorder).await {
+            match reconcile(&cluster, &mut view, &mut pending, &mut rng, &mut clock, &mut recorder).await {
                 Ok(()) => pending = Dirty::default(),
                 Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
             }
@@ -90,7 +90,7 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
 async fn reconcile(
     cluster: &ClusterHandle,
     view: &mut ClusterView,
-    dirty: &Dirty,
+    pending: &mut Dirty,
     rng: &mut StdRng,
     clock: &mut HeartbeatClock,
     recorder: &mut EventRecorder,
@@ -98,13 +98,11 @@ async fn reconcile(
     // Decide over everything committed so far: a new leader may not have applied its
     // predecessor's last writes yet, and acting on an older view would do them twice.
     // (raft-rs answers a read index only once the leader has committed in its own term.)
+    let leading = *cluster.leader().borrow();
     cluster.read_barrier().await.map_err(|e| format!("read barrier: {e}"))?;
-    let mut work = view.catch_up();
-    work.merge(Dirty {
-        deployments: dirty.deployments.clone(),
-        pods: dirty.pods.clone(),
-        nodes: dirty.nodes,
-    });
+    // Queued with the rest of the work: a failed pass keeps it all for the next one.
+    pending.merge(view.catch_up());
+    let work = &*pending;
     let seed: u64 = rand::Rng::random(rng);
     let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };
     let now = std::time::Instant::now();
@@ -137,6 +135,11 @@ async fn reconcile(
     });
     actions
         .extend(recorder.admit(events.collect(), now).into_iter().map(|e| Action::RecordEvent(Box::new(e))));
+    // A leader deposed while it planned must not act on its plan (its writes would still be
+    // forwarded to the new leader, next to the new leader's own).
+    if *cluster.leader().borrow() != leading || !leading.is_leader {
+        return Err("leadership changed during the pass; not acting on its plan".into());
+    }
     let (count, planned) = (actions.len(), now.elapsed());
     let results = cluster.propose_many(actions.into_iter().map(command_of).collect()).await;
     if count > 0 {

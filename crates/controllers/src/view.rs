@@ -190,14 +190,19 @@ impl ClusterView {
 
     fn deployments_changed(&mut self, changes: Changes, dirty: &mut Dirty) {
         for key in changes {
-            if let Some(uid) = self.deployment_uids.remove(&key) {
-                self.deployment_keys.remove(&uid);
-                // Its pods may be orphans now (or owned by its replacement of the same name).
-                dirty.pods.extend(self.by_owner.get(&uid).into_iter().flatten().cloned());
-            }
-            if let Some(uid) = self.deployments.get(&key).and_then(|d| d.metadata.uid.clone()) {
-                self.deployment_keys.insert(uid.clone(), key.clone());
-                self.deployment_uids.insert(key.clone(), uid);
+            let now = self.deployments.get(&key).and_then(|d| d.metadata.uid.clone());
+            let before = self.deployment_uids.get(&key).cloned();
+            if before != now {
+                if let Some(uid) = before {
+                    self.deployment_uids.remove(&key);
+                    self.deployment_keys.remove(&uid);
+                    // Its pods may be orphans now (or owned by its replacement of the same name).
+                    dirty.pods.extend(self.by_owner.get(&uid).into_iter().flatten().cloned());
+                }
+                if let Some(uid) = now {
+                    self.deployment_keys.insert(uid.clone(), key.clone());
+                    self.deployment_uids.insert(key.clone(), uid);
+                }
             }
             dirty.deployments.insert(key);
         }
@@ -219,7 +224,8 @@ impl ClusterView {
                 match &node {
                     Some(node) => {
                         self.by_node.entry(node.clone()).or_default().insert(key.clone());
-                        *self.memory_by_node.entry(node.clone()).or_default() += memory;
+                        let sum = self.memory_by_node.entry(node.clone()).or_default();
+                        *sum = sum.saturating_add(memory);
                     }
                     None => {
                         self.unbound.insert(key.clone());

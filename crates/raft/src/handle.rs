@@ -12,6 +12,9 @@ use crate::limits::MAX_ENTRY_BYTES;
 
 /// Most commands one `propose_many` entry carries.
 const BATCH_COMMANDS: usize = 256;
+/// Most `propose_many` entries in flight at once: a huge plan streams through Raft instead
+/// of queueing hundreds of entries at the leader.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Who leads, as this node last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -155,7 +158,7 @@ impl ClusterHandle {
     }
 
     /// Proposes `commands` in as few log entries as they fit in (`Command::Batch` entries of
-    /// up to `BATCH_COMMANDS` commands and half an entry's byte limit), all in flight at once,
+    /// up to `BATCH_COMMANDS` commands and half an entry's byte limit), `CHUNKS_IN_FLIGHT` at a time,
     /// and returns each command's outcome in order (for a command that went in a batch, the
     /// object's new `metadata.resourceVersion` only). One Raft round then creates, binds or
     /// reports on hundreds of pods, instead of one entry (and one apply on every node) each.
@@ -189,7 +192,14 @@ impl ClusterHandle {
                 Err(e) => vec![Err(e); n],
             }
         });
-        futures::future::join_all(proposals).await.into_iter().flatten().collect()
+        use futures::StreamExt as _;
+        futures::stream::iter(proposals)
+            .buffered(CHUNKS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The leader's name and address, waiting up to `ELECTION_WAIT` for both a leader and its

@@ -131,6 +131,11 @@ impl Transport for PeerTransport {
         let faults = &self.inner.faults;
         for m in messages {
             if faults.cut(m.to) || faults.drop_one() {
+                // A lost snapshot is reported, as a failed send would be: raft-rs keeps the
+                // peer waiting for it otherwise.
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    self.inner.report(Report::Snapshot { to: m.to, delivered: false });
+                }
                 continue;
             }
             let to = m.to;

@@ -41,7 +41,7 @@ pub(crate) fn check(pod: &Pod, node: &Node, usage: NodeUsage) -> Option<Unfit> {
         return Some(Unfit::TooManyPods);
     }
     let request = pod.memory_request();
-    if request > 0 && usage.memory + request > node.allocatable_memory() {
+    if request > 0 && usage.memory.saturating_add(request) > node.allocatable_memory() {
         return Some(Unfit::Memory);
     }
     None

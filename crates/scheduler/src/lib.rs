@@ -33,7 +33,7 @@ pub struct NodeUsage {
 impl NodeUsage {
     pub fn add(&mut self, pod: &Pod) {
         self.pods += 1;
-        self.memory += pod.memory_request();
+        self.memory = self.memory.saturating_add(pod.memory_request());
     }
 
     pub fn remove(&mut self, pod_memory: u64) {

@@ -33,7 +33,7 @@ pub(crate) fn score(pod: &Pod, node: &Node, usage: NodeUsage, nodes: &[Node], sp
         .max()
         .unwrap_or(0);
     let permille = |used: u64, total: u64| used.saturating_mul(1000).checked_div(total).unwrap_or(0);
-    let memory = permille(usage.memory + pod.memory_request(), node.allocatable_memory());
+    let memory = permille(usage.memory.saturating_add(pod.memory_request()), node.allocatable_memory());
     let slots = permille(usage.pods as u64 + 1, node.pod_capacity() as u64);
     Score { in_domain, on_node: on(node), allocated: memory.max(slots), name }
 }

@@ -53,11 +53,13 @@ impl SnapshotSlot {
         let (db, shared) = (db.clone(), self.slot.clone());
         let spawned = std::thread::Builder::new().name("raft-snapshot".into()).spawn(move || {
             let started = Instant::now();
-            let built = build(&db);
+            // A panic in the build must not leave the slot `Building` forever.
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&db)))
+                .unwrap_or_else(|_| Err(StoreError::corrupt("snapshot", "the build panicked")));
             let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
             if guard.1 != generation {
-                // The membership changed while it was built: it may describe the old one.
-                guard.0 = Slot::Empty;
+                // The membership changed while it was built: it may describe the old one, and
+                // the slot now belongs to builds of the new generation.
                 return;
             }
             guard.0 = match built {

@@ -103,7 +103,12 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         peer_http.clone(),
     ));
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::unbounded_channel();
-    let supervisor = Supervisor { cluster: cluster.clone(), node_name: node_name.clone(), fatal: fatal_tx };
+    let supervisor = Supervisor {
+        cluster: cluster.clone(),
+        node_name: node_name.clone(),
+        fatal: fatal_tx,
+        stopping: stop_tx.subscribe(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (cluster, runtime, puller, registry) =

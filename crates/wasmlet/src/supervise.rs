@@ -25,11 +25,13 @@ pub struct Supervisor {
     pub node_name: String,
     /// A part that cannot go on: the node stops with this message.
     pub fatal: mpsc::UnboundedSender<String>,
+    /// True once the node is stopping: a part that returns then is done; before, it failed.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Supervisor {
-    /// Runs the part `start` makes until it returns (shutdown), starting it again each time
-    /// it panics.
+    /// Runs the part `start` makes until the node stops, starting it again each time it
+    /// panics or returns before then.
     pub async fn run<F, Fut>(self, name: &'static str, mut start: F)
     where
         F: FnMut() -> Fut,
@@ -38,7 +40,8 @@ impl Supervisor {
         let mut restarts: VecDeque<Instant> = VecDeque::new();
         loop {
             let panic = match tokio::spawn(start()).await {
-                Ok(()) => return,
+                Ok(()) if *self.stopping.borrow() => return,
+                Ok(()) => "it stopped on its own".to_string(),
                 Err(e) if e.is_panic() => panic_message(e.into_panic()),
                 Err(_) => return,
             };
@@ -52,7 +55,7 @@ impl Supervisor {
                 let _ = self.fatal.send(msg);
                 return;
             }
-            tracing::error!(task = name, "panicked: {panic}; restarting it in {RESTART_DELAY:?}");
+            tracing::error!(task = name, "failed: {panic}; restarting it in {RESTART_DELAY:?}");
             self.record(name, &panic).await;
             tokio::time::sleep(RESTART_DELAY).await;
         }
