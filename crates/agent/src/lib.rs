@@ -10,14 +10,14 @@ mod pull;
 mod sandbox;
 mod status;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use wasmkube_api::Pod;
 use wasmkube_api::lifecycle::FENCE_AFTER;
 use wasmkube_cache::{Changes, Reflector, Selector};
@@ -64,7 +64,15 @@ pub struct Agent {
     fenced: bool,
     /// Events this agent may still write now (a burst of 10,000 starts records a share).
     event_budget: EventBudget,
+    /// Modules being copied and compiled in the background, and where each one's outcome is
+    /// sent when it is done.
+    preparing: HashSet<String>,
+    prepared_tx: mpsc::UnboundedSender<Prepared>,
+    prepared_rx: Option<mpsc::UnboundedReceiver<Prepared>>,
 }
+
+/// A module's background preparation ended: the digest, and why it failed if it did.
+type Prepared = (String, Result<(), (String, String)>);
 
 /// Proposes `command`, waiting at most `WRITE_TIMEOUT`: a node cut off from the cluster must
 /// not stall the agent or its heartbeat.
@@ -83,6 +91,7 @@ impl Agent {
         puller: Arc<BlobPuller>,
         registry: SandboxRegistry,
     ) -> Self {
+        let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
         Agent {
             config,
             cluster,
@@ -93,6 +102,9 @@ impl Agent {
             rng: StdRng::from_os_rng(),
             fenced: false,
             event_budget: EventBudget::default(),
+            preparing: HashSet::new(),
+            prepared_tx,
+            prepared_rx: Some(prepared_rx),
         }
     }
 
@@ -124,11 +136,21 @@ impl Agent {
             let _ = heartbeat_stopped.await;
         }));
         let mut next_poll = tokio::time::Instant::now() + STATUS_POLL;
+        let Some(mut prepared) = self.prepared_rx.take() else { return };
         loop {
             let mut poll = false;
             let mut module_appeared = false;
             tokio::select! {
                 _ = &mut shutdown => break,
+                // A module copied and compiled in the background: its pods start now; or it
+                // could not be, and they report why and back off.
+                Some((digest, outcome)) = prepared.recv() => {
+                    self.preparing.remove(&digest);
+                    match outcome {
+                        Ok(()) => module_appeared = true,
+                        Err((reason, message)) => dirty.extend(self.preparation_failed(&digest, &reason, &message)),
+                    }
+                }
                 // A heartbeat recorded: unfence at once if fenced.
                 r = recorded.changed() => if r.is_err() { break },
                 changes = pods.changed() => match changes {
@@ -201,7 +223,7 @@ impl Agent {
         let mut check: Vec<String> = Vec::with_capacity(dirty.len() + due.len());
         for (key, attempts) in due {
             let Some(pod) = pods.get(&key) else { continue };
-            let (sandbox, event) = self.start(pod, attempts).await;
+            let (sandbox, event) = self.start(pod, attempts);
             self.running.insert(key.clone(), sandbox);
             writes.extend(event.filter(|_| self.event_budget.take()));
             check.push(key);
@@ -252,6 +274,22 @@ impl Agent {
             }
         }
         failed
+    }
+
+    /// The pods waiting for module `digest`, which could not be prepared, fail with the
+    /// reason (and are retried with back-off). Returns their keys.
+    fn preparation_failed(&mut self, digest: &str, reason: &str, message: &str) -> Changes {
+        let mut keys = Changes::new();
+        for (key, sandbox) in self.running.iter_mut() {
+            if let Sandbox::Preparing { uid, digest: d, attempts } = sandbox
+                && d == digest
+            {
+                *sandbox = sandbox::failed(uid.clone(), reason.to_string(), message.to_string(), *attempts);
+                keys.insert(key.clone());
+            }
+        }
+        tracing::info!(digest, reason, "module not prepared: {message}");
+        keys
     }
 
     /// Stops every sandbox of this node: it has not recorded a heartbeat for `FENCE_AFTER`,

@@ -21,8 +21,13 @@ pub(crate) enum Sandbox {
         pod: CliPod,
         started: String,
     },
-    /// Could not be started; the reason is reported and the start is not retried until the
-    /// pod is replaced.
+    /// Waiting for its module to be copied here and compiled, which runs in the background
+    /// (a slow pull never holds up the agent); started when the module is ready.
+    Preparing {
+        uid: String,
+        digest: String,
+        attempts: u32,
+    },
     /// Could not be started; the reason is reported and the start is retried at `retry_at`
     /// (back-off doubling from 1 s to 60 s, as Kubernetes does for image pulls).
     Failed {
@@ -41,6 +46,7 @@ impl Sandbox {
             Sandbox::Failed { retry_at, attempts, .. } if now || Instant::now() >= *retry_at => {
                 Some(*attempts)
             }
+            Sandbox::Preparing { attempts, .. } if now => Some(*attempts),
             _ => None,
         }
     }
@@ -53,35 +59,63 @@ impl Sandbox {
 
     pub(crate) fn uid(&self) -> &str {
         match self {
-            Sandbox::Http { uid, .. } | Sandbox::Cli { uid, .. } | Sandbox::Failed { uid, .. } => uid,
+            Sandbox::Http { uid, .. }
+            | Sandbox::Cli { uid, .. }
+            | Sandbox::Failed { uid, .. }
+            | Sandbox::Preparing { uid, .. } => uid,
         }
     }
+}
+
+/// A failed start, retried with back-off doubling from 1 s to 60 s (as Kubernetes retries
+/// image pulls).
+pub(crate) fn failed(uid: String, reason: String, message: String, attempts: u32) -> Sandbox {
+    let backoff = Duration::from_secs(1 << attempts.min(6)).min(Duration::from_secs(60));
+    Sandbox::Failed { uid, reason, message, retry_at: Instant::now() + backoff, attempts: attempts + 1 }
+}
+
+/// Module `digest`, compiled and pre-instantiated: fetched from a member first when it was
+/// uploaded through another node.
+async fn prepare_module(
+    puller: &crate::BlobPuller,
+    runtime: &Arc<wasmkube_runtime::Runtime>,
+    digest: &str,
+) -> Result<Arc<PreparedModule>, (String, String)> {
+    puller.ensure(digest).await.map_err(|e| ("ModuleNotFound".to_string(), e))?;
+    let bytes = match puller.blobs().get(digest) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            return Err(("ModuleNotFound".into(), format!("module sha256:{digest} is not on this node")));
+        }
+        Err(e) => return Err(("ModuleUnreadable".into(), e.to_string())),
+    };
+    runtime
+        .prepare_off_thread(digest.to_string(), bytes)
+        .await
+        .map_err(|e| ("InvalidModule".into(), e.to_string()))
 }
 
 impl Agent {
     /// Starts `pod`'s sandbox; `attempts` counts earlier failed starts (for back-off). Returns
     /// it with the event to record about it.
-    pub(crate) async fn start(&mut self, pod: &Pod, attempts: u32) -> (Sandbox, Option<Command>) {
+    pub(crate) fn start(&mut self, pod: &Pod, attempts: u32) -> (Sandbox, Option<Command>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let key = pod_key(pod);
-        let started = match self.prepare(pod).await {
-            Ok(module) => self.launch(pod, &module),
-            Err(failure) => Err(failure),
-        };
-        let sandbox = started.unwrap_or_else(|(reason, message)| {
-            let backoff = Duration::from_secs(1 << attempts.min(6)).min(Duration::from_secs(60));
-            Sandbox::Failed {
-                uid: uid.clone(),
-                reason,
-                message,
-                retry_at: Instant::now() + backoff,
-                attempts: attempts + 1,
+        let digest =
+            pod.spec.containers.first().and_then(|c| c.module_digest()).unwrap_or_default().to_string();
+        let sandbox = match self.runtime.prepared(&digest) {
+            Some(module) => self
+                .launch(pod, &module)
+                .unwrap_or_else(|(reason, message)| failed(uid.clone(), reason, message, attempts)),
+            None => {
+                self.begin_prepare(&digest);
+                Sandbox::Preparing { uid: uid.clone(), digest, attempts }
             }
-        });
+        };
         let logs = match &sandbox {
             Sandbox::Http { pod, .. } => pod.logs().clone(),
             Sandbox::Cli { pod, .. } => pod.logs().clone(),
-            Sandbox::Failed { .. } => LogBuffer::new(0),
+            Sandbox::Failed { .. } | Sandbox::Preparing { .. } => LogBuffer::new(0),
         };
         let http = match &sandbox {
             Sandbox::Http { pod, .. } => Some(pod.clone()),
@@ -90,6 +124,9 @@ impl Agent {
         self.registry.insert(key.clone(), LocalPod { uid, http, logs });
         let (type_, reason, message) = match &sandbox {
             Sandbox::Failed { reason, message, .. } => ("Warning", reason.clone(), message.clone()),
+            Sandbox::Preparing { digest, .. } => {
+                ("Normal", "Pulling".to_string(), format!("Preparing module sha256:{digest}"))
+            }
             _ => (
                 "Normal",
                 "Started".to_string(),
@@ -121,26 +158,18 @@ impl Agent {
         result.map_err(|e| ("InvalidModule".to_string(), e.to_string()))
     }
 
-    /// The pod's module, compiled and pre-instantiated (from the node's cache when it can).
-    async fn prepare(&self, pod: &Pod) -> Result<Arc<PreparedModule>, (String, String)> {
-        let digest =
-            pod.spec.containers.first().and_then(|c| c.module_digest()).unwrap_or_default().to_string();
-        if let Some(module) = self.runtime.prepared(&digest) {
-            return Ok(module);
+    /// Copies (when it is not here) and compiles module `digest` in the background, once at
+    /// a time per module; the outcome arrives on the agent's `prepared` channel.
+    fn begin_prepare(&mut self, digest: &str) {
+        if !self.preparing.insert(digest.to_string()) {
+            return;
         }
-        // Not here yet (uploaded through another node): fetch it from a member that has it.
-        self.puller.ensure(&digest).await.map_err(|e| ("ModuleNotFound".to_string(), e))?;
-        let bytes = match self.puller.blobs().get(&digest) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                return Err(("ModuleNotFound".into(), format!("module sha256:{digest} is not on this node")));
-            }
-            Err(e) => return Err(("ModuleUnreadable".into(), e.to_string())),
-        };
-        self.runtime
-            .prepare_off_thread(digest, bytes)
-            .await
-            .map_err(|e| ("InvalidModule".into(), e.to_string()))
+        let (puller, runtime, done) = (self.puller.clone(), self.runtime.clone(), self.prepared_tx.clone());
+        let digest = digest.to_string();
+        tokio::spawn(async move {
+            let outcome = prepare_module(&puller, &runtime, &digest).await.map(drop);
+            let _ = done.send((digest, outcome));
+        });
     }
 
     fn sandbox_spec(&self, pod: &Pod) -> SandboxSpec {

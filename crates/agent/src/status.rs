@@ -28,6 +28,13 @@ pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
                 status.message = state.last_exit.clone();
             }
         }
+        Sandbox::Preparing { digest, .. } => {
+            // As Kubernetes shows a pod whose image is being pulled.
+            status.phase = Some(PodPhase::Pending.as_str().into());
+            status.conditions = vec![Condition::new("Ready", false)];
+            status.reason = Some("ContainerCreating".into());
+            status.message = Some(format!("preparing module sha256:{digest}"));
+        }
         Sandbox::Failed { reason, message, .. } => {
             // Still retried, so Pending (as Kubernetes shows a pod in ImagePullBackOff).
             status.phase = Some(PodPhase::Pending.as_str().into());

@@ -190,6 +190,17 @@ async fn a_node_whose_module_pull_is_slow_stays_ready() -> anyhow::Result<()> {
     set_faults(a, json!({"blobDelayMs": 12_000})).await?;
     let wasm = example("hello_http").display().to_string();
     a.wasmctl_ok(&["deploy", &wasm, "--name", "hello", "--replicas", "2"]);
+    // The pull runs in the background: b's agent goes on meanwhile, and says what its pod waits for.
+    eventually(Duration::from_secs(5), "b's pod reported ContainerCreating", || async {
+        let pods: Vec<wasmkube_api::Pod> = a.client().list(Some("default")).await.ok()?;
+        pods.iter()
+            .any(|p| {
+                p.spec.node_name.as_deref() == Some("b")
+                    && p.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("ContainerCreating")
+            })
+            .then_some(())
+    })
+    .await?;
     let until = Instant::now() + Duration::from_secs(16);
     while Instant::now() < until {
         let listed: Vec<Node> = a.client().list(None).await?;
