@@ -107,7 +107,8 @@ impl<T: Resource> Reflector<T> {
         }
         let key = format!("{}/{}", event.key.namespace, event.key.name);
         let held = event.type_ != EventType::Deleted && (self.selector)(&event.object);
-        let parsed = if held { serde_json::from_value::<T>(event.object.clone()).ok() } else { None };
+        // Parsed by reference: no copy of the JSON tree per change.
+        let parsed = if held { T::deserialize(&event.object).ok() } else { None };
         let changed = match parsed {
             Some(object) => {
                 self.objects.insert(key.clone(), object);

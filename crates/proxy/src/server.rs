@@ -101,12 +101,7 @@ impl ProxyState {
             while stale.is_empty() {
                 tokio::select! {
                     _ = &mut shutdown => return,
-                    r = changes.recv() => match r {
-                        Ok(e) => stale.note(&mut cache, &e),
-                        Err(RecvError::Lagged(_)) => stale.reload = true,
-                        Err(RecvError::Closed) => return,
-                    },
-                    r = sandboxes.changed() => if r.is_err() { return } else { stale.all = true },
+                    open = next_change(&mut changes, &mut sandboxes, &mut stale, &mut cache) => if !open { return },
                 }
             }
             let gather_until = rebuilt_at + pause;
@@ -117,12 +112,7 @@ impl ProxyState {
                     Err(TryRecvError::Empty) if tokio::time::Instant::now() < gather_until => {
                         tokio::select! {
                             _ = &mut shutdown => return,
-                            r = changes.recv() => match r {
-                                Ok(e) => stale.note(&mut cache, &e),
-                                Err(RecvError::Lagged(_)) => stale.reload = true,
-                                Err(RecvError::Closed) => return,
-                            },
-                            r = sandboxes.changed() => if r.is_err() { return } else { stale.all = true },
+                            open = next_change(&mut changes, &mut sandboxes, &mut stale, &mut cache) => if !open { return },
                             _ = tokio::time::sleep_until(gather_until) => break,
                         }
                     }
@@ -135,6 +125,28 @@ impl ProxyState {
             }
         }
     }
+}
+
+/// Waits for the next change to the store or to the local sandboxes and notes what it
+/// requires of the table; false once either stream is gone.
+async fn next_change(
+    changes: &mut tokio::sync::broadcast::Receiver<Arc<StoreEvent>>,
+    sandboxes: &mut tokio::sync::watch::Receiver<u64>,
+    stale: &mut Stale,
+    cache: &mut RouteCache,
+) -> bool {
+    tokio::select! {
+        r = changes.recv() => match r {
+            Ok(e) => stale.note(cache, &e),
+            Err(RecvError::Lagged(_)) => stale.reload = true,
+            Err(RecvError::Closed) => return false,
+        },
+        r = sandboxes.changed() => match r {
+            Ok(()) => stale.all = true,
+            Err(_) => return false,
+        },
+    }
+    true
 }
 
 /// What the changes seen since the table was last brought up to date require of it.

@@ -198,12 +198,7 @@ impl ObjectStore {
             EventType::Deleted => batch.delete_cf(objects, outcome.key.encode()),
             _ => batch.put_cf(objects, outcome.key.encode(), encode(&outcome.object)?),
         }
-        let meta = cf(&self.db, CF_META);
-        batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
-        batch.put_cf(meta, META_APPLIED, index.to_be_bytes());
-        self.db.write_opt(batch, &unlogged())?;
-        self.revision.store(revision, Ordering::Release);
-        self.applied_index.store(index, Ordering::Release);
+        self.commit(batch, revision, index)?;
         let result = outcome.object.clone();
         hub.publish(outcome);
         Ok(Ok(result))
@@ -257,16 +252,23 @@ impl ObjectStore {
                 Err(e) => answers.push(serde_json::json!({"error": e})),
             }
         }
+        self.commit(batch, revision, index)?;
+        for event in events {
+            hub.publish(event);
+        }
+        Ok(Value::Array(answers))
+    }
+
+    /// Writes `batch` with the new revision and applied index (one write: an entry is applied
+    /// whole or not at all), then makes them visible.
+    fn commit(&self, mut batch: WriteBatch, revision: u64, index: u64) -> Result<(), StoreError> {
         let meta = cf(&self.db, CF_META);
         batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
         batch.put_cf(meta, META_APPLIED, index.to_be_bytes());
         self.db.write_opt(batch, &unlogged())?;
         self.revision.store(revision, Ordering::Release);
         self.applied_index.store(index, Ordering::Release);
-        for event in events {
-            hub.publish(event);
-        }
-        Ok(Value::Array(answers))
+        Ok(())
     }
 
     /// Decides what `command` changes, without writing anything; `overlay` holds what earlier

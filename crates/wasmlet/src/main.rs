@@ -8,11 +8,6 @@ mod supervise;
 
 use clap::Parser;
 
-/// mimalloc: the control plane allocates and frees many small JSON values per applied
-/// entry, where glibc's malloc spent a quarter of the raft thread's time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(version, about = "The wasmkube node daemon. With no flags: a complete one-node cluster.")]
 pub struct Flags {
