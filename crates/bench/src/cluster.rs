@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::json;
-use wasmkube_e2e::{Wasmlet, eventually, leader_index, members, start_cluster};
+use wasmkube_fleet::{Wasmlet, eventually, leader_index, members, start_cluster};
 
 /// One write against some node; returns whether it was acknowledged.
 type WriteFn = Arc<dyn Fn(usize, u64) -> reqwest::RequestBuilder + Send + Sync>;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use wasmkube_e2e::{Wasmlet, eventually};
+use wasmkube_fleet::{Wasmlet, eventually};
 
 pub struct Node {
     pub wasmlet: Wasmlet,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasmkube_client::Client;
-use wasmkube_e2e::{Wasmlet, start_cluster};
+use wasmkube_fleet::{Wasmlet, start_cluster};
 
 const REPLICAS: u64 = 10_000;
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
