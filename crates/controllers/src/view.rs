@@ -271,3 +271,98 @@ impl ClusterView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use wasmkube_store::{Command, ObjectKey};
+
+    struct Store {
+        store: Arc<ObjectStore>,
+        index: u64,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Store {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store =
+                Arc::new(ObjectStore::open(wasmkube_store::open_db(dir.path()).expect("db")).expect("store"));
+            Store { store, index: 0, _dir: dir }
+        }
+
+        fn apply(&mut self, command: Command) {
+            self.index += 1;
+            self.store.apply(self.index, &command).expect("io").expect("applied");
+        }
+    }
+
+    fn deployment(uid: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "d", "namespace": "default", "uid": uid},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+                        "template": {"metadata": {"labels": {"app": "d"}},
+                                     "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
+    }
+
+    fn pod(name: &str, owner: &str, node: Option<&str>, memory: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "default", "uid": name,
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": owner}]},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
+                        "resources": {"requests": {"memory": memory}}}]}})
+    }
+
+    #[tokio::test]
+    async fn indexes_follow_binds_and_deletes_and_mark_the_owner() {
+        let mut s = Store::new();
+        s.apply(Command::Create { object: deployment("d1") });
+        s.apply(Command::Create { object: pod("p1", "d1", Some("n1"), "100Mi") });
+        s.apply(Command::Create { object: pod("p2", "d1", None, "50Mi") });
+        let (mut view, first) = ClusterView::open(s.store.clone()).expect("open");
+        assert_eq!(first.deployments.len(), 1);
+        assert_eq!(view.unbound_pods().len(), 1);
+        assert_eq!(view.usage()["n1"], wasmkube_scheduler::NodeUsage { pods: 1, memory: 100 << 20 });
+
+        // p2 is bound, p1 deleted: usage moves, and the owner is queued.
+        let mut bound = pod("p2", "d1", Some("n2"), "50Mi");
+        bound["metadata"]["resourceVersion"] = json!("3");
+        s.apply(Command::Update { object: bound, precondition: None });
+        s.apply(Command::Delete { key: ObjectKey::new("Pod", Some("default"), "p1"), precondition: None });
+        let work = view.catch_up();
+        assert!(work.deployments.contains("default/d"), "the owner of changed pods is queued");
+        assert!(view.unbound_pods().is_empty());
+        let usage = view.usage();
+        assert!(!usage.contains_key("n1"), "n1 holds nothing now: {usage:?}");
+        assert_eq!(usage["n2"], wasmkube_scheduler::NodeUsage { pods: 1, memory: 50 << 20 });
+        let d = view.deployment("default/d").cloned().expect("deployment");
+        assert_eq!(view.owned_pods(&d).count(), 1);
+        assert_eq!(view.spread(["d1"])["d1"], HashMap::from([("n2".to_string(), 1)]));
+    }
+
+    #[tokio::test]
+    async fn a_deployment_replaced_under_its_name_leaves_its_pods_to_the_orphan_check() {
+        let mut s = Store::new();
+        s.apply(Command::Create { object: deployment("d1") });
+        s.apply(Command::Create { object: pod("p1", "d1", Some("n1"), "1Mi") });
+        let (mut view, _) = ClusterView::open(s.store.clone()).expect("open");
+        assert_eq!(view.without_owner(&BTreeSet::from(["default/p1".to_string()])).count(), 0);
+        s.apply(Command::Delete {
+            key: ObjectKey::new("Deployment", Some("default"), "d"),
+            precondition: None,
+        });
+        s.apply(Command::Create { object: deployment("d2") });
+        let work = view.catch_up();
+        assert!(work.pods.contains("default/p1"), "the old Deployment's pods are checked");
+        assert_eq!(view.without_owner(&work.pods).count(), 1, "p1's owner (d1) is gone");
+        // A status write on the new Deployment does not queue every pod again.
+        s.apply(Command::UpdateStatus {
+            key: ObjectKey::new("Deployment", Some("default"), "d"),
+            status: json!({"replicas": 0}),
+            precondition: None,
+        });
+        let work = view.catch_up();
+        assert!(work.pods.is_empty() && work.deployments.contains("default/d"));
+    }
+}
