@@ -20,15 +20,14 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
 use wasmkube_api::Pod;
 use wasmkube_api::lifecycle::FENCE_AFTER;
+use wasmkube_apiserver::{Objects, Write};
 use wasmkube_cache::{Changes, Reflector, Selector};
-use wasmkube_raft::ClusterHandle;
 use wasmkube_runtime::{Runtime, SandboxRegistry};
-use wasmkube_store::{Command, ObjectKey};
 
 use crate::events::EventBudget;
 use crate::sandbox::Sandbox;
 
-pub use pull::{BlobPuller, PEER_BLOBS_PATH, replicate};
+pub use pull::{BlobPuller, replicate};
 
 /// How often statuses are re-checked without a change (cli pods change on their own).
 const STATUS_POLL: Duration = Duration::from_millis(500);
@@ -53,7 +52,7 @@ pub struct AgentConfig {
 
 pub struct Agent {
     config: AgentConfig,
-    cluster: ClusterHandle,
+    objects: Objects,
     runtime: Arc<Runtime>,
     /// The module bytes here, and other members' when they are not.
     puller: Arc<BlobPuller>,
@@ -74,10 +73,10 @@ pub struct Agent {
 /// A module's background preparation ended: the digest, and why it failed if it did.
 type Prepared = (String, Result<(), (String, String)>);
 
-/// Proposes `command`, waiting at most `WRITE_TIMEOUT`: a node cut off from the cluster must
+/// Makes `write`, waiting at most `WRITE_TIMEOUT`: a node cut off from the cluster must
 /// not stall the agent or its heartbeat.
-pub(crate) async fn write(cluster: &ClusterHandle, command: Command) -> Result<serde_json::Value, String> {
-    match tokio::time::timeout(WRITE_TIMEOUT, cluster.propose(command)).await {
+pub(crate) async fn write(objects: &Objects, write: Write) -> Result<serde_json::Value, String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, objects.write(write)).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!("not committed within {WRITE_TIMEOUT:?}")),
     }
@@ -86,7 +85,7 @@ pub(crate) async fn write(cluster: &ClusterHandle, command: Command) -> Result<s
 impl Agent {
     pub fn new(
         config: AgentConfig,
-        cluster: ClusterHandle,
+        objects: Objects,
         runtime: Arc<Runtime>,
         puller: Arc<BlobPuller>,
         registry: SandboxRegistry,
@@ -94,7 +93,7 @@ impl Agent {
         let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
         Agent {
             config,
-            cluster,
+            objects,
             runtime,
             puller,
             registry,
@@ -117,18 +116,19 @@ impl Agent {
         tokio::pin!(shutdown);
         let node = self.config.node_name.clone();
         let selector: Selector = Box::new(move |v| v["spec"]["nodeName"].as_str() == Some(node.as_str()));
-        let (mut pods, mut dirty) = match Reflector::<Pod>::new(self.cluster.shared_store(), selector) {
-            Ok(listed) => listed,
-            Err(e) => {
-                tracing::error!("agent cannot read pods: {e}");
-                return;
-            }
-        };
-        let mut modules = self.cluster.store().subscribe_all();
+        let (mut pods, mut dirty) =
+            match Reflector::<Pod>::new(self.objects.cluster().shared_store(), selector) {
+                Ok(listed) => listed,
+                Err(e) => {
+                    tracing::error!("agent cannot read pods: {e}");
+                    return;
+                }
+            };
+        let mut modules = self.objects.store().subscribe_all();
         let (recorded_tx, mut recorded) = watch::channel(Instant::now());
         let heartbeat = node::Heartbeat {
             config: self.config.clone(),
-            cluster: self.cluster.clone(),
+            objects: self.objects.clone(),
             recorded: recorded_tx,
         };
         let (stop_heartbeat, heartbeat_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -225,7 +225,7 @@ impl Agent {
             let Some(pod) = pods.get(&key) else { continue };
             let (sandbox, event) = self.start(pod, attempts);
             self.running.insert(key.clone(), sandbox);
-            writes.extend(event.filter(|_| self.event_budget.take()));
+            writes.extend(event);
             check.push(key);
         }
         check.extend(dirty);
@@ -236,30 +236,26 @@ impl Agent {
             if let (Some(pod), Some(sandbox)) = (pods.get(&key), self.running.get(&key)) {
                 let status = status::of(sandbox, &self.config.node_name);
                 if pod.status.as_ref() != Some(&status) {
-                    let key = ObjectKey::new("Pod", pod.metadata.namespace.as_deref(), &pod.metadata.name);
-                    let status = serde_json::to_value(&status).unwrap_or_default();
-                    writes.push(Command::UpdateStatus { key, status, precondition: None });
+                    let (namespace, name) = (pod.metadata.namespace.as_deref(), &pod.metadata.name);
+                    writes.push(Write::update_status::<Pod, _>(namespace, name, &status, None));
                 }
             }
         }
         self.write_all(writes).await
     }
 
-    /// Proposes `commands` in a few batch entries (`ClusterHandle::propose_many`), waiting
-    /// at most `WRITE_TIMEOUT`. Returns the pods whose status was not recorded, to be
-    /// reported again by the next pass.
-    async fn write_all(&self, commands: Vec<Command>) -> Changes {
-        let statuses: Vec<Option<String>> = commands
+    /// Makes `writes` in a few batch entries (`Objects::write_many`), waiting at most
+    /// `WRITE_TIMEOUT`. Returns the pods whose status was not recorded, to be reported again
+    /// by the next pass.
+    async fn write_all(&self, writes: Vec<Write>) -> Changes {
+        let statuses: Vec<Option<String>> = writes
             .iter()
-            .map(|c| match c {
-                Command::UpdateStatus { key, .. } => Some(format!("{}/{}", key.namespace, key.name)),
-                _ => None,
-            })
+            .map(|w| w.key().filter(|k| k.kind == "Pod").map(|k| format!("{}/{}", k.namespace, k.name)))
             .collect();
-        if commands.is_empty() {
+        if writes.is_empty() {
             return Changes::new();
         }
-        let results = match tokio::time::timeout(WRITE_TIMEOUT, self.cluster.propose_many(commands)).await {
+        let results = match tokio::time::timeout(WRITE_TIMEOUT, self.objects.write_many(writes)).await {
             Ok(results) => results,
             Err(_) => {
                 tracing::debug!("statuses not committed within {WRITE_TIMEOUT:?}");

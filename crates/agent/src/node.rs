@@ -7,15 +7,15 @@ use std::future::Future;
 use std::time::Instant;
 
 use tokio::sync::watch;
-use wasmkube_api::{Condition, Node, NodeAddress, NodeStatus, ObjectMeta};
-use wasmkube_raft::ClusterHandle;
-use wasmkube_store::{Command, ObjectKey};
+use wasmkube_api::{Condition, Node, NodeAddress, NodeStatus, ObjectMeta, ValidationError};
+use wasmkube_apiserver::{Objects, Write, WriteError};
+use wasmkube_store::ObjectKey;
 
-use crate::{AgentConfig, HEARTBEAT_RETRY, now, now_precise, write};
+use crate::{AgentConfig, HEARTBEAT_RETRY, now, now_precise};
 
 pub(crate) struct Heartbeat {
     pub(crate) config: AgentConfig,
-    pub(crate) cluster: ClusterHandle,
+    pub(crate) objects: Objects,
     /// When a heartbeat was last recorded: the agent fences itself when it grows old.
     pub(crate) recorded: watch::Sender<Instant>,
 }
@@ -69,12 +69,11 @@ impl Heartbeat {
         };
         let key = ObjectKey::new("Node", None, &name);
         let labels = self.labels();
-        let status_json = serde_json::to_value(&status).unwrap_or_default();
-        let command = match self.cluster.store().get(&key) {
+        let write = match self.objects.store().get(&key) {
             Ok(Some(current)) => match relabelled(current, &labels) {
                 // The node restarted with other --label flags: its labels first, then beats.
                 Some(update) => update,
-                None => Command::UpdateStatus { key, status: status_json, precondition: None },
+                None => Ok(Write::update_status::<Node, _>(None, &name, &status, None)),
             },
             _ => {
                 let node = Node {
@@ -89,10 +88,17 @@ impl Heartbeat {
                     spec: Default::default(),
                     status: Some(status),
                 };
-                Command::Create { object: serde_json::to_value(&node).unwrap_or_default() }
+                Write::create(&node)
             }
         };
-        match write(&self.cluster, command).await {
+        let write = match write {
+            Ok(write) => write,
+            Err(e) => {
+                tracing::error!("this node's own object is refused: {e}");
+                return false;
+            }
+        };
+        match crate::write(&self.objects, write).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!("heartbeat not recorded yet: {e}");
@@ -117,15 +123,24 @@ const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 /// An update of the stored Node's labels to `labels`, when they differ (with the stored
 /// resourceVersion as precondition, so a cordon that lands in between is not undone).
-fn relabelled(mut current: serde_json::Value, labels: &BTreeMap<String, String>) -> Option<Command> {
-    let stored: BTreeMap<String, String> =
-        serde_json::from_value(current["metadata"]["labels"].clone()).unwrap_or_default();
-    if stored == *labels {
+fn relabelled(
+    current: serde_json::Value,
+    labels: &BTreeMap<String, String>,
+) -> Option<Result<Write, WriteError>> {
+    let mut node: Node = match serde_json::from_value(current) {
+        Ok(node) => node,
+        Err(e) => {
+            return Some(Err(WriteError::Invalid {
+                kind: "Node",
+                error: ValidationError::new("body", e.to_string()),
+            }));
+        }
+    };
+    if node.metadata.labels == *labels {
         return None;
     }
-    let precondition = current["metadata"]["resourceVersion"].as_str().and_then(|rv| rv.parse().ok());
-    current["metadata"]["labels"] = serde_json::to_value(labels).unwrap_or_default();
-    Some(Command::Update { object: current, precondition })
+    node.metadata.labels = labels.clone();
+    Some(Write::update(&node))
 }
 
 /// Total memory of the machine as a quantity, from /proc/meminfo (Linux); "0" when unknown.

@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
-use wasmkube_raft::{ClusterHandle, Member, PEER_FROM_HEADER};
+use wasmkube_raft::{ClusterHandle, Member, PEER_BLOBS_PATH, PEER_FROM_HEADER};
 use wasmkube_store::BlobStore;
 
-/// Where a member serves the blobs it holds (peer token, members only).
-pub const PEER_BLOBS_PATH: &str = "/peer/v1/blobs";
 /// A module copy that takes longer than this has failed (the next member is asked).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often every module's blob is checked without a change (a failed copy is retried).

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmkube_api::{ModuleWorld, ObjectReference, Pod};
+use wasmkube_apiserver::Write;
 use wasmkube_runtime::{CliPod, HttpPod, LocalPod, LogBuffer, PreparedModule, SandboxSpec};
-use wasmkube_store::Command;
 
 use crate::{Agent, now, pod_key};
 
@@ -97,8 +97,8 @@ async fn prepare_module(
 
 impl Agent {
     /// Starts `pod`'s sandbox; `attempts` counts earlier failed starts (for back-off). Returns
-    /// it with the event to record about it.
-    pub(crate) fn start(&mut self, pod: &Pod, attempts: u32) -> (Sandbox, Option<Command>) {
+    /// it with the event to record about it (when the event budget allows one).
+    pub(crate) fn start(&mut self, pod: &Pod, attempts: u32) -> (Sandbox, Option<Write>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let key = pod_key(pod);
         let digest =
@@ -134,8 +134,8 @@ impl Agent {
             ),
         };
         tracing::debug!(pod = %key, %reason, "{message}");
-        let event = self.event(pod, type_, &reason, message);
-        (sandbox, Some(event))
+        let event = if self.event_budget.take() { self.event(pod, type_, &reason, message) } else { None };
+        (sandbox, event)
     }
 
     fn launch(&self, pod: &Pod, module: &PreparedModule) -> Result<Sandbox, (String, String)> {
@@ -187,7 +187,7 @@ impl Agent {
         SandboxSpec { pod: pod_key(pod), args, env, memory_limit }
     }
 
-    fn event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) -> Command {
+    fn event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) -> Option<Write> {
         let involved = ObjectReference {
             kind: "Pod".into(),
             namespace: pod.metadata.namespace.clone(),
@@ -197,6 +197,6 @@ impl Agent {
         let source = format!("wasmlet/{}", self.config.node_name);
         let uid = uuid::Builder::from_random_bytes(rand::Rng::random(&mut self.rng)).into_uuid().to_string();
         let event = wasmkube_api::Event::about(involved, type_, reason, message, &source, &now(), uid);
-        Command::RecordEvent { object: serde_json::to_value(&event).unwrap_or_default() }
+        Write::record_event(&event).inspect_err(|e| tracing::warn!("event not recorded: {e}")).ok()
     }
 }

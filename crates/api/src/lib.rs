@@ -29,7 +29,7 @@ pub use pod::{
 pub use quantity::parse_memory;
 pub use service_name::{ServiceName, parse_cluster_host, parse_host};
 pub use status::Status;
-pub use validation::{ValidationError, validate_object};
+pub use validation::{ValidationError, validate_object, validate_typed};
 pub use workload::{
     Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, MAX_REPLICAS, PodTemplateSpec,
     RollingUpdate, Service, ServicePort, ServiceSpec, check_replicas,

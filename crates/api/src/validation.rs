@@ -142,6 +142,13 @@ pub fn validate_object(kind: &KindInfo, body: Value) -> Result<Value, Validation
     }
 }
 
+/// The checks `validate_object` makes after parsing, for an object that is typed already
+/// (written by the node's own parts rather than read from a request body).
+pub fn validate_typed<T: Resource>(object: &T) -> Result<(), ValidationError> {
+    check_labels_and_annotations("metadata", object.meta())?;
+    object.validate()
+}
+
 fn normalise<T: Resource>(mut body: Value) -> Result<Value, ValidationError> {
     let info = T::KIND;
     for (field, want) in [("apiVersion", info.api_version), ("kind", info.kind)] {
@@ -166,8 +173,7 @@ fn normalise<T: Resource>(mut body: Value) -> Result<Value, ValidationError> {
         }
     }
     let typed: T = serde_json::from_value(body).map_err(|e| ValidationError::new("body", e.to_string()))?;
-    check_labels_and_annotations("metadata", typed.meta())?;
-    typed.validate()?;
+    validate_typed(&typed)?;
     serde_json::to_value(&typed).map_err(|e| ValidationError::new("body", e.to_string()))
 }
 

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use wasmkube_api::Pod;
-use wasmkube_raft::{ClusterHandle, ProposeError};
-use wasmkube_store::{Command, ObjectKey};
+use wasmkube_api::{Deployment, Event, Node, Pod, Resource};
+use wasmkube_apiserver::{Objects, Write, WriteError};
+use wasmkube_raft::ProposeError;
 
 use crate::actions::{Action, PlanContext};
 use crate::deployment::{plan_deployment, plan_orphans};
@@ -30,8 +30,9 @@ const RESYNC: Duration = Duration::from_secs(30);
 const EVENT_SWEEP: Duration = Duration::from_secs(60);
 
 /// Runs the controllers until `shutdown` resolves.
-pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
+pub async fn run(objects: Objects, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let cluster = objects.cluster().clone();
     let mut leader = cluster.leader();
     let mut rng = StdRng::from_os_rng();
     loop {
@@ -61,13 +62,13 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
             }
             // The work is cleared only once a pass has done it; a failed pass is retried
             // with everything it had to do.
-            match reconcile(&cluster, &mut view, &mut pending, &mut rng, &mut clock, &mut recorder).await {
+            match reconcile(&objects, &mut view, &mut pending, &mut rng, &mut clock, &mut recorder).await {
                 Ok(()) => pending = Dirty::default(),
                 Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
             }
             if tokio::time::Instant::now() >= next_sweep {
                 next_sweep += EVENT_SWEEP;
-                sweep_events(&cluster).await;
+                sweep_events(&objects).await;
             }
             tokio::select! {
                 _ = &mut shutdown => return,
@@ -88,7 +89,7 @@ pub async fn run(cluster: ClusterHandle, shutdown: impl Future<Output = ()>) {
 
 /// One pass over the work in `dirty` (and whatever changed since it was queued).
 async fn reconcile(
-    cluster: &ClusterHandle,
+    objects: &Objects,
     view: &mut ClusterView,
     pending: &mut Dirty,
     rng: &mut StdRng,
@@ -98,6 +99,7 @@ async fn reconcile(
     // Decide over everything committed so far: a new leader may not have applied its
     // predecessor's last writes yet, and acting on an older view would do them twice.
     // (raft-rs answers a read index only once the leader has committed in its own term.)
+    let cluster = objects.cluster();
     let leading = *cluster.leader().borrow();
     cluster.read_barrier().await.map_err(|e| format!("read barrier: {e}"))?;
     // Queued with the rest of the work: a failed pass keeps it all for the next one.
@@ -141,7 +143,13 @@ async fn reconcile(
         return Err("leadership changed during the pass; not acting on its plan".into());
     }
     let (count, planned) = (actions.len(), now.elapsed());
-    let results = cluster.propose_many(actions.into_iter().map(command_of).collect()).await;
+    let writes = actions
+        .into_iter()
+        .filter_map(|a| {
+            write_of(a).inspect_err(|e| tracing::error!("a planned write is invalid, skipped: {e}")).ok()
+        })
+        .collect();
+    let results = objects.write_many(writes).await;
     if count > 0 {
         tracing::debug!(actions = count, planned = ?planned, total = ?now.elapsed(), "reconcile pass");
     }
@@ -149,15 +157,15 @@ async fn reconcile(
         match r {
             Ok(_) => {}
             // Someone changed the object since it was read: its change queues it again.
-            Err(ProposeError::Rejected(e)) => tracing::debug!("action skipped: {e}"),
+            Err(WriteError::Propose(ProposeError::Rejected(e))) => tracing::debug!("action skipped: {e}"),
             Err(e) => return Err(e.to_string()),
         }
     }
     Ok(())
 }
 
-async fn sweep_events(cluster: &ClusterHandle) {
-    let events: Vec<wasmkube_api::Event> = match cluster.store().list("Event", None) {
+async fn sweep_events(objects: &Objects) {
+    let events: Vec<Event> = match objects.store().list("Event", None) {
         Ok((items, _)) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
         Err(e) => {
             tracing::warn!("event sweep skipped: {e}");
@@ -165,48 +173,36 @@ async fn sweep_events(cluster: &ClusterHandle) {
         }
     };
     for action in plan_event_gc(&events, SystemTime::now(), EVENT_TTL) {
-        if let Err(e) = execute(cluster, action).await {
+        let result = match write_of(action) {
+            Ok(write) => objects.write(write).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             tracing::debug!("event not expired: {e}");
         }
     }
 }
 
-async fn execute(cluster: &ClusterHandle, action: Action) -> Result<(), ProposeError> {
-    cluster.propose(command_of(action)).await.map(drop)
-}
-
-fn command_of(action: Action) -> Command {
-    match action {
-        Action::CreatePod(pod) => Command::Create { object: json(&*pod) },
-        Action::DeletePod { namespace, name, resource_version } => Command::Delete {
-            key: ObjectKey::new("Pod", Some(&namespace), &name),
-            precondition: Some(resource_version),
-        },
+/// The write that carries out `action` (each one checked as a client's would be).
+fn write_of(action: Action) -> Result<Write, WriteError> {
+    Ok(match action {
+        Action::CreatePod(pod) => Write::create(&*pod)?,
+        Action::DeletePod { namespace, name, resource_version } => {
+            Write::delete(Pod::KIND, Some(&namespace), &name, Some(resource_version))
+        }
         Action::BindPod { mut pod, node } => {
-            let precondition = pod.metadata.revision();
             pod.spec.node_name = Some(node);
-            Command::Update { object: json(&*pod), precondition }
+            Write::update(&*pod)?
         }
-        Action::UpdateDeploymentStatus { namespace, name, status } => Command::UpdateStatus {
-            key: ObjectKey::new("Deployment", Some(&namespace), &name),
-            status: json(&status),
-            precondition: None,
-        },
-        Action::UpdateNodeStatus { name, status, resource_version } => Command::UpdateStatus {
-            key: ObjectKey::new("Node", None, &name),
-            status: json(&*status),
-            precondition: Some(resource_version),
-        },
-        Action::RecordEvent(event) => Command::RecordEvent { object: json(&*event) },
-        Action::DeleteEvent { namespace, name } => {
-            Command::Delete { key: ObjectKey::new("Event", Some(&namespace), &name), precondition: None }
+        Action::UpdateDeploymentStatus { namespace, name, status } => {
+            Write::update_status::<Deployment, _>(Some(&namespace), &name, &status, None)
         }
-    }
-}
-
-/// Serialising our own types cannot fail: no maps with non-string keys, no I/O.
-fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+        Action::UpdateNodeStatus { name, status, resource_version } => {
+            Write::update_status::<Node, _>(None, &name, &*status, Some(resource_version))
+        }
+        Action::RecordEvent(event) => Write::record_event(&event)?,
+        Action::DeleteEvent { namespace, name } => Write::delete(Event::KIND, Some(&namespace), &name, None),
+    })
 }
 
 fn now() -> String {

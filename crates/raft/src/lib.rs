@@ -5,6 +5,9 @@
 //! raft-rs owns the algorithm; this crate owns only the plumbing around it. It must never
 //! decide cluster state on its own: every write goes through a proposal and the log.
 
+// `propose` is defined here; everyone else writes through `wasmkube_apiserver::Objects`.
+#![allow(clippy::disallowed_methods)]
+
 mod driver;
 mod faults;
 mod handle;
@@ -19,8 +22,8 @@ pub use driver::{DriverConfig, start};
 pub use faults::{FaultPlan, Faults};
 pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};
 pub use peers::{
-    PEER_FROM_HEADER, PEER_MESSAGES_PATH, PEER_SNAPSHOTS_PATH, PeerTransport, authorize_peer, peer_client,
-    peer_router,
+    PEER_BLOBS_PATH, PEER_FROM_HEADER, PEER_MESSAGES_PATH, PEER_SNAPSHOTS_PATH, PeerTransport,
+    authorize_peer, peer_client, peer_router,
 };
 pub use raft::prelude::Message;
 pub use transport::{NoPeers, Report, Reports, Transport};

@@ -31,6 +31,8 @@ use crate::{ClusterHandle, Faults};
 pub const PEER_MESSAGES_PATH: &str = "/raft/v1/messages";
 /// Where a snapshot (one `MsgSnapshot`, alone) is posted.
 pub const PEER_SNAPSHOTS_PATH: &str = "/raft/v1/snapshots";
+/// Where a member serves the module bytes it holds to other members (peer token).
+pub const PEER_BLOBS_PATH: &str = "/peer/v1/blobs";
 /// Names the sending node (its raft id) on every peer request.
 pub const PEER_FROM_HEADER: &str = "x-wasmkube-from";
 const QUEUE: usize = 4096;

@@ -6,10 +6,10 @@ use std::future::Future;
 
 use anyhow::{Context, bail};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use wasmkube_raft::{ClusterHandle, Member, PeerTransport};
 
 use crate::bootstrap::DataDir;
+use wasmkube_apiserver::http::{JoinAnswer, JoinRequest};
 
 /// The members a joining node was told about, kept for its restarts.
 const SEED_MEMBERS: &str = "seed-members.json";
@@ -24,25 +24,6 @@ pub struct Identity {
     pub seed_members: Vec<Member>,
     /// A member coming back (its identity was on disk), not a new one.
     pub restarted: bool,
-}
-
-/// What a node asks when it joins.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub name: String,
-    pub url: String,
-    pub token: String,
-}
-
-/// What the leader answers: the new member's id and role, and the cluster's secrets.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinAnswer {
-    pub node_id: u64,
-    pub role: String,
-    pub peer_token: String,
-    pub admin_token: String,
-    pub members: Vec<Member>,
 }
 
 /// Decides this node's identity: as before (its id is on disk), by joining `join`, or by

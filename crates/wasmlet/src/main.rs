@@ -1,6 +1,5 @@
 //! `wasmlet`, the node daemon: parses flags, builds the parts, runs them until a signal.
 
-mod api;
 mod bootstrap;
 mod cluster;
 mod node;

@@ -15,10 +15,11 @@ use wasmkube_raft::{DriverConfig, PeerTransport};
 use wasmkube_runtime::{Runtime, RuntimeConfig, SandboxRegistry};
 use wasmkube_store::{BlobStore, ObjectStore, RaftLog};
 
-use crate::api::{self, ApiParts, ApiState};
 use crate::bootstrap::{DataDir, host_name, write_client_config};
 use crate::supervise::Supervisor;
 use crate::{Flags, cluster};
+use wasmkube_apiserver::Objects;
+use wasmkube_apiserver::http::{self as api, ApiParts, ApiState};
 
 /// Time given to in-flight requests after a stop signal.
 const GRACE: Duration = Duration::from_secs(5);
@@ -102,22 +103,24 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         flags.max_module_mib << 20,
         peer_http.clone(),
     ));
+    // Every write on this node goes through here (validated and admitted).
+    let objects = Objects::new(cluster.clone());
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::unbounded_channel();
     let supervisor = Supervisor {
-        cluster: cluster.clone(),
+        objects: objects.clone(),
         node_name: node_name.clone(),
         fatal: fatal_tx,
         stopping: stop_tx.subscribe(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let (cluster, runtime, puller, registry) =
-            (cluster.clone(), runtime.clone(), puller.clone(), registry.clone());
+        let (objects, runtime, puller, registry) =
+            (objects.clone(), runtime.clone(), puller.clone(), registry.clone());
         let stopped = stopped.clone();
         tasks.spawn(supervisor.clone().run("agent", move || {
             let agent = Agent::new(
                 agent_config.clone(),
-                cluster.clone(),
+                objects.clone(),
                 runtime.clone(),
                 puller.clone(),
                 registry.clone(),
@@ -134,11 +137,11 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         );
     }
     {
-        let (cluster, stopped) = (cluster.clone(), stopped.clone());
+        let (objects, stopped) = (objects.clone(), stopped.clone());
         tasks.spawn(
             supervisor
                 .clone()
-                .run("controllers", move || wasmkube_controllers::run(cluster.clone(), stopped())),
+                .run("controllers", move || wasmkube_controllers::run(objects.clone(), stopped())),
         );
     }
     if identity.restarted {
@@ -171,6 +174,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let peers = wasmkube_raft::peer_router(cluster.clone(), identity.peer_token.clone(), faults.clone());
     let api_state = ApiState::new(ApiParts {
         cluster: cluster.clone(),
+        objects,
         store,
         blobs,
         runtime,
@@ -181,6 +185,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         faults,
         max_module_bytes: flags.max_module_mib << 20,
         peer_http,
+        panic_switches: panic_switches(),
     });
     let api_server =
         axum::serve(api_listener, api::router(api_state).merge(peers)).with_graceful_shutdown(stopped());
@@ -267,5 +272,17 @@ fn advertised_url(advertise: Option<&str>, addr: std::net::SocketAddr) -> anyhow
             "{addr} is a wildcard address that other nodes cannot reach: add --advertise <this node's host name or IP>"
         ),
         None => Ok(format!("http://{addr}")),
+    }
+}
+
+/// The tasks a debug build can be asked to panic, to show supervision at work.
+fn panic_switches() -> Vec<(&'static str, fn())> {
+    #[cfg(debug_assertions)]
+    {
+        vec![("controllers", wasmkube_controllers::inject_panic as fn())]
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        Vec::new()
     }
 }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use wasmkube_api::ObjectReference;
-use wasmkube_raft::ClusterHandle;
-use wasmkube_store::Command;
+use wasmkube_apiserver::{Objects, Write};
 
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
@@ -21,7 +20,7 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// What supervised parts need to report through.
 #[derive(Clone)]
 pub struct Supervisor {
-    pub cluster: ClusterHandle,
+    pub objects: Objects,
     pub node_name: String,
     /// A part that cannot go on: the node stops with this message.
     pub fatal: mpsc::UnboundedSender<String>,
@@ -82,8 +81,10 @@ impl Supervisor {
         let uid = uuid::Uuid::new_v4().to_string();
         let event =
             wasmkube_api::Event::about(involved, "Warning", "TaskRestarted", message, &source, &now, uid);
-        let object = serde_json::to_value(&event).unwrap_or_default();
-        let write = self.cluster.propose(Command::RecordEvent { object });
+        let write = match Write::record_event(&event) {
+            Ok(write) => self.objects.write(write),
+            Err(e) => return tracing::warn!("TaskRestarted event not recorded: {e}"),
+        };
         match tokio::time::timeout(Duration::from_secs(2), write).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("TaskRestarted event not recorded: {e}"),

@@ -12,14 +12,32 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wasmkube_raft::{Member, Membership, MembershipChange};
-use wasmkube_store::{Command, ObjectKey};
+use wasmkube_store::ObjectKey;
 
 use super::{ApiError, ApiState};
-use crate::cluster::{JoinAnswer, JoinRequest};
+
+/// What a node asks when it joins.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub name: String,
+    pub url: String,
+    pub token: String,
+}
+
+/// What the leader answers: the new member's id and role, and the cluster's secrets.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinAnswer {
+    pub node_id: u64,
+    pub role: String,
+    pub peer_token: String,
+    pub admin_token: String,
+    pub members: Vec<Member>,
+}
 
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -42,13 +60,8 @@ pub async fn create_join_token(State(state): State<ApiState>, body: Bytes) -> Re
     let id = hex::encode(rand::rng().random::<[u8; 4]>());
     let secret = hex::encode(rand::rng().random::<[u8; 24]>());
     let expires = humantime::format_rfc3339_seconds(SystemTime::now() + ttl).to_string();
-    let object = json!({
-        "apiVersion": "wasmkube.io/v1",
-        "kind": "JoinToken",
-        "metadata": {"name": id},
-        "spec": {"secretSha256": hex::encode(Sha256::digest(secret.as_bytes())), "expiresAt": expires},
-    });
-    state.parts().cluster.propose(Command::Create { object }).await?;
+    let digest = hex::encode(Sha256::digest(secret.as_bytes()));
+    state.parts().objects.write(crate::Write::join_token(&id, &digest, &expires)).await?;
     Ok((StatusCode::CREATED, Json(json!({"token": format!("{id}.{secret}"), "expiresAt": expires})))
         .into_response())
 }

@@ -1,7 +1,8 @@
-//! The API server: Kubernetes-shaped paths and objects over the replicated store.
+//! The HTTP API: Kubernetes-shaped paths and objects over the replicated store.
 //!
-//! Every route needs the admin bearer token. Writes become Raft proposals; reads come from
-//! this node's applied state.
+//! Every route but health needs the admin bearer token. Writes go through the node's
+//! `Objects` (validated and admitted as every other write); reads come from this node's
+//! applied state.
 
 mod cluster;
 mod errors;
@@ -9,6 +10,8 @@ mod logs;
 mod modules;
 mod objects;
 mod paths;
+#[cfg(test)]
+mod tests;
 mod watch;
 
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use wasmkube_raft::ClusterHandle;
 use wasmkube_runtime::{Runtime, SandboxRegistry};
 use wasmkube_store::{BlobStore, ObjectStore};
 
+pub use cluster::{JoinAnswer, JoinRequest};
 pub use errors::ApiError;
 
 #[derive(Clone)]
@@ -32,6 +36,8 @@ pub struct ApiState {
 /// Everything the API serves from.
 pub struct ApiParts {
     pub cluster: ClusterHandle,
+    /// The one write path (built on `cluster`).
+    pub objects: crate::Objects,
     pub store: Arc<ObjectStore>,
     pub blobs: Arc<BlobStore>,
     pub runtime: Arc<Runtime>,
@@ -47,6 +53,9 @@ pub struct ApiParts {
     pub max_module_bytes: usize,
     /// The node's pooled client for requests to other members (relays to the leader).
     pub peer_http: reqwest::Client,
+    /// Tasks a debug build can be asked to panic (`PUT /debug/v1/panic {"task": name}`), each
+    /// with the switch that makes it panic at its next step.
+    pub panic_switches: Vec<(&'static str, fn())>,
 }
 
 struct Inner {
@@ -107,7 +116,7 @@ pub fn router(state: ApiState) -> Router {
         // Joining is authenticated by the join token in the body, not the admin token.
         .merge(on_leader(&state, Router::new().route("/cluster/v1/join", post(cluster::join))))
         // Members copy module bytes from each other with the peer token.
-        .route(&format!("{}/{{digest}}", wasmkube_agent::PEER_BLOBS_PATH), get(modules::serve_blob))
+        .route(&format!("{}/{{digest}}", wasmkube_raft::PEER_BLOBS_PATH), get(modules::serve_blob))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(limit_head))
         .with_state(state)
@@ -167,14 +176,24 @@ fn faults_route() -> Router<ApiState> {
         state.parts().faults.set(plan.clone());
         Json(plan)
     }
-    async fn panic(Json(request): Json<serde_json::Value>) -> Result<&'static str, ApiError> {
-        match request["task"].as_str() {
-            Some("controllers") => {
-                tracing::warn!("injecting a panic into the controllers");
-                wasmkube_controllers::inject_panic();
-                Ok("the controllers will panic at their next pass")
+    async fn panic(
+        State(state): State<ApiState>,
+        Json(request): Json<serde_json::Value>,
+    ) -> Result<String, ApiError> {
+        let switches = &state.parts().panic_switches;
+        let task = request["task"].as_str().unwrap_or("");
+        match switches.iter().find(|(name, _)| *name == task) {
+            Some((name, switch)) => {
+                tracing::warn!("injecting a panic into the {name}");
+                switch();
+                Ok(format!("the {name} will panic at their next step"))
             }
-            _ => Err(ApiError::bad_request("name the task to panic: {\"task\": \"controllers\"}")),
+            None => {
+                let names: Vec<&str> = switches.iter().map(|(n, _)| *n).collect();
+                Err(ApiError::bad_request(format!(
+                    "name the task to panic, one of {names:?}: {{\"task\": \"controllers\"}}"
+                )))
+            }
         }
     }
     Router::new()

@@ -2,7 +2,6 @@
 //! subresources, and watches.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
@@ -11,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use wasmkube_api::{DEFAULT_NAMESPACE, MAX_OBJECT_BYTES, labels_match, validate_object};
+use wasmkube_api::{DEFAULT_NAMESPACE, MAX_OBJECT_BYTES, labels_match};
 use wasmkube_raft::ProposeError;
-use wasmkube_store::{ApplyError, Command, ObjectKey};
+use wasmkube_store::{ApplyError, ObjectKey};
+
+use crate::{Write, WriteError};
 
 use super::paths::Target;
 use super::{ApiError, ApiState, logs, modules, watch};
@@ -159,7 +160,8 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))
 }
 
-/// Parses and validates `body` as an object at `target`, with the path's namespace and name.
+/// Parses `body` as an object at `target`, with the path's namespace and name (the object
+/// itself is checked by the `Write` made of it).
 fn admit(target: &Target, body: &Bytes) -> Result<Value, ApiError> {
     let mut value = parse_body(body)?;
     if !value.is_object() {
@@ -186,8 +188,7 @@ fn admit(target: &Target, body: &Bytes) -> Result<Value, ApiError> {
     {
         return Err(ApiError::bad_request(format!("metadata.name must be {name:?}, the name in the path")));
     }
-    validate_object(target.kind, value)
-        .map_err(|e| ApiError::invalid(format!("{} is invalid: {e}", target.kind.kind)))
+    Ok(value)
 }
 
 async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
@@ -204,35 +205,38 @@ async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Respo
             "metadata.resourceVersion must not be set on objects to be created",
         ));
     }
-    meta["uid"] = Value::String(uuid::Uuid::new_v4().to_string());
-    meta["creationTimestamp"] =
-        Value::String(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
-    let created = state.parts().cluster.propose(Command::Create { object }).await?;
+    // The server names the object's identity and birth, never the client.
+    if let Some(meta) = meta.as_object_mut() {
+        meta.remove("uid");
+        meta.remove("creationTimestamp");
+    }
+    let created = state.parts().objects.write(Write::create_json(target.kind, object)?).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn update(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
     let object = admit(target, body)?;
     let precondition = revision_in(&object)?;
-    let updated = state.parts().cluster.propose(Command::Update { object, precondition }).await?;
+    let updated = state.parts().objects.write(Write::update_json(target.kind, object, precondition)?).await?;
     Ok(Json(updated).into_response())
 }
 
 async fn update_status(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
     let object = admit(target, body)?;
     let precondition = revision_in(&object)?;
+    // The whole object is checked, as it would be stored.
+    let object = wasmkube_api::validate_object(target.kind, object)
+        .map_err(|error| WriteError::Invalid { kind: target.kind.kind, error })?;
     let status = object.get("status").cloned().unwrap_or(Value::Null);
-    let updated = state
-        .parts()
-        .cluster
-        .propose(Command::UpdateStatus { key: key(target)?, status, precondition })
-        .await?;
+    let write =
+        Write::status_json(target.kind, target.namespace.as_deref(), target.name()?, status, precondition);
+    let updated = state.parts().objects.write(write).await?;
     Ok(Json(updated).into_response())
 }
 
 async fn delete(state: &ApiState, target: &Target) -> Result<Response, ApiError> {
-    let deleted =
-        state.parts().cluster.propose(Command::Delete { key: key(target)?, precondition: None }).await?;
+    let write = Write::delete(target.kind, target.namespace.as_deref(), target.name()?, None);
+    let deleted = state.parts().objects.write(write).await?;
     Ok(Json(deleted).into_response())
 }
 
@@ -302,9 +306,9 @@ async fn put_scale(state: &ApiState, target: &Target, body: &Bytes) -> Result<Va
             .into());
         }
         deployment["spec"]["replicas"] = Value::from(replicas);
-        let write = Command::Update { object: deployment, precondition: read_at };
-        match state.parts().cluster.propose(write).await {
-            Err(ProposeError::Rejected(ApplyError::Conflict { .. }))
+        let write = Write::update_json(target.kind, deployment, read_at)?;
+        match state.parts().objects.write(write).await {
+            Err(WriteError::Propose(ProposeError::Rejected(ApplyError::Conflict { .. })))
                 if expected.is_none() && attempt < SCALE_ATTEMPTS =>
             {
                 continue;

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use wasmkube_api::{Module, ModuleSpec, ObjectMeta};
 use wasmkube_runtime::PrepareError;
-use wasmkube_store::{BlobStore, Command, ObjectKey};
+use wasmkube_store::{BlobStore, ObjectKey};
+
+use crate::{Write, WriteError};
 
 use super::{ApiError, ApiState};
 
@@ -38,24 +40,19 @@ pub async fn upload(state: &ApiState, body: Bytes) -> Result<Response, ApiError>
     let module = Module {
         api_version: "wasmkube.io/v1".into(),
         kind: "Module".into(),
-        metadata: ObjectMeta {
-            uid: Some(uuid::Uuid::new_v4().to_string()),
-            creation_timestamp: Some(
-                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            ),
-            ..ObjectMeta::named(None, &digest)
-        },
+        metadata: ObjectMeta::named(None, &digest),
         spec: ModuleSpec {
             digest: format!("sha256:{digest}"),
             size: body.len() as u64,
             world: prepared.world.as_str().into(),
         },
     };
-    let object = serde_json::to_value(&module).map_err(ApiError::internal)?;
-    match state.parts().cluster.propose(Command::Create { object }).await {
+    match state.parts().objects.write(Write::create(&module)?).await {
         Ok(created) => Ok((StatusCode::CREATED, Json(created)).into_response()),
         // A concurrent upload of the same bytes won the race: same module, same answer.
-        Err(wasmkube_raft::ProposeError::Rejected(wasmkube_store::ApplyError::AlreadyExists(key))) => {
+        Err(WriteError::Propose(wasmkube_raft::ProposeError::Rejected(
+            wasmkube_store::ApplyError::AlreadyExists(key),
+        ))) => {
             let existing =
                 state.parts().store.get(&key)?.ok_or_else(|| ApiError::internal("module vanished"))?;
             Ok(Json(existing).into_response())

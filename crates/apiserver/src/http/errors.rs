@@ -81,6 +81,15 @@ impl From<ProposeError> for ApiError {
     }
 }
 
+impl From<crate::WriteError> for ApiError {
+    fn from(e: crate::WriteError) -> Self {
+        match e {
+            crate::WriteError::Invalid { .. } => Self::invalid(e.to_string()),
+            crate::WriteError::Propose(e) => e.into(),
+        }
+    }
+}
+
 impl From<wasmkube_store::StoreError> for ApiError {
     fn from(e: wasmkube_store::StoreError) -> Self {
         Self::internal(e)

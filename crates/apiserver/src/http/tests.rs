@@ -1,0 +1,177 @@
+//! The HTTP API over a real one-voter cluster (RocksDB, Raft, wasmtime) on a loopback port,
+//! driven with a real HTTP client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmkube_raft::{DriverConfig, NoPeers};
+use wasmkube_runtime::{Runtime, RuntimeConfig, SandboxRegistry};
+use wasmkube_store::{BlobStore, ObjectStore, RaftLog};
+
+use super::{ApiParts, ApiState, router};
+use crate::Objects;
+
+const TOKEN: &str = "test-admin-token";
+
+struct Server {
+    url: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = wasmkube_store::open_db(&dir.path().join("db")).expect("db");
+        let log = RaftLog::open(db.clone()).expect("log");
+        let store = Arc::new(ObjectStore::open(db).expect("store"));
+        let (cluster, _done) =
+            wasmkube_raft::start(DriverConfig::default(), log, store.clone(), Box::new(NoPeers))
+                .expect("start");
+        let mut leader = cluster.leader();
+        tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|s| s.is_leader))
+            .await
+            .expect("leader within 5 s")
+            .expect("driver alive");
+        let state = ApiState::new(ApiParts {
+            objects: Objects::new(cluster.clone()),
+            cluster,
+            store,
+            blobs: Arc::new(BlobStore::open(&dir.path().join("modules")).expect("blobs")),
+            runtime: Runtime::new(RuntimeConfig::default()).expect("runtime"),
+            sandboxes: SandboxRegistry::default(),
+            admin_token: TOKEN.into(),
+            peer_token: "peer".into(),
+            voters: 3,
+            faults: Arc::default(),
+            max_module_bytes: 1 << 20,
+            peer_http: reqwest::Client::new(),
+            panic_switches: Vec::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router(state)).await;
+        });
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        Server { url, http, _dir: dir, _server: server }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "app", "image": format!("sha256:{}", "a".repeat(64))}]}})
+}
+
+fn deployment(name: &str, replicas: u64) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+           "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                                 "spec": {"containers": [{"name": "app", "image": format!("sha256:{}", "a".repeat(64))}]}}}})
+}
+
+#[tokio::test]
+async fn create_get_update_delete_with_server_assigned_identity() {
+    let s = Server::start().await;
+    let mut body = pod("p");
+    body["metadata"]["uid"] = json!("client-chosen");
+    let (code, created) = s.send(reqwest::Method::POST, PODS, Some(body)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_ne!(created["metadata"]["uid"], "client-chosen", "the server names the uid");
+    assert_eq!(created["metadata"]["namespace"], "default");
+
+    let (code, got) = s.send(reqwest::Method::GET, &format!("{PODS}/p"), None).await;
+    assert_eq!((code, &got["metadata"]["uid"]), (200, &created["metadata"]["uid"]));
+
+    let mut stale = got.clone();
+    stale["metadata"]["labels"] = json!({"v": "1"});
+    let (code, _) = s.send(reqwest::Method::PUT, &format!("{PODS}/p"), Some(stale.clone())).await;
+    assert_eq!(code, 200);
+    let (code, conflict) = s.send(reqwest::Method::PUT, &format!("{PODS}/p"), Some(stale)).await;
+    assert_eq!((code, conflict["reason"].as_str()), (409, Some("Conflict")), "{conflict}");
+
+    let (code, _) = s.send(reqwest::Method::DELETE, &format!("{PODS}/p"), None).await;
+    assert_eq!(code, 200);
+    let (code, missing) = s.send(reqwest::Method::GET, &format!("{PODS}/p"), None).await;
+    assert_eq!((code, missing["kind"].as_str()), (404, Some("Status")));
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_status_and_change_nothing() {
+    let s = Server::start().await;
+    let mut bad = pod("p");
+    bad["metadata"]["labels"] = json!({"bad key": "x"});
+    let (code, status) = s.send(reqwest::Method::POST, PODS, Some(bad)).await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{status}");
+    assert!(status["message"].as_str().is_some_and(|m| m.contains("metadata.labels")), "{status}");
+
+    let (code, status) =
+        s.send(reqwest::Method::POST, DEPLOYMENTS, Some(deployment("d", 1_000_000_000))).await;
+    assert_eq!(code, 422, "{status}");
+
+    let mut elsewhere = pod("q");
+    elsewhere["metadata"]["namespace"] = json!("other");
+    let (code, _) = s.send(reqwest::Method::POST, PODS, Some(elsewhere)).await;
+    assert_eq!(code, 400);
+
+    let (code, list) = s.send(reqwest::Method::GET, PODS, None).await;
+    assert_eq!((code, list["items"].as_array().map(Vec::len)), (200, Some(0)), "nothing stored");
+
+    let wrong_type = s
+        .http
+        .post(format!("{}{PODS}", s.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/yaml")
+        .body("kind: Pod")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(wrong_type.status().as_u16(), 415);
+
+    let no_token = s.http.get(format!("{}{PODS}", s.url)).send().await.expect("answered");
+    assert_eq!(no_token.status().as_u16(), 401);
+    let health = s.http.get(format!("{}/readyz", s.url)).send().await.expect("answered");
+    assert_eq!(health.status().as_u16(), 200, "health needs no token");
+}
+
+#[tokio::test]
+async fn scale_changes_only_replicas_and_keeps_a_template_change() {
+    let s = Server::start().await;
+    let (code, _) = s.send(reqwest::Method::POST, DEPLOYMENTS, Some(deployment("d", 2))).await;
+    assert_eq!(code, 201);
+    let (_, mut current) = s.send(reqwest::Method::GET, &format!("{DEPLOYMENTS}/d"), None).await;
+    current["spec"]["template"]["metadata"]["labels"]["tier"] = json!("web");
+    let (code, _) = s.send(reqwest::Method::PUT, &format!("{DEPLOYMENTS}/d"), Some(current)).await;
+    assert_eq!(code, 200);
+    let (code, scale) = s
+        .send(reqwest::Method::PUT, &format!("{DEPLOYMENTS}/d/scale"), Some(json!({"spec": {"replicas": 7}})))
+        .await;
+    assert_eq!((code, &scale["spec"]["replicas"]), (200, &json!(7)), "{scale}");
+    let (_, after) = s.send(reqwest::Method::GET, &format!("{DEPLOYMENTS}/d"), None).await;
+    assert_eq!(after["spec"]["replicas"], 7);
+    assert_eq!(after["spec"]["template"]["metadata"]["labels"]["tier"], "web", "the template change stays");
+    let (code, _) = s
+        .send(
+            reqwest::Method::PUT,
+            &format!("{DEPLOYMENTS}/d/scale"),
+            Some(json!({"spec": {"replicas": -1}})),
+        )
+        .await;
+    assert_eq!(code, 422);
+}
