@@ -52,6 +52,12 @@ async fn deploy_and_wait(
     nodes: usize,
 ) -> anyhow::Result<(Duration, Duration, usize)> {
     let client = w.client();
+    // "Ready throughout" is counted from a cluster whose nodes have all reported in.
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while ready_nodes(&client).await < nodes {
+        anyhow::ensure!(Instant::now() < ready_by, "not every node was Ready within 30 s of starting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let digest = client.upload_module(std::fs::read(wasm)?).await?.metadata.name;
     client.post_path("/api/v1/namespaces/default/services", &service("big")).await?;
     let start = Instant::now();

@@ -174,7 +174,7 @@ mod tests {
         let mut index = 0;
         let mut apply = |c: Command| {
             index += 1;
-            store.apply(index, &c).expect("io").expect("applied");
+            store.apply(index, c).expect("io").expect("applied");
         };
         apply(Command::Create { object: pod("a", "n1") });
         apply(Command::Create { object: pod("b", "n2") });
@@ -197,7 +197,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store =
             Arc::new(ObjectStore::open(wasmkube_store::open_db(dir.path()).expect("db")).expect("store"));
-        store.apply(1, &Command::Create { object: pod("a", "n1") }).expect("io").expect("ok");
+        store.apply(1, Command::Create { object: pod("a", "n1") }).expect("io").expect("ok");
         let (mut mine, _) = Reflector::<Pod>::new(store.clone(), on("n1")).expect("list");
         // A snapshot from elsewhere: a is gone, e is new.
         let state = json!({"appliedIndex": 10, "revision": 10, "objects": [pod("e", "n1")]});

@@ -53,6 +53,8 @@ pub async fn run(objects: Objects, shutdown: impl Future<Output = ()>) {
         // Heartbeats as this leader has seen them; a new leader starts every node's clock afresh.
         let mut clock = HeartbeatClock::default();
         let mut recorder = EventRecorder::default();
+        // The term whose read barrier this leader has passed (0: none yet).
+        let mut caught_up_in = 0;
         let start = tokio::time::Instant::now();
         let (mut next_tick, mut next_resync, mut next_sweep) =
             (start + TICK, start + RESYNC, start + EVENT_SWEEP);
@@ -62,7 +64,17 @@ pub async fn run(objects: Objects, shutdown: impl Future<Output = ()>) {
             }
             // The work is cleared only once a pass has done it; a failed pass is retried
             // with everything it had to do.
-            match reconcile(&objects, &mut view, &mut pending, &mut rng, &mut clock, &mut recorder).await {
+            match reconcile(
+                &objects,
+                &mut view,
+                &mut pending,
+                &mut rng,
+                &mut clock,
+                &mut recorder,
+                &mut caught_up_in,
+            )
+            .await
+            {
                 Ok(()) => pending = Dirty::default(),
                 Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
             }
@@ -95,13 +107,22 @@ async fn reconcile(
     rng: &mut StdRng,
     clock: &mut HeartbeatClock,
     recorder: &mut EventRecorder,
+    caught_up_in: &mut u64,
 ) -> Result<(), String> {
     // Decide over everything committed so far: a new leader may not have applied its
     // predecessor's last writes yet, and acting on an older view would do them twice.
     // (raft-rs answers a read index only once the leader has committed in its own term.)
+    // Once per term is enough: after that, every entry that commits is one this leader
+    // proposed, and a pass's writes are applied here before the pass ends. (A leader that
+    // was deposed without knowing it yet cannot commit anything: its writes fail, and
+    // check_quorum makes it step down within an election timeout.) A barrier on every
+    // pass would wait, each time, for followers busy applying the last burst.
     let cluster = objects.cluster();
     let leading = *cluster.leader().borrow();
-    cluster.read_barrier().await.map_err(|e| format!("read barrier: {e}"))?;
+    if *caught_up_in != leading.term {
+        cluster.read_barrier().await.map_err(|e| format!("read barrier: {e}"))?;
+        *caught_up_in = leading.term;
+    }
     // Queued with the rest of the work: a failed pass keeps it all for the next one.
     pending.merge(view.catch_up());
     let work = &*pending;

@@ -408,7 +408,7 @@ impl Driver {
 
     fn apply_command(&mut self, entry: &Entry) -> Result<(), StoreError> {
         let outcome = match serde_json::from_slice::<Command>(&entry.data) {
-            Ok(command) => self.store.apply(entry.index, &command)?.map_err(ProposeError::Rejected),
+            Ok(command) => self.store.apply(entry.index, command)?.map_err(ProposeError::Rejected),
             Err(e) => {
                 // A command this version cannot read: consume the entry, refuse the write.
                 self.store.skip(entry.index)?;

@@ -15,6 +15,9 @@ const BATCH_COMMANDS: usize = 256;
 /// Most `propose_many` entries in flight at once: a huge plan streams through Raft instead
 /// of queueing hundreds of entries at the leader.
 const CHUNKS_IN_FLIGHT: usize = 8;
+/// What `Command::Batch { commands }` serialises to, around the commands' own encodings.
+const BATCH_OPEN: &[u8] = br#"{"Batch":{"commands":["#;
+const BATCH_CLOSE: &[u8] = b"]}}";
 
 /// Who leads, as this node last saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -163,28 +166,41 @@ impl ClusterHandle {
     /// object's new `metadata.resourceVersion` only). One Raft round then creates, binds or
     /// reports on hundreds of pods, instead of one entry (and one apply on every node) each.
     pub async fn propose_many(&self, commands: Vec<Command>) -> Vec<Result<Value, ProposeError>> {
-        let mut chunks: Vec<Vec<Command>> = Vec::new();
-        let mut bytes = 0;
-        for command in commands {
-            let size = serde_json::to_vec(&command).map_or(0, |b| b.len());
+        // Each command is serialised once: a batch entry is the commands' bytes joined into
+        // `{"Batch":{"commands":[…]}}`, the encoding `Command::Batch` has.
+        let mut chunks: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut results: Vec<Option<Result<Value, ProposeError>>> = Vec::with_capacity(commands.len());
+        let mut order: Vec<Option<usize>> = Vec::with_capacity(commands.len());
+        for command in &commands {
+            let bytes = match serde_json::to_vec(command) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    order.push(None);
+                    results.push(Some(Err(ProposeError::Rejected(ApplyError::Invalid(e.to_string())))));
+                    continue;
+                }
+            };
+            results.push(None);
             match chunks.last_mut() {
-                Some(chunk) if chunk.len() < BATCH_COMMANDS && bytes + size <= MAX_ENTRY_BYTES / 2 => {
-                    bytes += size;
-                    chunk.push(command);
+                Some((chunk, n))
+                    if *n < BATCH_COMMANDS && chunk.len() + bytes.len() < MAX_ENTRY_BYTES / 2 =>
+                {
+                    chunk.push(b',');
+                    chunk.extend_from_slice(&bytes);
+                    *n += 1;
                 }
                 _ => {
-                    bytes = size;
-                    chunks.push(vec![command]);
+                    let mut chunk = Vec::with_capacity(bytes.len() + 64);
+                    chunk.extend_from_slice(BATCH_OPEN);
+                    chunk.extend_from_slice(&bytes);
+                    chunks.push((chunk, 1));
                 }
             }
+            order.push(Some(chunks.len() - 1));
         }
-        let proposals = chunks.into_iter().map(|mut chunk| async move {
-            if chunk.len() == 1 {
-                let command = chunk.remove(0);
-                return vec![self.propose(command).await];
-            }
-            let n = chunk.len();
-            match self.propose(Command::Batch { commands: chunk }).await {
+        let proposals = chunks.into_iter().map(|(mut chunk, n)| async move {
+            chunk.extend_from_slice(BATCH_CLOSE);
+            match self.propose_encoded(chunk).await {
                 Ok(answer) => wasmkube_store::batch_outcomes(answer, n)
                     .into_iter()
                     .map(|r| r.map_err(ProposeError::Rejected))
@@ -193,13 +209,36 @@ impl ClusterHandle {
             }
         });
         use futures::StreamExt as _;
-        futures::stream::iter(proposals)
-            .buffered(CHUNKS_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await
+        let outcomes: Vec<Vec<Result<Value, ProposeError>>> =
+            futures::stream::iter(proposals).buffered(CHUNKS_IN_FLIGHT).collect().await;
+        let mut outcomes: Vec<std::vec::IntoIter<Result<Value, ProposeError>>> =
+            outcomes.into_iter().map(Vec::into_iter).collect();
+        results
             .into_iter()
-            .flatten()
+            .zip(order)
+            .map(|(done, chunk)| match (done, chunk) {
+                (Some(result), _) => result,
+                (None, Some(chunk)) => {
+                    outcomes.get_mut(chunk).and_then(Iterator::next).unwrap_or(Err(ProposeError::Stopped))
+                }
+                (None, None) => Err(ProposeError::Stopped),
+            })
             .collect()
+    }
+
+    /// Proposes an encoded command (see `propose`), waiting for a leader once if there is
+    /// none.
+    async fn propose_encoded(&self, bytes: Vec<u8>) -> Result<Value, ProposeError> {
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(ProposeError::TooLarge { size: bytes.len(), limit: MAX_ENTRY_BYTES });
+        }
+        let retry = bytes.clone();
+        match self.request(|reply| Request::Propose { command: bytes, reply }).await {
+            Err(ProposeError::NotLeader) if self.await_leader().await => {
+                self.request(|reply| Request::Propose { command: retry, reply }).await
+            }
+            other => other,
+        }
     }
 
     /// The leader's name and address, waiting up to `ELECTION_WAIT` for both a leader and its
@@ -314,5 +353,33 @@ impl ClusterHandle {
 
     pub fn node_id(&self) -> u64 {
         self.node_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wasmkube_store::{Command, ObjectKey};
+
+    use super::{BATCH_CLOSE, BATCH_OPEN};
+
+    #[test]
+    fn joined_encodings_are_the_batch_encoding() {
+        let commands = vec![
+            Command::Create { object: json!({"kind": "Pod", "metadata": {"name": "a \"quoted\" ü"}}) },
+            Command::Delete { key: ObjectKey::new("Pod", Some("default"), "b"), precondition: Some(7) },
+        ];
+        let mut joined = BATCH_OPEN.to_vec();
+        for (i, c) in commands.iter().enumerate() {
+            if i > 0 {
+                joined.push(b',');
+            }
+            joined.extend(serde_json::to_vec(c).expect("encodes"));
+        }
+        joined.extend_from_slice(BATCH_CLOSE);
+        let whole = serde_json::to_vec(&Command::Batch { commands: commands.clone() }).expect("encodes");
+        assert_eq!(String::from_utf8_lossy(&joined), String::from_utf8_lossy(&whole));
+        let decoded: Command = serde_json::from_slice(&joined).expect("decodes");
+        assert_eq!(decoded, Command::Batch { commands });
     }
 }

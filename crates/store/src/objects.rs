@@ -179,10 +179,11 @@ impl ObjectStore {
 
     /// Applies the command of log entry `index`. The outer error is a node failure; the inner
     /// one is the answer to the client (conflict, not found, …) and still consumes the entry.
-    pub fn apply(&self, index: u64, command: &Command) -> Result<Result<Value, ApplyError>, StoreError> {
-        if let Command::Batch { commands } = command {
-            return self.apply_batch(index, commands).map(Ok);
-        }
+    pub fn apply(&self, index: u64, command: Command) -> Result<Result<Value, ApplyError>, StoreError> {
+        let command = match command {
+            Command::Batch { commands } => return self.apply_batch(index, commands).map(Ok),
+            single => single,
+        };
         let mut hub = self.lock_hub();
         let revision = self.revision() + 1;
         let outcome = match self.plan(command, revision, &HashMap::new())? {
@@ -208,7 +209,7 @@ impl ObjectStore {
     /// what an earlier one did. Answers with each command's outcome, `{"object": {"metadata":
     /// {"resourceVersion"}}}` or `{"error": …}` (see `batch_outcomes`); a refused command does
     /// not stop the others.
-    fn apply_batch(&self, index: u64, commands: &[Command]) -> Result<Value, StoreError> {
+    fn apply_batch(&self, index: u64, commands: Vec<Command>) -> Result<Value, StoreError> {
         let mut hub = self.lock_hub();
         let mut revision = self.revision();
         // Only keys that more than one command touches need what an earlier one wrote.
@@ -275,7 +276,7 @@ impl ObjectStore {
     /// commands of the same batch did (`None`: deleted).
     fn plan(
         &self,
-        command: &Command,
+        command: Command,
         revision: u64,
         overlay: &HashMap<ObjectKey, Option<Value>>,
     ) -> Result<Result<StoreEvent, ApplyError>, StoreError> {
@@ -286,7 +287,7 @@ impl ObjectStore {
             }
         };
         let invalid = |m: &str| Ok(Err(ApplyError::Invalid(m.to_string())));
-        let (key, current) = match command {
+        let (key, current) = match &command {
             Command::Create { object } | Command::Update { object, .. } | Command::RecordEvent { object } => {
                 match ObjectKey::of(object) {
                     Some(key) => {
@@ -299,7 +300,7 @@ impl ObjectStore {
             Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => (key.clone(), get(key)?),
             Command::Batch { .. } => return invalid("a batch cannot hold a batch"),
         };
-        let precondition = match command {
+        let precondition = match &command {
             Command::Update { precondition, .. }
             | Command::UpdateStatus { precondition, .. }
             | Command::Delete { precondition, .. } => *precondition,
@@ -314,13 +315,13 @@ impl ObjectStore {
         let (type_, mut object) = match (command, current) {
             (Command::Create { .. }, Some(_)) => return Ok(Err(ApplyError::AlreadyExists(key))),
             (Command::Create { object } | Command::RecordEvent { object }, None) => {
-                (EventType::Added, created(object.clone()))
+                (EventType::Added, created(object))
             }
-            (Command::RecordEvent { object }, Some(cur)) => (EventType::Modified, recurred(cur, object)),
+            (Command::RecordEvent { object }, Some(cur)) => (EventType::Modified, recurred(cur, &object)),
             (_, None) => return Ok(Err(ApplyError::NotFound(key))),
             (Command::Update { object, .. }, Some(cur)) => (EventType::Modified, updated(cur, object)),
             (Command::UpdateStatus { status, .. }, Some(mut cur)) => {
-                cur["status"] = status.clone();
+                cur["status"] = status;
                 (EventType::Modified, cur)
             }
             (Command::Delete { .. }, Some(cur)) => (EventType::Deleted, cur),
@@ -384,8 +385,9 @@ fn created(mut object: Value) -> Value {
 
 /// An update replaces labels, annotations, owners and spec; identity, creation time and status
 /// are kept from the stored object; generation moves when the spec changes.
-fn updated(current: Value, incoming: &Value) -> Value {
-    let mut next = incoming.clone();
+fn updated(current: Value, incoming: Value) -> Value {
+    let spec_changed = current.get("spec") != incoming.get("spec");
+    let mut next = incoming;
     for field in ["uid", "creationTimestamp"] {
         match current["metadata"].get(field) {
             Some(v) => next["metadata"][field] = v.clone(),
@@ -393,7 +395,6 @@ fn updated(current: Value, incoming: &Value) -> Value {
         }
     }
     let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-    let spec_changed = current.get("spec") != incoming.get("spec");
     next["metadata"]["generation"] = Value::from(if spec_changed { generation + 1 } else { generation });
     match current.get("status") {
         Some(status) => next["status"] = status.clone(),
@@ -450,7 +451,7 @@ mod tests {
     async fn a_batch_applies_in_order_in_one_write_with_an_outcome_each() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("created");
+        store.apply(1, Command::Create { object: pod("a", "x") }).expect("io").expect("created");
         let mut watch = store.watch("Pod", None, Some(1)).expect("watch");
         let key = |n: &str| ObjectKey::new("Pod", Some("default"), n);
         let commands = vec![
@@ -465,7 +466,7 @@ mod tests {
             Command::Batch { commands: vec![] },
         ];
         let n = commands.len();
-        let answer = store.apply(2, &Command::Batch { commands }).expect("io").expect("a batch answers");
+        let answer = store.apply(2, Command::Batch { commands }).expect("io").expect("a batch answers");
         let outcomes = crate::batch_outcomes(answer, n);
         assert_eq!(outcomes[0].as_ref().map(|o| o["metadata"]["resourceVersion"].clone()), Ok(json!("2")));
         assert!(matches!(outcomes[1], Err(ApplyError::AlreadyExists(_))), "a refused command…");
@@ -512,14 +513,14 @@ mod tests {
                    "involvedObject": {"kind": "Pod", "name": "p"}, "reason": "FailedScheduling",
                    "message": message, "count": count, "firstTimestamp": at, "lastTimestamp": at})
         };
-        let first = store.apply(1, &Command::RecordEvent { object: event("t1", "no room", 1) }).expect("io");
+        let first = store.apply(1, Command::RecordEvent { object: event("t1", "no room", 1) }).expect("io");
         assert_eq!(first.expect("created")["count"], 1);
         store
-            .apply(2, &Command::RecordEvent { object: event("t2", "no room", 1) })
+            .apply(2, Command::RecordEvent { object: event("t2", "no room", 1) })
             .expect("io")
             .expect("again");
         let third =
-            store.apply(3, &Command::RecordEvent { object: event("t3", "still none", 5) }).expect("io");
+            store.apply(3, Command::RecordEvent { object: event("t3", "still none", 5) }).expect("io");
         let third = third.expect("and again");
         assert_eq!(third["count"], 7, "1 + 1 + the 5 occurrences the last write carried");
         assert_eq!(third["firstTimestamp"], "t1");
@@ -533,16 +534,16 @@ mod tests {
     fn revisions_preconditions_and_generation() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        let a = store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("created");
+        let a = store.apply(1, Command::Create { object: pod("a", "x") }).expect("io").expect("created");
         assert_eq!(a["metadata"]["resourceVersion"], "1");
         assert_eq!(a["metadata"]["generation"], 1);
-        let dup = store.apply(2, &Command::Create { object: pod("a", "x") }).expect("io");
+        let dup = store.apply(2, Command::Create { object: pod("a", "x") }).expect("io");
         assert!(matches!(dup, Err(ApplyError::AlreadyExists(_))));
 
         let stale = Command::Update { object: pod("a", "y"), precondition: Some(7) };
-        assert!(matches!(store.apply(3, &stale).expect("io"), Err(ApplyError::Conflict { actual: 1, .. })));
+        assert!(matches!(store.apply(3, stale).expect("io"), Err(ApplyError::Conflict { actual: 1, .. })));
         let fresh = Command::Update { object: pod("a", "y"), precondition: Some(1) };
-        let b = store.apply(4, &fresh).expect("io").expect("updated");
+        let b = store.apply(4, fresh).expect("io").expect("updated");
         assert_eq!(b["metadata"]["resourceVersion"], "2");
         assert_eq!(b["metadata"]["generation"], 2);
         assert_eq!(store.revision(), 2);
@@ -554,10 +555,10 @@ mod tests {
             status: json!({"phase": "Running"}),
             precondition: None,
         };
-        let c = store.apply(5, &status).expect("io").expect("status");
+        let c = store.apply(5, status).expect("io").expect("status");
         assert_eq!(c["metadata"]["generation"], 2, "status writes do not bump generation");
         let again = Command::Update { object: pod("a", "y"), precondition: None };
-        let d = store.apply(6, &again).expect("io").expect("updated");
+        let d = store.apply(6, again).expect("io").expect("updated");
         assert_eq!(d["status"]["phase"], "Running", "a spec update keeps status");
         assert_eq!(d["metadata"]["generation"], 2, "unchanged spec keeps generation");
     }
@@ -567,8 +568,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = open(dir.path());
-            store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
-            store.apply(2, &Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
+            store.apply(1, Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+            store.apply(2, Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
             store.skip(3).expect("skip");
         }
         let store = open(dir.path());
@@ -584,13 +585,13 @@ mod tests {
     async fn watch_resumes_from_a_revision_and_lists_from_now() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
-        store.apply(2, &Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
+        store.apply(1, Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+        store.apply(2, Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
 
         let mut from_one = store.watch("Pod", None, Some(1)).expect("watch");
         let mut from_now = store.watch("Pod", Some("default"), None).expect("watch");
         let key = ObjectKey::new("Pod", Some("default"), "a");
-        store.apply(3, &Command::Delete { key, precondition: None }).expect("io").expect("ok");
+        store.apply(3, Command::Delete { key, precondition: None }).expect("io").expect("ok");
 
         let e = from_one.next().await.expect("open").expect("event");
         assert_eq!((e.revision, e.type_, e.key.name.as_str()), (2, EventType::Added, "b"));
@@ -618,13 +619,13 @@ mod tests {
     async fn export_and_restore_replace_the_state_and_end_watches() {
         let (from, to) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
         let source = open(from.path());
-        source.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
-        source.apply(2, &Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
+        source.apply(1, Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+        source.apply(2, Command::Create { object: pod("b", "x") }).expect("io").expect("ok");
         let (applied, state) = export(&source.db).expect("export");
         assert_eq!(applied, 2);
 
         let target = open(to.path());
-        target.apply(1, &Command::Create { object: pod("stale", "x") }).expect("io").expect("ok");
+        target.apply(1, Command::Create { object: pod("stale", "x") }).expect("io").expect("ok");
         let mut watch = target.watch("Pod", None, Some(1)).expect("watch");
         assert_eq!(target.restore(&state).expect("restore"), 2);
         assert_eq!((target.revision(), target.applied_index()), (2, 2));
@@ -644,7 +645,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = open(dir.path());
-            store.apply(1, &Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
+            store.apply(1, Command::Create { object: pod("a", "x") }).expect("io").expect("ok");
         }
         // After a restart the history is empty: revision 0 can no longer be resumed.
         let store = open(dir.path());
