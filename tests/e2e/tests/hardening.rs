@@ -185,9 +185,9 @@ async fn a_node_whose_module_pull_is_slow_stays_ready() -> anyhow::Result<()> {
         (listed.len() == 2 && listed.iter().all(Node::is_ready)).then_some(())
     })
     .await?;
-    // a holds the module and answers b's pull only after 12 s: longer than a node may stay
-    // silent before it is marked NotReady (6 s) or fences itself (8 s).
-    set_faults(a, json!({"blobDelayMs": 12_000})).await?;
+    // a holds the module and answers b's pull only after 30 s: far longer than a node may
+    // stay silent before it is marked NotReady (6 s), fences itself (8 s) or is evicted (16 s).
+    set_faults(a, json!({"blobDelayMs": 30_000})).await?;
     let wasm = example("hello_http").display().to_string();
     a.wasmctl_ok(&["deploy", &wasm, "--name", "hello", "--replicas", "2"]);
     // The pull runs in the background: b's agent goes on meanwhile, and says what its pod waits for.
@@ -201,7 +201,7 @@ async fn a_node_whose_module_pull_is_slow_stays_ready() -> anyhow::Result<()> {
             .then_some(())
     })
     .await?;
-    let until = Instant::now() + Duration::from_secs(16);
+    let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
         let listed: Vec<Node> = a.client().list(None).await?;
         let b_node = listed.iter().find(|n| n.metadata.name == "b");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasmkube_api::MAX_OBJECT_BYTES;
-use wasmkube_e2e::{Wasmlet, eventually, leader_index, members, set_faults, start_cluster};
+use wasmkube_e2e::{Wasmlet, eventually, example, leader_index, members, set_faults, start_cluster};
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
@@ -91,38 +91,23 @@ async fn objects_at_the_size_limit_replicate_through_leader_and_follower_and_to_
     Ok(())
 }
 
-/// Creates `n` Services through `node`, 32 at a time.
-async fn fill(node: &Wasmlet, n: usize) -> anyhow::Result<()> {
-    let writers: Vec<_> = (0..32)
-        .map(|w| {
-            let client = node.client();
-            tokio::spawn(async move {
-                for i in (w..n).step_by(32) {
-                    client
-                        .post_path("/api/v1/namespaces/default/services", &service(&format!("s-{i}")))
-                        .await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await??;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_catches_up_from_a_large_store_even_when_its_snapshot_is_lost_once()
 -> anyhow::Result<()> {
-    const OBJECTS: usize = 10_000;
-    let a = Wasmlet::start_fixed("a", &["--snapshot-count", "1000"])?;
+    const PODS: usize = 10_000;
+    let a = Wasmlet::start_fixed("a", &["--snapshot-count", "20", "--max-pods", "10100"])?;
     let started = Instant::now();
-    fill(&a, OBJECTS).await?;
-    eprintln!("{OBJECTS} services written in {:?}", started.elapsed());
+    let wasm = example("hello_http").display().to_string();
+    a.wasmctl_ok(&["deploy", &wasm, "--name", "many", "--replicas", &PODS.to_string()]);
+    eventually(Duration::from_secs(120), "10,000 pods Running on a", || async {
+        let d = a.client().get_path(&format!("{DEPLOYMENTS}/many?resourceVersion=0")).await.ok()?;
+        (d["status"]["readyReplicas"].as_u64()? >= PODS as u64).then_some(())
+    })
+    .await?;
+    eprintln!("{PODS} pods Running in {:?}", started.elapsed());
     a.client().post_path(DEPLOYMENTS, &big_deployment("big", MAX_OBJECT_BYTES - 4096)).await?;
     let first = members(&a).await.and_then(|m| m["self"]["logFirstIndex"].as_u64()).unwrap_or(0);
-    assert!(first > 1000, "a compacted its log (first index {first}): a joiner needs a snapshot");
+    assert!(first > 20, "a compacted its log (first index {first}): a joiner needs a snapshot");
 
     // The first snapshot a sends is lost on the way; raft-rs must hear of it and send again.
     set_faults(&a, json!({"loseSnapshots": 1})).await?;
@@ -130,8 +115,8 @@ async fn a_late_joiner_catches_up_from_a_large_store_even_when_its_snapshot_is_l
     let joined = Instant::now();
     let b = Wasmlet::start_fixed("b", &["--join", a.api.as_str(), "--join-token", token.as_str()])?;
     eventually(Duration::from_secs(60), "b to catch up", || async {
-        let list = b.client().get_path("/api/v1/namespaces/default/services?resourceVersion=0").await.ok()?;
-        (list["items"].as_array()?.len() >= OBJECTS).then_some(())
+        let list = b.client().get_path("/api/v1/namespaces/default/pods?resourceVersion=0").await.ok()?;
+        (list["items"].as_array()?.len() >= PODS).then_some(())
     })
     .await?;
     eprintln!("b caught up {:?} after joining", joined.elapsed());

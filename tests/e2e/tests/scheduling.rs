@@ -85,7 +85,7 @@ async fn node_selectors_and_spreading_place_replicas_where_they_belong() -> anyh
     let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
     let join = ["--join", a.api.as_str(), "--join-token", token.as_str(), "--label", "zone=west"];
     let b = Wasmlet::start_fixed("b", &join)?;
-    let c = Wasmlet::start_fixed("c", &join)?;
+    let mut c = Wasmlet::start_fixed("c", &join)?;
     eventually(Duration::from_secs(15), "three labelled Ready nodes", || async {
         let listed: Vec<Node> = a.client().list(None).await.ok()?;
         let labelled =
@@ -112,14 +112,20 @@ async fn node_selectors_and_spreading_place_replicas_where_they_belong() -> anyh
     })
     .await?;
 
-    // c leaves (drained) and comes back empty; scaling up fills it first.
-    c.wasmctl_ok(&["drain", "c"]);
-    eventually(Duration::from_secs(20), "c's spread pods replaced on a and b", || async {
+    // c dies (kill -9); once it is lost its pods are replaced on a and b. It comes back
+    // (same data dir) empty, and scaling up fills it first.
+    c.kill9();
+    eventually(Duration::from_secs(45), "c's spread pods replaced on a and b", || async {
         let (running, _) = placement(&a, "spread").await;
         (!running.contains_key("c") && running.values().sum::<usize>() == 6).then_some(())
     })
     .await?;
-    a.wasmctl_ok(&["uncordon", "c"]);
+    c.restart()?;
+    eventually(Duration::from_secs(20), "c Ready again", || async {
+        let listed: Vec<Node> = a.client().list(None).await.ok()?;
+        listed.iter().any(|n| n.metadata.name == "c" && n.is_ready()).then_some(())
+    })
+    .await?;
     a.client().scale("default", "spread", 9).await?;
     let (running, _) = eventually(Duration::from_secs(20), "9 spread pods", || async {
         let placed = placement(&a, "spread").await;
