@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use wasmkube_api::Pod;
 use wasmkube_api::lifecycle::FENCE_AFTER;
 use wasmkube_apiserver::{Objects, Write};
-use wasmkube_cache::{Changes, Reflector, Selector};
+use wasmkube_cache::{Changes, Reflector, Selector, SharedCache};
 use wasmkube_runtime::{Runtime, SandboxRegistry};
 
 use crate::events::EventBudget;
@@ -109,21 +109,14 @@ impl Agent {
 
     /// Runs until `shutdown` resolves, then stops every sandbox.
     ///
-    /// The agent follows only the pods bound to this node (a field selector on
-    /// `spec.nodeName` over the node's replica, see `wasmkube_cache`), and each pass handles
-    /// the pods that changed: a burst of 10,000 pods elsewhere costs it a glance per change.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    /// The agent follows only the pods bound to this node (a selector on `spec.nodeName`
+    /// over the node's shared cache, see `wasmkube_cache`), and each pass handles the pods
+    /// that changed: a burst of 10,000 pods elsewhere costs it a glance per change.
+    pub async fn run(mut self, cache: SharedCache, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let node = self.config.node_name.clone();
-        let selector: Selector = Box::new(move |v| v["spec"]["nodeName"].as_str() == Some(node.as_str()));
-        let (mut pods, mut dirty) =
-            match Reflector::<Pod>::new(self.objects.cluster().shared_store(), selector) {
-                Ok(listed) => listed,
-                Err(e) => {
-                    tracing::error!("agent cannot read pods: {e}");
-                    return;
-                }
-            };
+        let selector: Selector<Pod> = Box::new(move |p| p.spec.node_name.as_deref() == Some(node.as_str()));
+        let (mut pods, mut dirty) = Reflector::<Pod>::new(&cache, selector);
         let mut modules = self.objects.store().subscribe_all();
         let (recorded_tx, mut recorded) = watch::channel(Instant::now());
         let heartbeat = node::Heartbeat {

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use wasmkube_api::{Deployment, Event, Node, Pod, Resource};
 use wasmkube_apiserver::{Objects, Write, WriteError};
+use wasmkube_cache::SharedCache;
 use wasmkube_raft::ProposeError;
 
 use crate::actions::{Action, PlanContext};
@@ -30,7 +31,7 @@ const RESYNC: Duration = Duration::from_secs(30);
 const EVENT_SWEEP: Duration = Duration::from_secs(60);
 
 /// Runs the controllers until `shutdown` resolves.
-pub async fn run(objects: Objects, shutdown: impl Future<Output = ()>) {
+pub async fn run(objects: Objects, cache: SharedCache, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let cluster = objects.cluster().clone();
     let mut leader = cluster.leader();
@@ -42,14 +43,7 @@ pub async fn run(objects: Objects, shutdown: impl Future<Output = ()>) {
                 r = leader.changed() => if r.is_err() { return } else { continue },
             }
         }
-        let (mut view, mut pending) = match ClusterView::open(cluster.shared_store()) {
-            Ok(opened) => opened,
-            Err(e) => {
-                tracing::error!("controllers cannot read the store: {e}");
-                tokio::time::sleep(TICK).await;
-                continue;
-            }
-        };
+        let (mut view, mut pending) = ClusterView::open(&cache);
         // Heartbeats as this leader has seen them; a new leader starts every node's clock afresh.
         let mut clock = HeartbeatClock::default();
         let mut recorder = EventRecorder::default();

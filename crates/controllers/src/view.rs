@@ -4,12 +4,10 @@
 //! changed (a work queue of keys), never the size of the cluster.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use wasmkube_api::{Deployment, Node, Pod};
-use wasmkube_cache::{Changes, Reflector};
+use wasmkube_cache::{Changes, Reflector, SharedCache};
 use wasmkube_scheduler::{Spread, Usage};
-use wasmkube_store::{ObjectStore, StoreError};
 
 /// The keys a pass must look at: the work queue, deduplicated.
 #[derive(Debug, Default)]
@@ -62,12 +60,11 @@ struct Indexed {
 }
 
 impl ClusterView {
-    /// Lists everything; the returned work covers every object.
-    pub fn open(store: Arc<ObjectStore>) -> Result<(Self, Dirty), StoreError> {
-        let all = || Box::new(|_: &serde_json::Value| true);
-        let (deployments, d) = Reflector::new(store.clone(), all())?;
-        let (pods, p) = Reflector::new(store.clone(), all())?;
-        let (nodes, _) = Reflector::new(store, all())?;
+    /// Reads everything from the node's shared cache; the returned work covers every object.
+    pub fn open(cache: &SharedCache) -> (Self, Dirty) {
+        let (deployments, d) = Reflector::new(cache, Reflector::all());
+        let (pods, p) = Reflector::new(cache, Reflector::all());
+        let (nodes, _) = Reflector::new(cache, Reflector::all());
         let mut view = ClusterView {
             deployments,
             pods,
@@ -84,7 +81,7 @@ impl ClusterView {
         let mut dirty = Dirty { nodes: true, ..Dirty::default() };
         view.deployments_changed(d, &mut dirty);
         view.pods_changed(p, &mut dirty);
-        Ok((view, dirty))
+        (view, dirty)
     }
 
     /// Waits for changes to any of the three kinds, applies them, and returns the work they
@@ -309,7 +306,8 @@ impl ClusterView {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-    use wasmkube_store::{Command, ObjectKey};
+    use std::sync::Arc;
+    use wasmkube_store::{Command, ObjectKey, ObjectStore};
 
     struct Store {
         store: Arc<ObjectStore>,
@@ -353,7 +351,7 @@ mod tests {
         s.apply(Command::Create { object: deployment("d1") });
         s.apply(Command::Create { object: pod("p1", "d1", Some("n1"), "100Mi") });
         s.apply(Command::Create { object: pod("p2", "d1", None, "50Mi") });
-        let (mut view, first) = ClusterView::open(s.store.clone()).expect("open");
+        let (mut view, first) = ClusterView::open(&SharedCache::new(s.store.clone()).expect("list"));
         assert_eq!(first.deployments.len(), 1);
         assert_eq!(view.unbound_pods().len(), 1);
         assert_eq!(view.usage()["n1"], wasmkube_scheduler::NodeUsage { pods: 1, memory: 100 << 20 });
@@ -379,7 +377,7 @@ mod tests {
         let mut s = Store::new();
         s.apply(Command::Create { object: deployment("d1") });
         s.apply(Command::Create { object: pod("p1", "d1", Some("n1"), "1Mi") });
-        let (mut view, _) = ClusterView::open(s.store.clone()).expect("open");
+        let (mut view, _) = ClusterView::open(&SharedCache::new(s.store.clone()).expect("list"));
         assert_eq!(view.without_owner(&BTreeSet::from(["default/p1".to_string()])).count(), 0);
         s.apply(Command::Delete {
             key: ObjectKey::new("Deployment", Some("default"), "d"),

@@ -251,6 +251,21 @@ pub async fn start_cluster(names: &[&str], extra: &[&str]) -> anyhow::Result<Vec
         (listed == names.len()).then_some(())
     })
     .await?;
+    // And to have reported in: a test that places pods right away sees every node.
+    eventually(Duration::from_secs(15), "every node to report Ready", || async {
+        let list = nodes[0].client().get_path("/api/v1/nodes").await.ok()?;
+        let ready = list["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .count();
+        (ready == names.len()).then_some(())
+    })
+    .await?;
     Ok(nodes)
 }
 

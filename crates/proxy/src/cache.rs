@@ -1,14 +1,13 @@
-//! The proxy's copy of the Services and Pods, kept current from the store's change stream
-//! (Kubernetes' informer pattern). A change costs parsing one object and rebuilding the
-//! entries of the services it can move, not the whole table.
+//! The proxy's index of the Services and Pods, kept current from the node's shared cache
+//! (Kubernetes' informer pattern: the objects are the cache's, shared, never parsed here). A
+//! change costs rebuilding the entries of the services it can move, not the whole table.
 
 use std::collections::{BTreeMap, HashMap};
-
-use serde::Deserialize as _;
+use std::sync::Arc;
 
 use wasmkube_api::{Node, Pod, Service, labels_match};
+use wasmkube_cache::{Kind, Object, Subscription};
 use wasmkube_runtime::SandboxRegistry;
-use wasmkube_store::{EventType, ObjectStore, StoreError, StoreEvent};
 
 use crate::table::Locality;
 use crate::{EndpointTable, ServiceEntry, ServiceName};
@@ -26,9 +25,9 @@ pub enum Affected {
 pub struct RouteCache {
     /// This node's name: its pods are served in-process, others' through their node's proxy.
     here: String,
-    services: BTreeMap<ServiceName, Service>,
+    services: BTreeMap<ServiceName, Arc<Service>>,
     /// Keyed by namespace then name, so one namespace's pods are a range.
-    pods: BTreeMap<ServiceName, Pod>,
+    pods: BTreeMap<ServiceName, Arc<Pod>>,
     /// Each Ready node's proxy URL, from its Node object.
     proxies: HashMap<String, String>,
 }
@@ -38,59 +37,59 @@ impl RouteCache {
         RouteCache { here: here.to_string(), ..RouteCache::default() }
     }
 
-    /// Reads every Service, Pod and Node.
-    pub fn load(here: &str, store: &ObjectStore) -> Result<Self, StoreError> {
+    /// The kinds the proxy follows.
+    pub const KINDS: [Kind; 3] = [Kind::Service, Kind::Pod, Kind::Node];
+
+    /// Reads every Service, Pod and Node from the cache.
+    pub fn load(here: &str, source: &Subscription) -> Self {
         let mut cache = RouteCache::new(here);
-        for object in store.list("Service", None)?.0 {
-            cache.put_service(&object);
+        for kind in Self::KINDS {
+            for (key, object) in source.list(kind) {
+                cache.apply(kind, &key, Some(&object));
+            }
         }
-        for object in store.list("Pod", None)?.0 {
-            cache.put_pod(&object);
-        }
-        for object in store.list("Node", None)?.0 {
-            cache.put_node(&object);
-        }
-        Ok(cache)
+        cache
     }
 
-    /// Applies one change; returns what it can move (nothing for other kinds, or for a node
-    /// heartbeat). A `Restored` store cannot be followed incrementally: the caller loads again.
-    pub fn apply(&mut self, event: &StoreEvent) -> Affected {
-        let name = ServiceName { namespace: event.key.namespace.clone(), name: event.key.name.clone() };
-        let deleted = event.type_ == EventType::Deleted;
-        match event.key.kind.as_str() {
-            "Service" => {
+    /// Applies one change (`object` is `None` when the object was deleted); returns what it
+    /// can move (nothing for a node heartbeat).
+    pub fn apply(&mut self, kind: Kind, key: &str, object: Option<&Object>) -> Affected {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let name = ServiceName { namespace: namespace.to_string(), name: name.to_string() };
+        match (kind, object) {
+            (Kind::Service, object) => {
                 self.services.remove(&name);
-                if !deleted {
-                    self.put_service(&event.object);
+                if let Some(Object::Service(s)) = object {
+                    self.services.insert(name.clone(), s.clone());
                 }
                 Affected::Services(vec![name])
             }
-            "Node" => {
-                let before = self.proxies.remove(&event.key.name);
-                if !deleted {
-                    self.put_node(&event.object);
+            (Kind::Node, object) => {
+                let before = self.proxies.remove(&name.name);
+                if let Some(Object::Node(node)) = object {
+                    self.put_node(node);
                 }
-                if self.proxies.get(&event.key.name) == before.as_ref() {
+                if self.proxies.get(&name.name) == before.as_ref() {
                     Affected::Services(Vec::new())
                 } else {
                     Affected::All
                 }
             }
-            "Pod" => {
+            (Kind::Pod, object) => {
                 // The services that selected the pod before the change, and those after.
                 let mut affected = Vec::new();
                 if let Some(old) = self.pods.remove(&name) {
                     affected.extend(self.selecting(&old));
                 }
-                if !deleted && let Some(new) = self.put_pod(&event.object) {
-                    affected.extend(self.selecting(&self.pods[&new]));
+                if let Some(Object::Pod(new)) = object {
+                    affected.extend(self.selecting(new));
+                    self.pods.insert(name, new.clone());
                 }
                 affected.sort();
                 affected.dedup();
                 Affected::Services(affected)
             }
-            _ => Affected::Services(Vec::new()),
+            (Kind::Deployment, _) => Affected::Services(Vec::new()),
         }
     }
 
@@ -116,7 +115,7 @@ impl RouteCache {
 
     fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
         let start = ServiceName { namespace: namespace.to_string(), name: String::new() };
-        self.pods.range(start..).take_while(move |(k, _)| k.namespace == namespace).map(|(_, p)| p)
+        self.pods.range(start..).take_while(move |(k, _)| k.namespace == namespace).map(|(_, p)| &**p)
     }
 
     /// The services of the pod's namespace whose selector matches its labels.
@@ -130,35 +129,13 @@ impl RouteCache {
             .map(|(k, _)| k.clone())
     }
 
-    // Objects were validated on admission; one that does not parse is skipped.
-    fn put_service(&mut self, object: &serde_json::Value) {
-        if let Ok(s) = Service::deserialize(object) {
-            let name = ServiceName {
-                namespace: s.metadata.namespace.clone().unwrap_or_default(),
-                name: s.metadata.name.clone(),
-            };
-            self.services.insert(name, s);
-        }
-    }
-
     /// Records the proxy of a Ready node; a node that is not Ready (silent) serves nothing.
-    fn put_node(&mut self, object: &serde_json::Value) {
-        if let Ok(node) = Node::deserialize(object)
-            && node.is_ready()
+    fn put_node(&mut self, node: &Node) {
+        if node.is_ready()
             && let Some(url) = node.address("Proxy")
         {
             self.proxies.insert(node.metadata.name.clone(), url.to_string());
         }
-    }
-
-    fn put_pod(&mut self, object: &serde_json::Value) -> Option<ServiceName> {
-        let p = Pod::deserialize(object).ok()?;
-        let name = ServiceName {
-            namespace: p.metadata.namespace.clone().unwrap_or_default(),
-            name: p.metadata.name.clone(),
-        };
-        self.pods.insert(name.clone(), p);
-        Some(name)
     }
 }
 
@@ -166,11 +143,20 @@ impl RouteCache {
 mod tests {
     use super::*;
     use serde_json::json;
-    use wasmkube_store::ObjectKey;
 
-    fn event(type_: EventType, object: serde_json::Value) -> StoreEvent {
-        let key = ObjectKey::of(&object).expect("key");
-        StoreEvent { revision: 1, type_, key, object }
+    /// What the shared cache would hand the proxy for `object` (`deleted`: its removal).
+    fn change(cache: &mut RouteCache, deleted: bool, object: serde_json::Value) -> Affected {
+        let meta = &object["metadata"];
+        let key =
+            format!("{}/{}", meta["namespace"].as_str().unwrap_or(""), meta["name"].as_str().expect("name"));
+        let (kind, parsed) = match object["kind"].as_str() {
+            Some("Pod") => (Kind::Pod, Object::Pod(Arc::new(serde_json::from_value(object).expect("pod")))),
+            Some("Node") => {
+                (Kind::Node, Object::Node(Arc::new(serde_json::from_value(object).expect("node"))))
+            }
+            _ => (Kind::Service, Object::Service(Arc::new(serde_json::from_value(object).expect("service")))),
+        };
+        cache.apply(kind, &key, (!deleted).then_some(&parsed))
     }
 
     fn service(ns: &str, name: &str, app: &str) -> serde_json::Value {
@@ -194,19 +180,16 @@ mod tests {
     #[test]
     fn a_change_moves_only_the_services_it_concerns() {
         let mut cache = RouteCache::default();
-        assert_eq!(names(cache.apply(&event(EventType::Added, service("a", "web", "web")))), ["a/web"]);
-        assert_eq!(names(cache.apply(&event(EventType::Added, service("a", "api", "api")))), ["a/api"]);
-        assert_eq!(names(cache.apply(&event(EventType::Added, service("b", "web", "web")))), ["b/web"]);
+        assert_eq!(names(change(&mut cache, false, service("a", "web", "web"))), ["a/web"]);
+        assert_eq!(names(change(&mut cache, false, service("a", "api", "api"))), ["a/api"]);
+        assert_eq!(names(change(&mut cache, false, service("b", "web", "web"))), ["b/web"]);
 
         // A pod moves the services of its namespace that select it, and no others.
-        assert_eq!(names(cache.apply(&event(EventType::Added, pod("a", "p1", "web")))), ["a/web"]);
+        assert_eq!(names(change(&mut cache, false, pod("a", "p1", "web"))), ["a/web"]);
         // Relabelled: the service that selected it and the one that now does.
-        assert_eq!(
-            names(cache.apply(&event(EventType::Modified, pod("a", "p1", "api")))),
-            ["a/api", "a/web"]
-        );
-        assert_eq!(names(cache.apply(&event(EventType::Deleted, pod("a", "p1", "api")))), ["a/api"]);
-        assert!(names(cache.apply(&event(EventType::Added, pod("c", "p2", "web")))).is_empty());
+        assert_eq!(names(change(&mut cache, false, pod("a", "p1", "api"))), ["a/api", "a/web"]);
+        assert_eq!(names(change(&mut cache, true, pod("a", "p1", "api"))), ["a/api"]);
+        assert!(names(change(&mut cache, false, pod("c", "p2", "web"))).is_empty());
 
         // A node's proxy address can move any entry; its heartbeats move none.
         let node = |beat: &str, ready: &str| {
@@ -214,18 +197,15 @@ mod tests {
                    "status": {"addresses": [{"type": "Proxy", "address": "http://127.0.0.1:8081"}],
                               "conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": beat}]}})
         };
-        assert_eq!(cache.apply(&event(EventType::Added, node("1", "True"))), Affected::All);
-        assert!(names(cache.apply(&event(EventType::Modified, node("2", "True")))).is_empty());
+        assert_eq!(change(&mut cache, false, node("1", "True")), Affected::All);
+        assert!(names(change(&mut cache, false, node("2", "True"))).is_empty());
         // A node gone silent takes its pods out of every entry.
-        assert_eq!(cache.apply(&event(EventType::Modified, node("2", "Unknown"))), Affected::All);
-        let event_object = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "a"},
-                                  "involvedObject": {"kind": "Pod", "name": "p1"}, "reason": "R"});
-        assert!(names(cache.apply(&event(EventType::Added, event_object))).is_empty());
+        assert_eq!(change(&mut cache, false, node("2", "Unknown")), Affected::All);
 
         // A deleted service leaves the cache, so the caller removes its entry.
         let local = SandboxRegistry::default();
         assert!(cache.entry(&ServiceName { namespace: "b".into(), name: "web".into() }, &local).is_some());
-        cache.apply(&event(EventType::Deleted, service("b", "web", "web")));
+        change(&mut cache, true, service("b", "web", "web"));
         assert!(cache.entry(&ServiceName { namespace: "b".into(), name: "web".into() }, &local).is_none());
         assert_eq!(cache.table(&local).len(), 2);
     }

@@ -11,9 +11,8 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use wasmkube_cache::{SharedCache, Subscription, Update};
 use wasmkube_runtime::{Admission, HttpPod, RequestError, SandboxRegistry};
-use wasmkube_store::{EventType, ObjectStore, StoreEvent};
 
 /// The longest a change waits for the table to be rebuilt under a burst of changes (see
 /// `keep_table_fresh`).
@@ -60,20 +59,14 @@ impl ProxyState {
     /// sandboxes (or a store replaced by a snapshot, or a lagging stream) rebuilds it all.
     pub async fn keep_table_fresh(
         self,
-        store: Arc<ObjectStore>,
+        shared: SharedCache,
         local: SandboxRegistry,
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let mut changes = store.subscribe_all();
+        let mut changes = shared.subscribe(&RouteCache::KINDS);
         let mut sandboxes = local.subscribe();
-        let load = || {
-            RouteCache::load(&self.node_name, &store).unwrap_or_else(|e| {
-                tracing::error!("proxy cannot read services and pods: {e}");
-                RouteCache::new(&self.node_name)
-            })
-        };
-        let mut cache = load();
+        let mut cache = RouteCache::load(&self.node_name, &changes);
         let mut stale = Stale { all: true, ..Stale::default() };
         loop {
             let started = tokio::time::Instant::now();
@@ -106,21 +99,21 @@ impl ProxyState {
             }
             let gather_until = rebuilt_at + pause;
             loop {
-                match changes.try_recv() {
-                    Ok(e) => stale.note(&mut cache, &e),
-                    Err(TryRecvError::Lagged(_)) => stale.reload = true,
-                    Err(TryRecvError::Empty) if tokio::time::Instant::now() < gather_until => {
-                        tokio::select! {
-                            _ = &mut shutdown => return,
-                            open = next_change(&mut changes, &mut sandboxes, &mut stale, &mut cache) => if !open { return },
-                            _ = tokio::time::sleep_until(gather_until) => break,
-                        }
+                let queued = changes.drain();
+                if !queued.is_empty() {
+                    stale.note(&mut cache, queued);
+                } else if tokio::time::Instant::now() < gather_until {
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        open = next_change(&mut changes, &mut sandboxes, &mut stale, &mut cache) => if !open { return },
+                        _ = tokio::time::sleep_until(gather_until) => break,
                     }
-                    Err(_) => break,
+                } else {
+                    break;
                 }
             }
             if stale.reload {
-                cache = load();
+                cache = RouteCache::load(&self.node_name, &changes);
                 stale.all = true;
             }
         }
@@ -130,16 +123,15 @@ impl ProxyState {
 /// Waits for the next change to the store or to the local sandboxes and notes what it
 /// requires of the table; false once either stream is gone.
 async fn next_change(
-    changes: &mut tokio::sync::broadcast::Receiver<Arc<StoreEvent>>,
+    changes: &mut Subscription,
     sandboxes: &mut tokio::sync::watch::Receiver<u64>,
     stale: &mut Stale,
     cache: &mut RouteCache,
 ) -> bool {
     tokio::select! {
-        r = changes.recv() => match r {
-            Ok(e) => stale.note(cache, &e),
-            Err(RecvError::Lagged(_)) => stale.reload = true,
-            Err(RecvError::Closed) => return false,
+        r = changes.changed() => match r {
+            Some(updates) => stale.note(cache, updates),
+            None => return false,
         },
         r = sandboxes.changed() => match r {
             Ok(()) => stale.all = true,
@@ -161,14 +153,16 @@ struct Stale {
 }
 
 impl Stale {
-    fn note(&mut self, cache: &mut RouteCache, event: &StoreEvent) {
-        if event.type_ == EventType::Restored {
-            self.reload = true;
-            return;
-        }
-        match cache.apply(event) {
-            Affected::Services(names) => self.services.extend(names),
-            Affected::All => self.all = true,
+    fn note(&mut self, cache: &mut RouteCache, updates: Vec<Update>) {
+        for update in updates {
+            match update {
+                // Everything is read again before the next rebuild.
+                Update::Reset => self.reload = true,
+                Update::Changed { kind, key, object } => match cache.apply(kind, &key, object.as_ref()) {
+                    Affected::Services(names) => self.services.extend(names),
+                    Affected::All => self.all = true,
+                },
+            }
         }
     }
 

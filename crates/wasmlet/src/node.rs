@@ -20,6 +20,7 @@ use crate::supervise::Supervisor;
 use crate::{Flags, cluster};
 use wasmkube_apiserver::Objects;
 use wasmkube_apiserver::http::{self as api, ApiParts, ApiState};
+use wasmkube_cache::SharedCache;
 
 /// Time given to in-flight requests after a stop signal.
 const GRACE: Duration = Duration::from_secs(5);
@@ -105,6 +106,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     ));
     // Every write on this node goes through here (validated and admitted).
     let objects = Objects::new(cluster.clone());
+    // And the agent, the controllers and the proxy read one shared cache of the replica.
+    let cache = SharedCache::new(store.clone())?;
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::unbounded_channel();
     let supervisor = Supervisor {
         objects: objects.clone(),
@@ -114,8 +117,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let (objects, runtime, puller, registry) =
-            (objects.clone(), runtime.clone(), puller.clone(), registry.clone());
+        let (objects, cache, runtime, puller, registry) =
+            (objects.clone(), cache.clone(), runtime.clone(), puller.clone(), registry.clone());
         let stopped = stopped.clone();
         tasks.spawn(supervisor.clone().run("agent", move || {
             let agent = Agent::new(
@@ -125,7 +128,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
                 puller.clone(),
                 registry.clone(),
             );
-            agent.run(stopped())
+            agent.run(cache.clone(), stopped())
         }));
     }
     {
@@ -137,12 +140,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         );
     }
     {
-        let (objects, stopped) = (objects.clone(), stopped.clone());
-        tasks.spawn(
-            supervisor
-                .clone()
-                .run("controllers", move || wasmkube_controllers::run(objects.clone(), stopped())),
-        );
+        let (objects, cache, stopped) = (objects.clone(), cache.clone(), stopped.clone());
+        tasks.spawn(supervisor.clone().run("controllers", move || {
+            wasmkube_controllers::run(objects.clone(), cache.clone(), stopped())
+        }));
     }
     if identity.restarted {
         tasks.spawn(cluster::follow_address(
@@ -163,10 +164,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let proxy = ProxyState::new(&node_name).map_err(anyhow::Error::msg)?;
     {
-        let (proxy, store, registry, stopped) =
-            (proxy.clone(), store.clone(), registry.clone(), stopped.clone());
+        let (proxy, cache, registry, stopped) =
+            (proxy.clone(), cache.clone(), registry.clone(), stopped.clone());
         tasks.spawn(supervisor.clone().run("proxy-table", move || {
-            proxy.clone().keep_table_fresh(store.clone(), registry.clone(), stopped())
+            proxy.clone().keep_table_fresh(cache.clone(), registry.clone(), stopped())
         }));
     }
 

@@ -113,14 +113,14 @@ async fn node_selectors_and_spreading_place_replicas_where_they_belong() -> anyh
     .await?;
 
     // c dies (kill -9); once it is lost its pods are replaced on a and b. It comes back
-    // (same data dir) empty, and scaling up fills it first.
+    // (same data dir, new ports) empty, and scaling up fills it first.
     c.kill9();
     eventually(Duration::from_secs(45), "c's spread pods replaced on a and b", || async {
         let (running, _) = placement(&a, "spread").await;
         (!running.contains_key("c") && running.values().sum::<usize>() == 6).then_some(())
     })
     .await?;
-    c.restart()?;
+    c.restart_elsewhere()?;
     eventually(Duration::from_secs(20), "c Ready again", || async {
         let listed: Vec<Node> = a.client().list(None).await.ok()?;
         listed.iter().any(|n| n.metadata.name == "c" && n.is_ready()).then_some(())
