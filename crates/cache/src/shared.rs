@@ -187,7 +187,7 @@ impl Hub {
                 Ok(event) if event.type_ == EventType::Restored => self.relist_or_keep(store),
                 Ok(event) => self.apply(&event),
                 Err(TryRecvError::Lagged(n)) => {
-                    tracing::debug!("the shared cache lagged {n} changes behind the store; listing again");
+                    tracing::info!("the shared cache fell {n} changes behind the store; listing again");
                     self.relist_or_keep(store);
                 }
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return,

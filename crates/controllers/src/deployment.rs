@@ -14,7 +14,7 @@ const SOURCE: &str = "deployment-controller";
 /// Most pods one pass creates or deletes for one Deployment (Kubernetes' `burstReplicas`):
 /// the work of a pass, and the memory of its plan, stay bounded however many replicas are
 /// asked for; the next pass (woken by these writes) does the next share.
-pub const BURST_REPLICAS: usize = 500;
+pub const BURST_REPLICAS: usize = 1000;
 
 /// A stable short hash of the pod template (FNV-1a over its canonical JSON): pods carry it, so
 /// a template change is seen as a new revision to roll out.
@@ -74,8 +74,7 @@ pub fn plan_deployment<'a, R: Rng>(
 
     // Shrink the current template to the wanted count, unready and newest first.
     let excess = current.len().saturating_sub(want).min(BURST_REPLICAS);
-    let deleting: Vec<Action> =
-        sorted_for_deletion(current.clone()).into_iter().take(excess).map(delete).collect();
+    let deleting: Vec<Action> = first_for_deletion(current.clone(), excess).into_iter().map(delete).collect();
     actions.extend(deleting);
 
     if to_create > 0 || excess > 0 {
@@ -135,14 +134,30 @@ fn rollout_bounds(d: &Deployment) -> (usize, usize) {
     (surge, unavailable)
 }
 
+/// Unready first, then newest first (names break ties deterministically).
+fn deletion_order(a: &&Pod, b: &&Pod) -> std::cmp::Ordering {
+    a.is_ready()
+        .cmp(&b.is_ready())
+        .then_with(|| b.metadata.creation_timestamp.cmp(&a.metadata.creation_timestamp))
+        .then_with(|| b.metadata.name.cmp(&a.metadata.name))
+}
+
 fn sorted_for_deletion(mut pods: Vec<&Pod>) -> Vec<&Pod> {
-    // Unready first, then newest first (names break ties deterministically).
-    pods.sort_by(|a, b| {
-        a.is_ready()
-            .cmp(&b.is_ready())
-            .then_with(|| b.metadata.creation_timestamp.cmp(&a.metadata.creation_timestamp))
-            .then_with(|| b.metadata.name.cmp(&a.metadata.name))
-    });
+    pods.sort_by(deletion_order);
+    pods
+}
+
+/// The first `n` of `pods` in deletion order, without sorting them all (a Deployment of
+/// 10,000 replicas that is not shrinking costs nothing here).
+fn first_for_deletion(mut pods: Vec<&Pod>, n: usize) -> Vec<&Pod> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if n < pods.len() {
+        pods.select_nth_unstable_by(n - 1, deletion_order);
+        pods.truncate(n);
+    }
+    pods.sort_by(deletion_order);
     pods
 }
 
@@ -269,6 +284,26 @@ mod tests {
         let pods: Vec<Pod> =
             (0..2 * BURST_REPLICAS).map(|i| existing(&big, true, &i.to_string(), &mut c)).collect();
         assert_eq!(count(&plan_deployment(&deployment(0, 'a'), &pods, &mut c)), (0, BURST_REPLICAS));
+    }
+
+    #[test]
+    fn the_first_to_delete_are_the_full_orders_first() {
+        let d = deployment(0, 'a');
+        let mut c = ctx();
+        let pods: Vec<Pod> = (0..200)
+            .map(|i| {
+                let mut p = existing(&d, i % 3 != 0, &i.to_string(), &mut c);
+                p.metadata.creation_timestamp = Some(format!("2026-01-01T00:00:{:02}Z", i % 7));
+                p
+            })
+            .collect();
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let full = sorted_for_deletion(refs.clone());
+        for n in [0, 1, 17, 67, 199, 200, 500] {
+            let first = first_for_deletion(refs.clone(), n);
+            let want: Vec<&str> = full.iter().take(n).map(|p| p.metadata.name.as_str()).collect();
+            assert_eq!(first.iter().map(|p| p.metadata.name.as_str()).collect::<Vec<_>>(), want, "n = {n}");
+        }
     }
 
     #[test]
