@@ -91,10 +91,13 @@ pub fn plan_deployment<'a, R: Rng>(
         ))));
     }
 
+    // The status counts stored pods only, not the ones still on their way (assumed by the
+    // view, without a resourceVersion yet).
+    let stored = |pods: &[&Pod]| pods.iter().filter(|p| p.metadata.resource_version.is_some()).count() as u32;
     let status = DeploymentStatus {
         observed_generation: d.metadata.generation.unwrap_or(0),
-        replicas: owned.len() as u32,
-        updated_replicas: current.len() as u32,
+        replicas: stored(&owned),
+        updated_replicas: stored(&current),
         ready_replicas: ready as u32,
         available_replicas: ready as u32,
     };
@@ -284,6 +287,26 @@ mod tests {
         let pods: Vec<Pod> =
             (0..2 * BURST_REPLICAS).map(|i| existing(&big, true, &i.to_string(), &mut c)).collect();
         assert_eq!(count(&plan_deployment(&deployment(0, 'a'), &pods, &mut c)), (0, BURST_REPLICAS));
+    }
+
+    #[test]
+    fn pods_on_their_way_are_not_created_again_nor_reported_as_replicas() {
+        let d = deployment(3, 'a');
+        let mut c = ctx();
+        let stored = existing(&d, true, "5", &mut c);
+        let mut on_the_way = new_pod(&d, &template_hash(&d), &mut c);
+        on_the_way.metadata.resource_version = None;
+        let actions = plan_deployment(&d, [&stored, &on_the_way], &mut c);
+        assert_eq!(count(&actions), (1, 0), "only the third replica is created");
+        let status = actions.iter().find_map(|a| match a {
+            Action::UpdateDeploymentStatus { status, .. } => Some(status.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            status.map(|s| (s.replicas, s.ready_replicas)),
+            Some((1, 1)),
+            "the status counts stored pods"
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub async fn run(objects: Objects, cache: SharedCache, shutdown: impl Future<Out
             )
             .await
             {
-                Ok(()) => pending = Dirty::default(),
+                // What the writes left undone (a create that failed) is the next pass's work.
+                Ok(more) => pending = more,
                 Err(e) => tracing::warn!("reconcile failed, retrying: {e}"),
             }
             if tokio::time::Instant::now() >= next_sweep {
@@ -102,12 +103,13 @@ async fn reconcile(
     clock: &mut HeartbeatClock,
     recorder: &mut EventRecorder,
     caught_up_in: &mut u64,
-) -> Result<(), String> {
+) -> Result<Dirty, String> {
     // Decide over everything committed so far: a new leader may not have applied its
     // predecessor's last writes yet, and acting on an older view would do them twice.
     // (raft-rs answers a read index only once the leader has committed in its own term.)
     // Once per term is enough: after that, every entry that commits is one this leader
-    // proposed, and a pass's writes are applied here before the pass ends. (A leader that
+    // proposed, and a pass's writes are applied here before the pass ends (a create whose
+    // outcome is unknown is counted as on its way, see `ASSUME_FOR`). (A leader that
     // was deposed without knowing it yet cannot commit anything: its writes fail, and
     // check_quorum makes it step down within an election timeout.) A barrier on every
     // pass would wait, each time, for followers busy applying the last burst.
@@ -119,6 +121,7 @@ async fn reconcile(
     }
     // Queued with the rest of the work: a failed pass keeps it all for the next one.
     pending.merge(view.catch_up());
+    pending.merge(view.expire_assumed(std::time::Instant::now()));
     let work = &*pending;
     let seed: u64 = rand::Rng::random(rng);
     let mut ctx = PlanContext { now: now(), rng: StdRng::seed_from_u64(seed) };
@@ -158,26 +161,69 @@ async fn reconcile(
         return Err("leadership changed during the pass; not acting on its plan".into());
     }
     let (count, planned) = (actions.len(), now.elapsed());
-    let writes = actions
-        .into_iter()
-        .filter_map(|a| {
-            write_of(a).inspect_err(|e| tracing::error!("a planned write is invalid, skipped: {e}")).ok()
-        })
-        .collect();
+    // The pods asked for are counted as on their way until they show up stored: a create
+    // whose outcome is unknown (a timed-out proposal that may still commit) is not made
+    // again by the next pass (Kubernetes' expectations; kube-scheduler's assumed pods).
+    let until = std::time::Instant::now() + ASSUME_FOR;
+    let (mut writes, mut creates) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for action in actions {
+        let made = match action {
+            Action::CreatePod(pod) => Write::create(&*pod).map(|w| {
+                let key = format!(
+                    "{}/{}",
+                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    pod.metadata.name
+                );
+                view.assume(*pod, until);
+                (w, Some(key))
+            }),
+            other => write_of(other).map(|w| (w, None)),
+        };
+        match made {
+            Ok((write, created)) => {
+                writes.push(write);
+                creates.push(created);
+            }
+            Err(e) => tracing::error!("a planned write is invalid, skipped: {e}"),
+        }
+    }
     let results = objects.write_many(writes).await;
     if count > 0 {
         tracing::debug!(actions = count, planned = ?planned, total = ?now.elapsed(), "reconcile pass");
     }
-    for r in results {
-        match r {
+    // A create that failed is no longer counted (its owner is the next pass's work); one whose
+    // outcome is unknown stays counted until it shows up or `ASSUME_FOR` passes.
+    let (mut more, mut failure) = (Dirty::default(), None);
+    for (result, created) in results.into_iter().zip(creates) {
+        match result {
             Ok(_) => {}
-            // Someone changed the object since it was read: its change queues it again.
-            Err(WriteError::Propose(ProposeError::Rejected(e))) => tracing::debug!("action skipped: {e}"),
-            Err(e) => return Err(e.to_string()),
+            Err(WriteError::Propose(ProposeError::Timeout(t))) => {
+                failure = Some(format!("a write's outcome is unknown after {t:?}"));
+            }
+            Err(e) => {
+                if let Some(key) = created {
+                    more.merge(view.forget(&key));
+                }
+                match e {
+                    // Someone changed the object since it was read: its change queues it again.
+                    WriteError::Propose(ProposeError::Rejected(e)) => tracing::debug!("action skipped: {e}"),
+                    e => failure = Some(e.to_string()),
+                }
+            }
         }
     }
-    Ok(())
+    match failure {
+        // The pass is retried whole, with the owners of the creates that failed.
+        Some(e) => {
+            pending.merge(more);
+            Err(e)
+        }
+        None => Ok(more),
+    }
 }
+
+/// How long a pod asked for and not yet seen stored is counted as on its way.
+const ASSUME_FOR: Duration = Duration::from_secs(30);
 
 async fn sweep_events(objects: &Objects) {
     let events: Vec<Event> = match objects.store().list("Event", None) {

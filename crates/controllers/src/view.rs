@@ -4,6 +4,7 @@
 //! changed (a work queue of keys), never the size of the cluster.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
 use wasmkube_api::{Deployment, Node, Pod};
 use wasmkube_cache::{Changes, Reflector, SharedCache};
@@ -50,6 +51,11 @@ pub struct ClusterView {
     /// How many of each owner's pods are bound to each node (kept as pods change, so
     /// spreading a Deployment of 10,000 replicas costs O(nodes), not a pass over its pods).
     spread_by_owner: HashMap<String, HashMap<String, usize>>,
+    /// Pods this leader has asked to create and not yet seen stored (kube-scheduler's
+    /// "assumed" pods), until when to wait for them: indexed with the stored ones, so a pass
+    /// planned while earlier creates are still on their way (or whose outcome is unknown)
+    /// neither creates them again nor overfills a node.
+    assumed: HashMap<String, (Pod, Instant)>,
 }
 
 /// What a pod was indexed under.
@@ -77,6 +83,7 @@ impl ClusterView {
             indexed: HashMap::new(),
             memory_by_node: HashMap::new(),
             spread_by_owner: HashMap::new(),
+            assumed: HashMap::new(),
         };
         let mut dirty = Dirty { nodes: true, ..Dirty::default() };
         view.deployments_changed(d, &mut dirty);
@@ -133,10 +140,50 @@ impl ClusterView {
         self.nodes.iter().map(|(_, n)| n.clone()).collect()
     }
 
-    /// The pods `d` owns (by uid).
+    /// The pods `d` owns (by uid), stored or assumed (an assumed pod has no
+    /// resourceVersion yet).
     pub fn owned_pods<'a>(&'a self, d: &Deployment) -> impl Iterator<Item = &'a Pod> {
         let keys = d.metadata.uid.as_ref().and_then(|uid| self.by_owner.get(uid));
-        keys.into_iter().flatten().filter_map(|k| self.pods.get(k))
+        keys.into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k).or_else(|| self.assumed.get(k).map(|(p, _)| p)))
+    }
+
+    /// Counts `pod`, about to be created, as if it were stored, until it is (or `until`).
+    pub fn assume(&mut self, pod: Pod, until: Instant) {
+        let key = format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name);
+        if self.indexed.contains_key(&key) {
+            return;
+        }
+        self.index(&key, &pod, &mut Dirty::default());
+        self.assumed.insert(key, (pod, until));
+    }
+
+    /// Stops counting an assumed pod whose create failed; its owner is queued.
+    pub fn forget(&mut self, key: &str) -> Dirty {
+        let mut dirty = Dirty::default();
+        if self.assumed.remove(key).is_some()
+            && let Some(old) = self.indexed.remove(key)
+        {
+            self.unindex(key, &old, &mut dirty);
+        }
+        dirty
+    }
+
+    /// Forgets the assumed pods not seen stored by now (a create whose outcome was unknown
+    /// and that never landed); their owners are queued.
+    pub fn expire_assumed(&mut self, now: Instant) -> Dirty {
+        let late: Vec<String> =
+            self.assumed.iter().filter(|(_, (_, until))| *until <= now).map(|(k, _)| k.clone()).collect();
+        let mut dirty = Dirty::default();
+        for key in late {
+            dirty.merge(self.forget(&key));
+        }
+        dirty
+    }
+
+    pub fn assumed(&self) -> usize {
+        self.assumed.len()
     }
 
     /// Changed pods whose owning Deployment this view does not hold: orphans, unless their
@@ -205,6 +252,8 @@ impl ClusterView {
 
     fn pods_changed(&mut self, changes: Changes, dirty: &mut Dirty) {
         for key in changes {
+            // Seen stored (or gone): no longer assumed; its index entry is checked below.
+            self.assumed.remove(&key);
             let pod = self.pods.get(&key);
             // A status report (the common change: every start of 10,000 pods) leaves owner,
             // node and request as they were: the indexes stay, the owner is queued.
@@ -222,36 +271,37 @@ impl ClusterView {
             if let Some(old) = self.indexed.remove(&key) {
                 self.unindex(&key, &old, dirty);
             }
-            if let Some(pod) = self.pods.get(&key) {
-                let owner = pod.owner_uid().map(str::to_string);
-                let node = pod.spec.node_name.clone();
-                let memory = pod.memory_request();
-                if let Some(owner) = &owner {
-                    self.by_owner.entry(owner.clone()).or_default().insert(key.clone());
-                    self.mark_owner(owner, dirty);
-                    if let Some(node) = &node {
-                        *self
-                            .spread_by_owner
-                            .entry(owner.clone())
-                            .or_default()
-                            .entry(node.clone())
-                            .or_default() += 1;
-                    }
-                }
-                match &node {
-                    Some(node) => {
-                        self.by_node.entry(node.clone()).or_default().insert(key.clone());
-                        let sum = self.memory_by_node.entry(node.clone()).or_default();
-                        *sum = sum.saturating_add(memory);
-                    }
-                    None => {
-                        self.unbound.insert(key.clone());
-                    }
-                }
-                self.indexed.insert(key.clone(), Indexed { owner, node, memory });
+            if let Some(pod) = self.pods.get_shared(&key).cloned() {
+                self.index(&key, &pod, dirty);
             }
             dirty.pods.insert(key);
         }
+    }
+
+    /// Indexes `pod` under its owner and node.
+    fn index(&mut self, key: &str, pod: &Pod, dirty: &mut Dirty) {
+        let key = key.to_string();
+        let owner = pod.owner_uid().map(str::to_string);
+        let node = pod.spec.node_name.clone();
+        let memory = pod.memory_request();
+        if let Some(owner) = &owner {
+            self.by_owner.entry(owner.clone()).or_default().insert(key.clone());
+            self.mark_owner(owner, dirty);
+            if let Some(node) = &node {
+                *self.spread_by_owner.entry(owner.clone()).or_default().entry(node.clone()).or_default() += 1;
+            }
+        }
+        match &node {
+            Some(node) => {
+                self.by_node.entry(node.clone()).or_default().insert(key.clone());
+                let sum = self.memory_by_node.entry(node.clone()).or_default();
+                *sum = sum.saturating_add(memory);
+            }
+            None => {
+                self.unbound.insert(key.clone());
+            }
+        }
+        self.indexed.insert(key, Indexed { owner, node, memory });
     }
 
     fn unindex(&mut self, key: &str, old: &Indexed, dirty: &mut Dirty) {
@@ -370,6 +420,36 @@ mod tests {
         let d = view.deployment("default/d").cloned().expect("deployment");
         assert_eq!(view.owned_pods(&d).count(), 1);
         assert_eq!(view.spread(["d1"])["d1"], HashMap::from([("n2".to_string(), 1)]));
+    }
+
+    #[tokio::test]
+    async fn pods_on_their_way_count_once_until_stored_failed_or_expired() {
+        let mut s = Store::new();
+        s.apply(Command::Create { object: deployment("d1") });
+        let (mut view, _) = ClusterView::open(&SharedCache::new(s.store.clone()).expect("list"));
+        let d = view.deployment("default/d").cloned().expect("deployment");
+        let typed = |v: Value| -> Pod { serde_json::from_value(v).expect("a pod") };
+        let now = Instant::now();
+        view.assume(typed(pod("p1", "d1", Some("n1"), "100Mi")), now + std::time::Duration::from_secs(30));
+        view.assume(typed(pod("p2", "d1", Some("n1"), "50Mi")), now + std::time::Duration::from_secs(30));
+        view.assume(typed(pod("p3", "d1", Some("n2"), "1Mi")), now + std::time::Duration::from_secs(1));
+        assert_eq!(view.owned_pods(&d).count(), 3, "assumed pods are counted for their owner");
+        assert_eq!(view.usage()["n1"], wasmkube_scheduler::NodeUsage { pods: 2, memory: 150 << 20 });
+        assert!(view.pods_on("n1").is_empty(), "but never acted on as stored pods");
+
+        // p1 is stored: counted once, no longer assumed.
+        s.apply(Command::Create { object: pod("p1", "d1", Some("n1"), "100Mi") });
+        view.catch_up();
+        assert_eq!((view.owned_pods(&d).count(), view.assumed()), (3, 2));
+        assert_eq!(view.usage()["n1"].pods, 2);
+        // p2's create failed; p3's outcome never showed up.
+        let work = view.forget("default/p2");
+        assert!(work.deployments.contains("default/d"), "the owner is queued to try again");
+        let work = view.expire_assumed(now + std::time::Duration::from_secs(2));
+        assert!(work.deployments.contains("default/d"));
+        assert_eq!((view.owned_pods(&d).count(), view.assumed()), (1, 0));
+        assert_eq!(view.usage()["n1"], wasmkube_scheduler::NodeUsage { pods: 1, memory: 100 << 20 });
+        assert!(!view.usage().contains_key("n2"));
     }
 
     #[tokio::test]
