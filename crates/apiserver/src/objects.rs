@@ -25,6 +25,12 @@ pub enum WriteError {
     /// The object is not one the API admits: nothing was proposed.
     #[error("{kind} is invalid: {error}")]
     Invalid { kind: &'static str, error: ValidationError },
+    /// The store is at its quota: only writes that do not grow it (status reports, deletes)
+    /// are taken until objects are deleted. Nothing was proposed.
+    #[error(
+        "the cluster's store holds {size} bytes, at its quota of {quota} (wasmlet --quota-bytes): delete objects to make room"
+    )]
+    QuotaExceeded { size: u64, quota: u64 },
     /// Proposed (or refused by Raft before it was): see `ProposeError`.
     #[error(transparent)]
     Propose(#[from] ProposeError),
@@ -128,22 +134,35 @@ impl Write {
     pub fn key(&self) -> Option<ObjectKey> {
         self.0.key()
     }
+
+    /// Whether the write can grow the store (a new object, or a bigger one).
+    fn grows(&self) -> bool {
+        matches!(self.0, Command::Create { .. } | Command::Update { .. } | Command::RecordEvent { .. })
+    }
 }
 
 /// The object API of this node: writes through Raft, reads from the node's applied store.
 #[derive(Clone)]
 pub struct Objects {
     cluster: ClusterHandle,
+    /// Bytes of objects past which the store takes only writes that do not grow it.
+    quota: u64,
 }
 
 impl Objects {
     pub fn new(cluster: ClusterHandle) -> Self {
-        Objects { cluster }
+        Objects { cluster, quota: wasmkube_raft::limits::DEFAULT_QUOTA_BYTES as u64 }
+    }
+
+    /// With a store quota of `bytes` (at most `wasmkube_raft::limits::MAX_QUOTA_BYTES`).
+    pub fn with_quota(self, bytes: u64) -> Self {
+        Objects { quota: bytes.min(wasmkube_raft::limits::MAX_QUOTA_BYTES as u64), ..self }
     }
 
     /// Proposes `write`; the stored object (or the Raft outcome) once it has committed.
     #[allow(clippy::disallowed_methods)] // this is the one place writes are proposed
     pub async fn write(&self, write: Write) -> Result<Value, WriteError> {
+        self.within_quota(&write)?;
         Ok(self.cluster.propose(write.0).await?)
     }
 
@@ -151,8 +170,36 @@ impl Objects {
     /// order (for a write that went in a batch, its new `metadata.resourceVersion` only).
     #[allow(clippy::disallowed_methods)] // this is the one place writes are proposed
     pub async fn write_many(&self, writes: Vec<Write>) -> Vec<Result<Value, WriteError>> {
-        let commands = writes.into_iter().map(|w| w.0).collect();
-        self.cluster.propose_many(commands).await.into_iter().map(|r| r.map_err(WriteError::from)).collect()
+        let mut outcomes: Vec<Option<Result<Value, WriteError>>> = Vec::with_capacity(writes.len());
+        let mut commands = Vec::with_capacity(writes.len());
+        for write in writes {
+            match self.within_quota(&write) {
+                Ok(()) => {
+                    outcomes.push(None);
+                    commands.push(write.0);
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let mut proposed = self.cluster.propose_many(commands).await.into_iter();
+        outcomes
+            .into_iter()
+            .map(|refused| match refused {
+                Some(refused) => refused,
+                None => proposed.next().unwrap_or(Err(ProposeError::Stopped)).map_err(WriteError::from),
+            })
+            .collect()
+    }
+
+    /// Refuses a write that would grow a store already at its quota (as etcd refuses writes
+    /// past `--quota-backend-bytes`, but still takes deletes): a store may not outgrow what a
+    /// snapshot can carry to a new member.
+    fn within_quota(&self, write: &Write) -> Result<(), WriteError> {
+        let size = self.store().size();
+        match write.grows() && size >= self.quota {
+            true => Err(WriteError::QuotaExceeded { size, quota: self.quota }),
+            false => Ok(()),
+        }
     }
 
     /// This node's applied store, for reads.

@@ -193,10 +193,16 @@ async fn reconcile(
     }
     // A create that failed is no longer counted (its owner is the next pass's work); one whose
     // outcome is unknown stays counted until it shows up or `ASSUME_FOR` passes.
-    let (mut more, mut failure) = (Dirty::default(), None);
+    let (mut more, mut failure, mut over_quota) = (Dirty::default(), None, None);
     for (result, created) in results.into_iter().zip(creates) {
         match result {
             Ok(_) => {}
+            Err(e @ WriteError::QuotaExceeded { .. }) => {
+                if let Some(key) = created {
+                    more.merge(view.forget(&key));
+                }
+                over_quota = Some(e);
+            }
             Err(WriteError::Propose(ProposeError::Timeout(t))) => {
                 failure = Some(format!("a write's outcome is unknown after {t:?}"));
             }
@@ -211,6 +217,10 @@ async fn reconcile(
                 }
             }
         }
+    }
+    if let Some(e) = over_quota {
+        // Not retried at once: the store takes such writes again once objects are deleted.
+        tracing::warn!("some of the pass's writes were refused: {e}");
     }
     match failure {
         // The pass is retried whole, with the owners of the creates that failed.

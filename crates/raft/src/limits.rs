@@ -23,7 +23,16 @@ pub const MAX_PEER_BODY_BYTES: usize = MAX_BATCH_BYTES + MAX_ENTRY_BYTES + MESSA
 /// Largest snapshot a peer accepts (sent alone, on its own endpoint).
 pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 
+/// Largest store quota (`wasmlet --quota-bytes`): a snapshot of a store at its quota (plus
+/// one object past it, and the snapshot's own framing) must fit what a peer accepts, or a
+/// new member could never catch up.
+pub const MAX_QUOTA_BYTES: usize = MAX_SNAPSHOT_BYTES / 2;
+/// The quota when none is given (etcd's default backend quota is 2 GiB of a B-tree file).
+pub const DEFAULT_QUOTA_BYTES: usize = 512 << 20;
+
 const _: () = assert!(MAX_OBJECT_BYTES + (64 << 10) <= MAX_ENTRY_BYTES);
 const _: () = assert!(MAX_ENTRY_BYTES + MESSAGE_OVERHEAD <= MAX_PEER_BODY_BYTES);
 const _: () = assert!(MAX_BATCH_BYTES + MESSAGE_OVERHEAD <= MAX_PEER_BODY_BYTES);
 const _: () = assert!(MAX_PEER_BODY_BYTES <= MAX_SNAPSHOT_BYTES);
+const _: () = assert!(DEFAULT_QUOTA_BYTES <= MAX_QUOTA_BYTES);
+const _: () = assert!(MAX_QUOTA_BYTES + MAX_OBJECT_BYTES < MAX_SNAPSHOT_BYTES);

@@ -43,6 +43,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const MESSAGES_TIMEOUT: Duration = Duration::from_secs(5);
 /// A snapshot of a large store takes a while to send on a slow link.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// After a snapshot to a peer failed, the next one waits this long, doubling with each
+/// failure up to `SNAPSHOT_BACKOFF_MAX`: a peer that cannot take a snapshot (down, or too
+/// slow for it) is not sent a store's worth of bytes again on every heartbeat.
+const SNAPSHOT_BACKOFF_START: Duration = Duration::from_secs(1);
+const SNAPSHOT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The one HTTP client a node uses for its peer traffic (raft messages, snapshots, module
 /// copies, relayed requests): one connection pool per peer, not one per part. Timeouts are
@@ -69,6 +74,9 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// The driver's delivery reports (set once the driver starts).
     reports: std::sync::OnceLock<std::sync::Mutex<Reports>>,
+    /// Per peer whose last snapshot failed: not before when to send the next, and the wait
+    /// that set it.
+    snapshot_backoff: std::sync::Mutex<HashMap<u64, (std::time::Instant, Duration)>>,
 }
 
 struct Link {
@@ -85,7 +93,10 @@ impl PeerTransport {
         let links = RwLock::new(HashMap::new());
         let faults = Arc::new(Faults::default());
         let reports = std::sync::OnceLock::new();
-        Ok(PeerTransport { inner: Arc::new(Inner { from, faults, token, http, links, runtime, reports }) })
+        let snapshot_backoff = std::sync::Mutex::default();
+        Ok(PeerTransport {
+            inner: Arc::new(Inner { from, faults, token, http, links, runtime, reports, snapshot_backoff }),
+        })
     }
 
     /// Sends to peer `id` at `url` (e.g. `http://10.0.0.2:7700`) from now on.
@@ -113,6 +124,28 @@ impl PeerTransport {
 }
 
 impl Inner {
+    /// How long the next snapshot to `to` must wait (zero unless the last one failed lately).
+    fn snapshot_wait(&self, to: u64) -> Duration {
+        let backoff = self.snapshot_backoff.lock().unwrap_or_else(|p| p.into_inner());
+        backoff
+            .get(&to)
+            .map_or(Duration::ZERO, |(at, _)| at.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// Records how a snapshot to `to` went; after a failure, the wait before the next one.
+    fn snapshot_sent(&self, to: u64, delivered: bool) -> Option<Duration> {
+        let mut backoff = self.snapshot_backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if delivered {
+            backoff.remove(&to);
+            return None;
+        }
+        let next = backoff
+            .get(&to)
+            .map_or(SNAPSHOT_BACKOFF_START, |(_, last)| (*last * 2).min(SNAPSHOT_BACKOFF_MAX));
+        backoff.insert(to, (std::time::Instant::now() + next, next));
+        Some(next)
+    }
+
     fn report(&self, report: Report) {
         if let Some(reports) = self.reports.get() {
             let _ = reports.lock().unwrap_or_else(|p| p.into_inner()).send(report);
@@ -200,19 +233,32 @@ impl Sender {
         }
     }
 
-    /// Sends one snapshot on its own, and tells raft-rs how it went.
+    /// Sends one snapshot on its own (after the back-off a failed one left), and tells
+    /// raft-rs how it went.
     async fn send_snapshot(self, snapshot: Message) {
+        let wait = self.inner.snapshot_wait(self.to);
+        if !wait.is_zero() {
+            tracing::debug!(peer = self.to, ?wait, "the last snapshot failed; waiting before the next");
+            tokio::time::sleep(wait).await;
+        }
         let endpoint = format!("{}{PEER_SNAPSHOTS_PATH}", self.url);
         let bytes = wire::encode(std::slice::from_ref(&snapshot));
         let size = bytes.len();
-        let sent = if self.inner.faults.lose_snapshot() {
+        let sent = if size > MAX_SNAPSHOT_BYTES {
+            // The peer would refuse it (and the wire's u32 lengths end at 4 GiB): say so
+            // rather than send it. The store quota keeps a store below this.
+            Err(format!("the snapshot is {size} bytes, more than a peer accepts ({MAX_SNAPSHOT_BYTES})"))
+        } else if self.inner.faults.lose_snapshot() {
             Err("lost in flight (injected fault)".to_string())
         } else {
             self.post(&endpoint, bytes, SNAPSHOT_TIMEOUT).await
         };
-        match &sent {
-            Ok(()) => tracing::info!(peer = self.to, size, "sent a snapshot"),
-            Err(e) => tracing::warn!(peer = self.to, size, "snapshot not delivered: {e}"),
+        let retry_in = self.inner.snapshot_sent(self.to, sent.is_ok());
+        match (&sent, retry_in) {
+            (Err(e), Some(wait)) => {
+                tracing::warn!(peer = self.to, size, "snapshot not delivered: {e}; the next waits {wait:?}")
+            }
+            _ => tracing::info!(peer = self.to, size, "sent a snapshot"),
         }
         self.inner.report(Report::Snapshot { to: self.to, delivered: sent.is_ok() });
     }
@@ -396,5 +442,20 @@ mod tests {
         assert_eq!(count, 1, "a message at the entry limit goes alone");
         assert!(body.len() > MAX_BATCH_BYTES && body.len() <= MAX_PEER_BODY_BYTES, "and the peer accepts it");
         assert_eq!(wire::decode(&body, MAX_PEER_BODY_BYTES).expect("decodes").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn failed_snapshots_back_off_doubling_to_a_limit_and_a_delivered_one_resets() {
+        let transport = PeerTransport::new(1, "t".into(), reqwest::Client::new()).expect("transport");
+        let inner = &transport.inner;
+        assert_eq!(inner.snapshot_wait(2), Duration::ZERO, "nothing failed yet");
+        let waits: Vec<Duration> = (0..9).filter_map(|_| inner.snapshot_sent(2, false)).collect();
+        let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        let wait = inner.snapshot_wait(2);
+        assert!(wait > Duration::from_secs(59) && wait <= SNAPSHOT_BACKOFF_MAX, "{wait:?}");
+        assert_eq!(inner.snapshot_wait(3), Duration::ZERO, "other peers are not held back");
+        assert_eq!(inner.snapshot_sent(2, true), None);
+        assert_eq!(inner.snapshot_wait(2), Duration::ZERO, "a delivered snapshot resets the wait");
     }
 }

@@ -30,18 +30,27 @@ pub struct ObjectStore {
     hub: Mutex<WatchHub>,
     revision: AtomicU64,
     applied_index: AtomicU64,
+    /// Bytes of every stored object's encoding, kept as objects change (the quota's measure).
+    bytes: AtomicU64,
 }
 
 impl ObjectStore {
     pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
         let revision = read_u64(&db, META_REVISION)?;
         let applied_index = read_u64(&db, META_APPLIED)?;
+        let bytes = AtomicU64::new(stored_bytes(&db)?);
         Ok(ObjectStore {
             db,
             hub: Mutex::new(WatchHub::new(revision)),
             revision: AtomicU64::new(revision),
             applied_index: AtomicU64::new(applied_index),
+            bytes,
         })
+    }
+
+    /// How many bytes the stored objects take (their encodings, summed).
+    pub fn size(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
     }
 
     /// The global revision: the resourceVersion of the newest change.
@@ -55,8 +64,13 @@ impl ObjectStore {
     }
 
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        Ok(self.get_sized(key)?.map(|(value, _)| value))
+    }
+
+    /// The object at `key` and the size of its encoding.
+    fn get_sized(&self, key: &ObjectKey) -> Result<Option<(Value, usize)>, StoreError> {
         match self.db.get_cf(cf(&self.db, CF_OBJECTS), key.encode())? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            Some(bytes) => Ok(Some((decode(&bytes)?, bytes.len()))),
             None => Ok(None),
         }
     }
@@ -153,6 +167,10 @@ impl ObjectStore {
     /// watchers are told to list again.
     pub(crate) fn restored(&self, applied: u64, revision: u64) {
         let mut hub = self.lock_hub();
+        match stored_bytes(&self.db) {
+            Ok(bytes) => self.bytes.store(bytes, Ordering::Release),
+            Err(e) => tracing::error!("cannot measure the restored store: {e}"),
+        }
         self.revision.store(revision, Ordering::Release);
         self.applied_index.store(applied, Ordering::Release);
         hub.reset(revision, ObjectKey::new("", None, ""));
@@ -193,13 +211,23 @@ impl ObjectStore {
                 return Ok(Err(e));
             }
         };
+        let (outcome, old_len) = outcome;
         let mut batch = WriteBatch::default();
         let objects = cf(&self.db, CF_OBJECTS);
-        match outcome.type_ {
-            EventType::Deleted => batch.delete_cf(objects, outcome.key.encode()),
-            _ => batch.put_cf(objects, outcome.key.encode(), encode(&outcome.object)?),
-        }
+        let new_len = match outcome.type_ {
+            EventType::Deleted => {
+                batch.delete_cf(objects, outcome.key.encode());
+                0
+            }
+            _ => {
+                let bytes = encode(&outcome.object)?;
+                let len = bytes.len();
+                batch.put_cf(objects, outcome.key.encode(), bytes);
+                len
+            }
+        };
         self.commit(batch, revision, index)?;
+        self.resize(old_len, new_len);
         let result = outcome.object.clone();
         hub.publish(outcome);
         Ok(Ok(result))
@@ -217,7 +245,8 @@ impl ObjectStore {
         for key in commands.iter().filter_map(Command::key) {
             *seen.entry(key).or_insert(0u32) += 1;
         }
-        let mut overlay: HashMap<ObjectKey, Option<Value>> = HashMap::new();
+        let mut overlay: HashMap<ObjectKey, Option<(Value, usize)>> = HashMap::new();
+        let (mut freed, mut taken) = (0usize, 0usize);
         let mut batch = WriteBatch::default();
         let objects = cf(&self.db, CF_OBJECTS);
         let (mut events, mut answers) = (Vec::new(), Vec::with_capacity(commands.len()));
@@ -227,8 +256,9 @@ impl ObjectStore {
                 single => self.plan(single, revision + 1, &overlay)?,
             };
             match planned {
-                Ok(outcome) => {
+                Ok((outcome, old_len)) => {
                     revision += 1;
+                    freed += old_len;
                     let shared = seen.get(&outcome.key).is_some_and(|n| *n > 1);
                     match outcome.type_ {
                         EventType::Deleted => {
@@ -238,10 +268,13 @@ impl ObjectStore {
                             }
                         }
                         _ => {
-                            batch.put_cf(objects, outcome.key.encode(), encode(&outcome.object)?);
+                            let bytes = encode(&outcome.object)?;
+                            taken += bytes.len();
                             if shared {
-                                overlay.insert(outcome.key.clone(), Some(outcome.object.clone()));
+                                overlay
+                                    .insert(outcome.key.clone(), Some((outcome.object.clone(), bytes.len())));
                             }
+                            batch.put_cf(objects, outcome.key.encode(), bytes);
                         }
                     }
                     // Every node applies the batch and only the proposer reads the answer:
@@ -254,6 +287,7 @@ impl ObjectStore {
             }
         }
         self.commit(batch, revision, index)?;
+        self.resize(freed, taken);
         for event in events {
             hub.publish(event);
         }
@@ -278,12 +312,12 @@ impl ObjectStore {
         &self,
         command: Command,
         revision: u64,
-        overlay: &HashMap<ObjectKey, Option<Value>>,
-    ) -> Result<Result<StoreEvent, ApplyError>, StoreError> {
-        let get = |key: &ObjectKey| -> Result<Option<Value>, StoreError> {
+        overlay: &HashMap<ObjectKey, Option<(Value, usize)>>,
+    ) -> Result<Result<(StoreEvent, usize), ApplyError>, StoreError> {
+        let get = |key: &ObjectKey| -> Result<Option<(Value, usize)>, StoreError> {
             match overlay.get(key) {
                 Some(value) => Ok(value.clone()),
-                None => self.get(key),
+                None => self.get_sized(key),
             }
         };
         let invalid = |m: &str| Ok(Err(ApplyError::Invalid(m.to_string())));
@@ -299,6 +333,10 @@ impl ObjectStore {
             }
             Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => (key.clone(), get(key)?),
             Command::Batch { .. } => return invalid("a batch cannot hold a batch"),
+        };
+        let (current, old_len) = match current {
+            Some((value, len)) => (Some(value), len),
+            None => (None, 0),
         };
         let precondition = match &command {
             Command::Update { precondition, .. }
@@ -328,7 +366,15 @@ impl ObjectStore {
             (Command::Batch { .. }, Some(_)) => return invalid("a batch cannot hold a batch"),
         };
         object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
-        Ok(Ok(StoreEvent { revision, type_, key, object }))
+        Ok(Ok((StoreEvent { revision, type_, key, object }, old_len)))
+    }
+
+    /// Accounts for objects of `freed` bytes replaced or removed by ones of `taken` bytes.
+    fn resize(&self, freed: usize, taken: usize) {
+        let (freed, taken) = (freed as u64, taken as u64);
+        let _ = self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            Some(b.saturating_add(taken).saturating_sub(freed))
+        });
     }
 
     fn lock_hub(&self) -> MutexGuard<'_, WatchHub> {
@@ -336,6 +382,16 @@ impl ObjectStore {
         // than losing the node; recover the guard rather than cascading the panic.
         self.hub.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Bytes of every stored object's encoding (a pass over the objects, on open and restore).
+fn stored_bytes(db: &DB) -> Result<u64, StoreError> {
+    let mut total = 0u64;
+    for item in db.iterator_cf(cf(db, CF_OBJECTS), IteratorMode::Start) {
+        let (_, v) = item?;
+        total = total.saturating_add(v.len() as u64);
+    }
+    Ok(total)
 }
 
 /// The whole state machine, read from one RocksDB snapshot: `(applied index, state)` where
@@ -528,6 +584,44 @@ mod tests {
         assert_eq!(third["message"], "still none");
         assert_eq!(third["metadata"]["uid"], "t1", "the first occurrence's identity is kept");
         assert_eq!(store.list("Event", None).expect("list").0.len(), 1);
+    }
+
+    #[test]
+    fn the_store_knows_its_size_through_every_kind_of_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let measured = |store: &ObjectStore| stored_bytes(&store.db).expect("measure");
+        assert_eq!(store.size(), 0);
+        store.apply(1, Command::Create { object: pod("a", "x") }).expect("io").expect("created");
+        let one = store.size();
+        assert!(one > 100 && one == measured(&store), "{one}");
+        let big = Command::Update { object: pod("a", &"y".repeat(5000)), precondition: None };
+        store.apply(2, big).expect("io").expect("updated");
+        assert!(store.size() > one + 4000 && store.size() == measured(&store));
+        let batch = vec![
+            Command::Create { object: pod("b", "x") },
+            Command::UpdateStatus {
+                key: ObjectKey::new("Pod", Some("default"), "b"),
+                status: json!({"phase": "Running"}),
+                precondition: None,
+            },
+            Command::Create { object: pod("c", "x") },
+            Command::Delete { key: ObjectKey::new("Pod", Some("default"), "c"), precondition: None },
+            Command::Delete { key: ObjectKey::new("Pod", Some("default"), "a"), precondition: None },
+            Command::Create { object: pod("b", "refused: exists") },
+        ];
+        store.apply(3, Command::Batch { commands: batch }).expect("io").expect("a batch answers");
+        assert_eq!(store.size(), measured(&store), "b alone, with its status");
+        assert!(store.size() > one && store.size() < one + 200);
+        // A snapshot from elsewhere is measured afresh.
+        let state = json!({"appliedIndex": 10, "revision": 10, "objects": []});
+        store.restore(&state).expect("restore");
+        assert_eq!(store.size(), 0);
+        // And a store opened again measures what it holds.
+        store.apply(11, Command::Create { object: pod("d", "x") }).expect("io").expect("created");
+        let size = store.size();
+        drop(store);
+        assert_eq!(open(dir.path()).size(), size);
     }
 
     #[test]

@@ -58,6 +58,22 @@ pub struct Flags {
     /// a follower behind the compaction point catches up from a snapshot.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_count: u64,
+    /// Bytes of objects the cluster's store may hold, as a quantity (e.g. 256Mi; at most
+    /// 512Mi, so a snapshot of the store can reach a new member); past it only writes that
+    /// do not grow the store (status reports, deletes) are taken, as etcd's
+    /// --quota-backend-bytes. Set it alike on every node.
+    #[arg(long, default_value = "512Mi", value_parser = parse_quota)]
+    pub quota_bytes: u64,
+}
+
+fn parse_quota(q: &str) -> Result<u64, String> {
+    let bytes = parse_quantity(q)?;
+    let max = wasmkube_raft::limits::MAX_QUOTA_BYTES as u64;
+    match bytes {
+        0 => Err("the quota must be more than 0".into()),
+        b if b > max => Err(format!("{q} is more than the largest quota, {}Mi", max >> 20)),
+        b => Ok(b),
+    }
 }
 
 fn parse_quantity(q: &str) -> Result<u64, String> {

@@ -105,7 +105,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         peer_http.clone(),
     ));
     // Every write on this node goes through here (validated and admitted).
-    let objects = Objects::new(cluster.clone());
+    let objects = Objects::new(cluster.clone()).with_quota(flags.quota_bytes);
     // And the agent, the controllers and the proxy read one shared cache of the replica.
     let cache = SharedCache::new(store.clone())?;
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::unbounded_channel();

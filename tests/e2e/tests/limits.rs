@@ -129,3 +129,78 @@ async fn a_late_joiner_catches_up_from_a_large_store_even_when_its_snapshot_is_l
     a.client().get_path("/api/v1/namespaces/default/services/from-b").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_whose_snapshots_keep_failing_is_sent_them_less_often_and_catches_up_after()
+-> anyhow::Result<()> {
+    let a = Wasmlet::start_fixed("a", &["--snapshot-count", "20"])?;
+    for i in 0..100 {
+        a.client().post_path("/api/v1/namespaces/default/services", &service(&format!("s-{i}"))).await?;
+    }
+    let first = members(&a).await.and_then(|m| m["self"]["logFirstIndex"].as_u64()).unwrap_or(0);
+    assert!(first > 20, "a compacted its log (first index {first}): a joiner needs a snapshot");
+    // Every snapshot a sends is lost for a while.
+    set_faults(&a, json!({"loseSnapshots": 1000})).await?;
+    let token = a.wasmctl_ok(&["cluster", "join-token"]).trim().to_string();
+    let b = Wasmlet::start_fixed("b", &["--join", a.api.as_str(), "--join-token", token.as_str()])?;
+    eventually(Duration::from_secs(20), "a to back off after failed snapshots", || async {
+        let log = std::fs::read_to_string(a.data_dir.join("wasmlet.log")).ok()?;
+        log.contains("the next waits 2s").then_some(())
+    })
+    .await?;
+    set_faults(&a, json!({})).await?;
+    eventually(Duration::from_secs(30), "b to catch up once snapshots get through", || async {
+        let list = b.client().get_path("/api/v1/namespaces/default/services?resourceVersion=0").await.ok()?;
+        (list["items"].as_array()?.len() >= 100).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_at_its_quota_takes_deletes_and_status_but_no_growth_until_room_is_made() -> anyhow::Result<()>
+{
+    let err = Wasmlet::start_failure("q", &["--quota-bytes", "2Gi"])?;
+    assert!(err.contains("more than the largest quota"), "{err}");
+
+    let a = Wasmlet::start(&["--quota-bytes", "64Ki"])?;
+    let services = "/api/v1/namespaces/default/services";
+    let mut created = 0;
+    let refusal = loop {
+        let r = reqwest::Client::new()
+            .post(format!("{}{services}", a.api))
+            .bearer_auth(&a.token)
+            .json(&service(&format!("s-{created}")))
+            .send()
+            .await?;
+        if r.status() != 201 {
+            break (r.status().as_u16(), r.json::<Value>().await?);
+        }
+        created += 1;
+        anyhow::ensure!(created < 2000, "64 KiB of services never filled the quota");
+    };
+    assert_eq!(refusal.0, 507, "{}", refusal.1);
+    assert_eq!(refusal.1["reason"], "InsufficientStorage");
+    assert!(
+        refusal.1["message"].as_str().unwrap_or("").contains("delete objects to make room"),
+        "{}",
+        refusal.1
+    );
+    assert!(created > 50, "{created} services fit in 64 KiB");
+
+    // The node still reports in (status writes do not grow the store) ...
+    let before =
+        a.client().get_path("/api/v1/nodes").await?["items"][0]["metadata"]["resourceVersion"].clone();
+    eventually(Duration::from_secs(10), "a heartbeat recorded past the quota", || async {
+        let now = a.client().get_path("/api/v1/nodes").await.ok()?["items"][0]["metadata"]["resourceVersion"]
+            .clone();
+        (now != before).then_some(())
+    })
+    .await?;
+    // ... deletes are taken, and make room.
+    for i in 0..10 {
+        a.client().delete_path(&format!("{services}/s-{i}")).await?;
+    }
+    a.client().post_path(services, &service("after-room")).await?;
+    Ok(())
+}

@@ -85,6 +85,9 @@ impl From<crate::WriteError> for ApiError {
     fn from(e: crate::WriteError) -> Self {
         match e {
             crate::WriteError::Invalid { .. } => Self::invalid(e.to_string()),
+            crate::WriteError::QuotaExceeded { .. } => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", e.to_string())
+            }
             crate::WriteError::Propose(e) => e.into(),
         }
     }
