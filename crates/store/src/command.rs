@@ -51,11 +51,13 @@ pub fn batch_outcomes(answer: Value, commands: usize) -> Vec<Result<Value, Apply
     items.resize(commands, Value::Null);
     items
         .into_iter()
-        .map(|mut item| match item.get_mut("error").map(Value::take) {
-            Some(error) => Err(serde_json::from_value(error)
-                .unwrap_or_else(|e| ApplyError::Invalid(format!("unreadable outcome: {e}")))),
-            None => match item.get_mut("object").map(Value::take) {
-                Some(object) => Ok(object),
+        .map(|mut item| match item {
+            // Applied: the new resourceVersion (every node applies a batch; only the proposer
+            // builds the answer's object).
+            Value::String(rv) => Ok(serde_json::json!({"metadata": {"resourceVersion": rv}})),
+            _ => match item.get_mut("error").map(Value::take) {
+                Some(error) => Err(serde_json::from_value(error)
+                    .unwrap_or_else(|e| ApplyError::Invalid(format!("unreadable outcome: {e}")))),
                 None => Err(ApplyError::Invalid("no outcome for this command".into())),
             },
         })

@@ -29,7 +29,14 @@ impl ObjectKey {
 
     /// RocksDB key: `kind/namespace/name`. Names never contain '/', so prefixes are exact.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        format!("{}/{}/{}", self.kind, self.namespace, self.name).into_bytes()
+        let mut key = Vec::with_capacity(self.kind.len() + self.namespace.len() + self.name.len() + 2);
+        for (i, part) in [&self.kind, &self.namespace, &self.name].into_iter().enumerate() {
+            if i > 0 {
+                key.push(b'/');
+            }
+            key.extend_from_slice(part.as_bytes());
+        }
+        key
     }
 
     /// Prefix selecting every object of `kind`, or of `kind` in `namespace`.

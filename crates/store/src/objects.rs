@@ -240,16 +240,19 @@ impl ObjectStore {
     fn apply_batch(&self, index: u64, commands: Vec<Command>) -> Result<Value, StoreError> {
         let mut hub = self.lock_hub();
         let mut revision = self.revision();
-        // Only keys that more than one command touches need what an earlier one wrote.
-        let mut seen = HashMap::new();
-        for key in commands.iter().filter_map(Command::key) {
-            *seen.entry(key).or_insert(0u32) += 1;
+        // Only keys that more than one command touches need what an earlier one wrote. (Told
+        // apart by a hash of the key's parts, read in place: a collision only keeps a copy
+        // that was not needed.)
+        let mut seen: HashMap<u64, u32> = HashMap::with_capacity(commands.len());
+        for command in &commands {
+            *seen.entry(key_hash(command)).or_insert(0) += 1;
         }
         let mut overlay: HashMap<ObjectKey, Option<(Value, usize)>> = HashMap::new();
         let (mut freed, mut taken) = (0usize, 0usize);
         let mut batch = WriteBatch::default();
         let objects = cf(&self.db, CF_OBJECTS);
-        let (mut events, mut answers) = (Vec::new(), Vec::with_capacity(commands.len()));
+        let (mut events, mut answers) =
+            (Vec::with_capacity(commands.len()), Vec::with_capacity(commands.len()));
         for command in commands {
             let planned = match command {
                 Command::Batch { .. } => Err(ApplyError::Invalid("a batch cannot hold a batch".into())),
@@ -259,7 +262,9 @@ impl ObjectStore {
                 Ok((outcome, old_len)) => {
                     revision += 1;
                     freed += old_len;
-                    let shared = seen.get(&outcome.key).is_some_and(|n| *n > 1);
+                    let shared = seen
+                        .get(&hash_of(&outcome.key.kind, &outcome.key.namespace, &outcome.key.name))
+                        .is_some_and(|n| *n > 1);
                     match outcome.type_ {
                         EventType::Deleted => {
                             batch.delete_cf(objects, outcome.key.encode());
@@ -279,8 +284,7 @@ impl ObjectStore {
                     }
                     // Every node applies the batch and only the proposer reads the answer:
                     // the new resourceVersion, not a copy of the object.
-                    let rv = outcome.object["metadata"]["resourceVersion"].clone();
-                    answers.push(serde_json::json!({"object": {"metadata": {"resourceVersion": rv}}}));
+                    answers.push(Value::String(revision.to_string()));
                     events.push(outcome);
                 }
                 Err(e) => answers.push(serde_json::json!({"error": e})),
@@ -384,6 +388,31 @@ impl ObjectStore {
     }
 }
 
+/// A hash of the key `command` writes, read from the command in place.
+fn key_hash(command: &Command) -> u64 {
+    match command {
+        Command::Create { object } | Command::Update { object, .. } | Command::RecordEvent { object } => {
+            let meta = &object["metadata"];
+            hash_of(
+                object["kind"].as_str().unwrap_or(""),
+                meta["namespace"].as_str().unwrap_or(""),
+                meta["name"].as_str().unwrap_or(""),
+            )
+        }
+        Command::UpdateStatus { key, .. } | Command::Delete { key, .. } => {
+            hash_of(&key.kind, &key.namespace, &key.name)
+        }
+        Command::Batch { .. } => 0,
+    }
+}
+
+fn hash_of(kind: &str, namespace: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (kind, namespace, name).hash(&mut h);
+    h.finish()
+}
+
 /// Bytes of every stored object's encoding (a pass over the objects, on open and restore).
 fn stored_bytes(db: &DB) -> Result<u64, StoreError> {
     let mut total = 0u64;
@@ -482,7 +511,10 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
 }
 
 fn encode(value: &Value) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::corrupt("object", e))
+    // Sized for a typical object up front: growing the buffer copies it each time.
+    let mut bytes = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut bytes, value).map_err(|e| StoreError::corrupt("object", e))?;
+    Ok(bytes)
 }
 
 fn decode(bytes: &[u8]) -> Result<Value, StoreError> {
