@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::Deserialize as _;
 use serde_json::Value;
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::broadcast::{self, error::TryRecvError};
 use wasmkube_api::{Deployment, Node, Pod, Resource, Service};
 use wasmkube_store::{EventType, ObjectStore, StoreError, StoreEvent};
 
@@ -145,7 +145,7 @@ impl SharedCache {
     /// `Subscription::list`.
     pub fn subscribe(&self, kinds: &[Kind]) -> Subscription {
         // The doorbell first: a change after it rings it, and is in the queue or the list.
-        let doorbell = self.store.subscribe_all();
+        let doorbell = self.store.published();
         let queue = Arc::new(Mutex::new(Queue::default()));
         let mut hub = self.lock();
         hub.pump(&self.store);
@@ -264,8 +264,8 @@ impl Hub {
 pub struct Subscription {
     cache: SharedCache,
     queue: Arc<Mutex<Queue>>,
-    /// Rings on every change the store publishes (its messages are not read, only noticed).
-    doorbell: broadcast::Receiver<Arc<StoreEvent>>,
+    /// Rings once per applied entry whose changes the store published.
+    doorbell: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Subscription {
@@ -283,15 +283,8 @@ impl Subscription {
             if !updates.is_empty() {
                 return Some(updates);
             }
-            match self.doorbell.recv().await {
-                Ok(_) | Err(RecvError::Lagged(_)) => {
-                    // One wake-up for everything that rang meanwhile.
-                    while !matches!(self.doorbell.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed))
-                    {
-                    }
-                }
-                Err(RecvError::Closed) => return None,
-            }
+            // One wake-up for everything published meanwhile; none once the store is gone.
+            self.doorbell.changed().await.ok()?;
         }
     }
 

@@ -32,6 +32,9 @@ pub struct ObjectStore {
     applied_index: AtomicU64,
     /// Bytes of every stored object's encoding, kept as objects change (the quota's measure).
     bytes: AtomicU64,
+    /// Rings once per applied entry whose changes were published (a wake-up for caches that
+    /// read the change stream themselves, without a message per change).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl ObjectStore {
@@ -45,6 +48,7 @@ impl ObjectStore {
             revision: AtomicU64::new(revision),
             applied_index: AtomicU64::new(applied_index),
             bytes,
+            published: tokio::sync::watch::Sender::new(revision),
         })
     }
 
@@ -130,6 +134,12 @@ impl ObjectStore {
         }
     }
 
+    /// Changes when an applied entry's changes have been published on `subscribe_all`'s
+    /// stream (once per entry, however many changes it held).
+    pub fn published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
     /// A receiver of every change to every kind: a wake-up signal for controllers and caches.
     pub fn subscribe_all(&self) -> tokio::sync::broadcast::Receiver<Arc<StoreEvent>> {
         self.lock_hub().subscribe_all()
@@ -174,6 +184,7 @@ impl ObjectStore {
         self.revision.store(revision, Ordering::Release);
         self.applied_index.store(applied, Ordering::Release);
         hub.reset(revision, ObjectKey::new("", None, ""));
+        self.published.send_replace(revision);
     }
 
     /// Replaces everything with a snapshot's `state`, on its own (tests; the raft driver
@@ -230,6 +241,7 @@ impl ObjectStore {
         self.resize(old_len, new_len);
         let result = outcome.object.clone();
         hub.publish(outcome);
+        self.published.send_replace(revision);
         Ok(Ok(result))
     }
 
@@ -295,6 +307,7 @@ impl ObjectStore {
         for event in events {
             hub.publish(event);
         }
+        self.published.send_replace(revision);
         Ok(Value::Array(answers))
     }
 
