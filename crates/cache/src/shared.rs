@@ -121,6 +121,9 @@ impl Queue {
 struct Hub {
     /// The one subscription to the store that feeds the cache.
     rx: broadcast::Receiver<Arc<StoreEvent>>,
+    /// A list failed after the stream's queued changes were dropped: the next pump lists
+    /// again before anything else.
+    must_relist: bool,
     objects: HashMap<Kind, HashMap<String, Object>>,
     subscribers: Vec<(Vec<Kind>, Weak<Mutex<Queue>>)>,
 }
@@ -136,7 +139,7 @@ impl SharedCache {
     /// Lists every cached kind and starts following the store.
     pub fn new(store: Arc<ObjectStore>) -> Result<SharedCache, StoreError> {
         let rx = store.subscribe_all();
-        let mut hub = Hub { rx, objects: HashMap::new(), subscribers: Vec::new() };
+        let mut hub = Hub { rx, must_relist: false, objects: HashMap::new(), subscribers: Vec::new() };
         hub.relist(&store)?;
         Ok(SharedCache { store, hub: Arc::new(Mutex::new(hub)) })
     }
@@ -182,6 +185,9 @@ impl SharedCache {
 
 impl Hub {
     fn pump(&mut self, store: &ObjectStore) {
+        if self.must_relist {
+            self.relist_or_keep(store);
+        }
         loop {
             match self.rx.try_recv() {
                 Ok(event) if event.type_ == EventType::Restored => self.relist_or_keep(store),
@@ -227,8 +233,14 @@ impl Hub {
     }
 
     fn relist_or_keep(&mut self, store: &ObjectStore) {
-        if let Err(e) = self.relist(store) {
-            tracing::error!("the shared cache could not list again, keeping what it had: {e}");
+        match self.relist(store) {
+            Ok(()) => self.must_relist = false,
+            Err(e) => {
+                // The changes it dropped are lost to the cache until a list succeeds: the
+                // next pump tries again.
+                tracing::error!("the shared cache could not list again, keeping what it had: {e}");
+                self.must_relist = true;
+            }
         }
     }
 
@@ -236,8 +248,12 @@ impl Hub {
     fn relist(&mut self, store: &ObjectStore) -> Result<(), StoreError> {
         // Drop what is queued: the list covers it.
         while !matches!(self.rx.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+        // Every kind is listed before any is replaced: a failed list leaves none half-new.
+        let mut listed = Vec::with_capacity(KINDS.len());
         for kind in KINDS {
-            let (items, _) = store.list(kind.name(), None)?;
+            listed.push((kind, store.list(kind.name(), None)?.0));
+        }
+        for (kind, items) in listed {
             let held: HashMap<String, Object> = items
                 .iter()
                 .filter_map(|v| {

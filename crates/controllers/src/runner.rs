@@ -174,8 +174,9 @@ async fn reconcile(
                     pod.metadata.namespace.as_deref().unwrap_or_default(),
                     pod.metadata.name
                 );
+                let owner = pod.owner_uid().map(str::to_string);
                 view.assume(*pod, until);
-                (w, Some(key))
+                (w, Some((key, owner)))
             }),
             other => write_of(other).map(|w| (w, None)),
         };
@@ -198,8 +199,10 @@ async fn reconcile(
         match result {
             Ok(_) => {}
             Err(e @ WriteError::QuotaExceeded { .. }) => {
-                if let Some(key) = created {
-                    more.merge(view.forget(&key));
+                // No longer counted, but not queued again either: the store takes such
+                // writes once objects are deleted, and the resync tries then.
+                if let Some((key, _)) = created {
+                    view.forget(&key);
                 }
                 over_quota = Some(e);
             }
@@ -207,8 +210,13 @@ async fn reconcile(
                 failure = Some(format!("a write's outcome is unknown after {t:?}"));
             }
             Err(e) => {
-                if let Some(key) = created {
+                // The owner is queued again, even when the pod was not assumed (its name was
+                // taken: the create fails, and the replica is still missing).
+                if let Some((key, owner)) = created {
                     more.merge(view.forget(&key));
+                    if let Some(owner) = owner {
+                        view.owner_dirty(&owner, &mut more);
+                    }
                 }
                 match e {
                     // Someone changed the object since it was read: its change queues it again.

@@ -345,6 +345,11 @@ impl ClusterView {
         }
     }
 
+    /// Queues the Deployment of uid `owner_uid` in `dirty` (when this view holds it).
+    pub fn owner_dirty(&self, owner_uid: &str, dirty: &mut Dirty) {
+        self.mark_owner(owner_uid, dirty);
+    }
+
     fn mark_owner(&self, owner_uid: &str, dirty: &mut Dirty) {
         if let Some(key) = self.deployment_keys.get(owner_uid) {
             dirty.deployments.insert(key.clone());
