@@ -225,6 +225,9 @@ impl Agent {
         if poll {
             check.extend(self.running.iter().filter(|(_, s)| s.moves_on_its_own()).map(|(k, _)| k.clone()));
         }
+        // A pod started by this pass is also among the changed ones: its status is written once.
+        let mut checked = HashSet::with_capacity(check.len());
+        check.retain(|k| checked.insert(k.clone()));
         for key in check {
             if let (Some(pod), Some(sandbox)) = (pods.get(&key), self.running.get(&key)) {
                 let status = status::of(sandbox, &self.config.node_name);
