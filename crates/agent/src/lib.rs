@@ -4,6 +4,7 @@
 //! It never decides where pods go or how many there are; it only runs what the control plane
 //! says and reports what happened. Every write goes through Raft.
 
+mod admit;
 mod events;
 mod node;
 mod pull;
@@ -24,6 +25,7 @@ use wasmkube_apiserver::{Objects, Write};
 use wasmkube_cache::{Changes, Reflector, Selector, SharedCache};
 use wasmkube_runtime::{Runtime, SandboxRegistry};
 
+use crate::admit::Admission;
 use crate::events::EventBudget;
 use crate::sandbox::Sandbox;
 
@@ -58,6 +60,8 @@ pub struct Agent {
     puller: Arc<BlobPuller>,
     registry: SandboxRegistry,
     running: HashMap<String, Sandbox>,
+    /// The pods of `running` admitted here, and the room they take.
+    admission: Admission,
     rng: StdRng,
     /// No heartbeat recorded for `FENCE_AFTER`: this node's pods are stopped until one is.
     fenced: bool,
@@ -91,6 +95,8 @@ impl Agent {
         registry: SandboxRegistry,
     ) -> Self {
         let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
+        let memory = wasmkube_api::parse_memory(&node::allocatable_memory(&config)).unwrap_or(0);
+        let admission = Admission::new(config.max_pods, memory);
         Agent {
             config,
             objects,
@@ -98,6 +104,7 @@ impl Agent {
             puller,
             registry,
             running: HashMap::new(),
+            admission,
             rng: StdRng::from_os_rng(),
             fenced: false,
             event_budget: EventBudget::default(),
@@ -181,10 +188,7 @@ impl Agent {
         {
             std::panic::resume_unwind(e.into_panic());
         }
-        for key in self.running.keys() {
-            self.registry.remove(key);
-        }
-        self.running.clear();
+        self.stop_all();
     }
 
     /// One pass over what changed: stop sandboxes whose pod is gone (or replaced), start those
@@ -200,6 +204,7 @@ impl Agent {
                 tracing::info!(pod = %key, "stopping sandbox");
                 self.registry.remove(key);
                 self.running.remove(key);
+                self.admission.release(key);
             }
         }
         let mut due: Vec<(String, u32)> = dirty
@@ -207,6 +212,12 @@ impl Agent {
             .filter(|k| pods.get(k).is_some() && !self.running.contains_key(*k))
             .map(|k| (k.clone(), 0))
             .collect();
+        // New pods are admitted oldest first, as the kubelet admits them: after a restart
+        // with less room, the pods that were there first keep it.
+        due.sort_by_cached_key(|(k, _)| {
+            let created = pods.get(k).and_then(|p| p.metadata.creation_timestamp.clone());
+            (created, k.clone())
+        });
         if poll || retry_now {
             due.extend(
                 self.running.iter().filter_map(|(k, s)| s.due_retry(retry_now).map(|a| (k.clone(), a))),
@@ -292,11 +303,16 @@ impl Agent {
             silent.as_secs(),
             self.running.len()
         );
+        self.stop_all();
+        self.fenced = true;
+    }
+
+    fn stop_all(&mut self) {
         for key in self.running.keys() {
             self.registry.remove(key);
         }
         self.running.clear();
-        self.fenced = true;
+        self.admission.clear();
     }
 }
 

@@ -46,10 +46,7 @@ impl Heartbeat {
         let mut ready = Condition::new("Ready", true);
         ready.reason = Some("WasmletReady".into());
         ready.last_heartbeat_time = Some(now_precise());
-        let memory = match self.config.memory {
-            Some(bytes) => format!("{}Ki", bytes >> 10),
-            None => memory_total(),
-        };
+        let memory = allocatable_memory(&self.config);
         let status = NodeStatus {
             capacity: [
                 ("pods".to_string(), self.config.max_pods.to_string()),
@@ -141,6 +138,14 @@ fn relabelled(
     }
     node.metadata.labels = labels.clone();
     Some(Write::update(&node))
+}
+
+/// Memory pods may request on this node, as a quantity: `--memory`, or the machine's total.
+pub(crate) fn allocatable_memory(config: &AgentConfig) -> String {
+    match config.memory {
+        Some(bytes) => format!("{}Ki", bytes >> 10),
+        None => memory_total(),
+    }
 }
 
 /// Total memory of the machine as a quantity, from /proc/meminfo (Linux); "0" when unknown.

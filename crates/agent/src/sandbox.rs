@@ -28,6 +28,13 @@ pub(crate) enum Sandbox {
         digest: String,
         attempts: u32,
     },
+    /// Refused by the node's admission (no room left here): failed for good, and replaced
+    /// by its Deployment, as the kubelet's `OutOfmemory` and `OutOfpods`.
+    Rejected {
+        uid: String,
+        reason: String,
+        message: String,
+    },
     /// Could not be started; the reason is reported and the start is retried at `retry_at`
     /// (back-off doubling from 1 s to 60 s, as Kubernetes does for image pulls).
     Failed {
@@ -62,6 +69,7 @@ impl Sandbox {
             Sandbox::Http { uid, .. }
             | Sandbox::Cli { uid, .. }
             | Sandbox::Failed { uid, .. }
+            | Sandbox::Rejected { uid, .. }
             | Sandbox::Preparing { uid, .. } => uid,
         }
     }
@@ -103,11 +111,17 @@ impl Agent {
         let key = pod_key(pod);
         let digest =
             pod.spec.containers.first().and_then(|c| c.module_digest()).unwrap_or_default().to_string();
-        let sandbox = match self.runtime.prepared(&digest) {
-            Some(module) => self
+        let admitted = self.admission.admit(&key, pod);
+        let sandbox = match (admitted, self.runtime.prepared(&digest)) {
+            (Err(refused), _) => Sandbox::Rejected {
+                uid: uid.clone(),
+                reason: refused.reason.into(),
+                message: refused.message,
+            },
+            (Ok(()), Some(module)) => self
                 .launch(pod, &module)
                 .unwrap_or_else(|(reason, message)| failed(uid.clone(), reason, message, attempts)),
-            None => {
+            (Ok(()), None) => {
                 self.begin_prepare(&digest);
                 Sandbox::Preparing { uid: uid.clone(), digest, attempts }
             }
@@ -115,7 +129,9 @@ impl Agent {
         let logs = match &sandbox {
             Sandbox::Http { pod, .. } => pod.logs().clone(),
             Sandbox::Cli { pod, .. } => pod.logs().clone(),
-            Sandbox::Failed { .. } | Sandbox::Preparing { .. } => LogBuffer::new(0),
+            Sandbox::Failed { .. } | Sandbox::Rejected { .. } | Sandbox::Preparing { .. } => {
+                LogBuffer::new(0)
+            }
         };
         let http = match &sandbox {
             Sandbox::Http { pod, .. } => Some(pod.clone()),
@@ -123,7 +139,9 @@ impl Agent {
         };
         self.registry.insert(key.clone(), LocalPod { uid, http, logs });
         let (type_, reason, message) = match &sandbox {
-            Sandbox::Failed { reason, message, .. } => ("Warning", reason.clone(), message.clone()),
+            Sandbox::Failed { reason, message, .. } | Sandbox::Rejected { reason, message, .. } => {
+                ("Warning", reason.clone(), message.clone())
+            }
             Sandbox::Preparing { digest, .. } => {
                 ("Normal", "Pulling".to_string(), format!("Preparing module sha256:{digest}"))
             }

@@ -35,6 +35,13 @@ pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
             status.reason = Some("ContainerCreating".into());
             status.message = Some(format!("preparing module sha256:{digest}"));
         }
+        Sandbox::Rejected { reason, message, .. } => {
+            // Terminal, as the kubelet reports a pod it did not admit.
+            status.phase = Some(PodPhase::Failed.as_str().into());
+            status.conditions = vec![Condition::new("Ready", false)];
+            status.reason = Some(reason.clone());
+            status.message = Some(message.clone());
+        }
         Sandbox::Failed { reason, message, .. } => {
             // Still retried, so Pending (as Kubernetes shows a pod in ImagePullBackOff).
             status.phase = Some(PodPhase::Pending.as_str().into());

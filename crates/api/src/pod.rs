@@ -172,6 +172,11 @@ impl Pod {
     pub fn phase(&self) -> &str {
         self.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
     }
+
+    /// Succeeded or Failed: it will not run again (a pod its node refused, for one).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.phase(), "Succeeded" | "Failed")
+    }
 }
 
 impl Resource for Pod {

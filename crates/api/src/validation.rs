@@ -281,6 +281,17 @@ mod tests {
     }
 
     #[test]
+    fn a_deployment_restarts_its_pods_always() {
+        let kind = find_kind("Deployment").expect("registered");
+        let mut d = deployment(json!(1));
+        d["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+        validate_object(kind, d.clone()).expect("Always");
+        d["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+        let err = validate_object(kind, d).expect_err("Never is not for a Deployment");
+        assert_eq!(err.field, "spec.template.spec.restartPolicy");
+    }
+
+    #[test]
     fn service_ports_are_1_to_65535() {
         let kind = find_kind("Service").expect("registered");
         let svc = |port: i64| json!({"kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"app": "s"}, "ports": [{"port": port}]}});

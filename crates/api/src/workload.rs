@@ -124,6 +124,16 @@ impl Resource for Deployment {
                 format!("{kind:?} is not supported; use RollingUpdate"),
             ));
         }
+        // A Deployment keeps its pods running: one that ends is replaced, not restarted in
+        // place on another policy (Kubernetes refuses the others too).
+        if let Some(policy) = self.spec.template.spec.restart_policy.as_deref()
+            && policy != "Always"
+        {
+            return Err(ValidationError::new(
+                "spec.template.spec.restartPolicy",
+                format!("Unsupported value: {policy:?}: supported values: \"Always\""),
+            ));
+        }
         self.spec.template.spec.validate("spec.template.spec")
     }
 }

@@ -46,12 +46,14 @@ pub fn plan_deployment<'a, R: Rng>(
     ctx: &mut PlanContext<R>,
 ) -> Vec<Action> {
     let hash = template_hash(d);
-    let owned = owned_by(d, pods);
+    // A pod that ended (its node refused it, as the kubelet's OutOfmemory) is not a replica:
+    // it is deleted and replaced, as a ReplicaSet counts only active pods.
+    let (ended, owned): (Vec<&Pod>, Vec<&Pod>) = owned_by(d, pods).into_iter().partition(|p| p.is_terminal());
     let (current, old): (Vec<&Pod>, Vec<&Pod>) =
         owned.iter().partition(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL) == Some(&hash));
     let want = d.spec.replicas as usize;
     let (max_surge, max_unavailable) = rollout_bounds(d);
-    let mut actions = Vec::new();
+    let mut actions: Vec<Action> = ended.iter().take(BURST_REPLICAS).map(|p| delete(p)).collect();
 
     // Grow the current template, within the surge budget while old pods remain.
     let allowed = (want + max_surge).saturating_sub(owned.len());
@@ -307,6 +309,31 @@ mod tests {
             Some((1, 1)),
             "the status counts stored pods"
         );
+    }
+
+    #[test]
+    fn a_pod_its_node_refused_is_deleted_and_replaced() {
+        let d = deployment(2, 'a');
+        let mut c = ctx();
+        let running = existing(&d, true, "4", &mut c);
+        let mut refused = existing(&d, false, "5", &mut c);
+        refused.status = Some(PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some("OutOfmemory".into()),
+            ..Default::default()
+        });
+        let actions = plan_deployment(&d, [&running, &refused], &mut c);
+        assert_eq!(count(&actions), (1, 1), "{actions:?}");
+        let deleted = actions.iter().find_map(|a| match a {
+            Action::DeletePod { name, .. } => Some(name.clone()),
+            _ => None,
+        });
+        assert_eq!(deleted.as_deref(), Some(refused.metadata.name.as_str()));
+        let status = actions.iter().find_map(|a| match a {
+            Action::UpdateDeploymentStatus { status, .. } => Some(status.replicas),
+            _ => None,
+        });
+        assert_eq!(status, Some(1), "a pod that ended is not a replica");
     }
 
     #[test]

@@ -139,6 +139,13 @@ impl Wasmlet {
         Ok(())
     }
 
+    /// Starts the node again on the same data directory with other options (`--join` and
+    /// the like are kept only if `extra_args` repeats them).
+    pub fn restart_with(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.restart()
+    }
+
     /// Starts the node again on the same data directory at new fixed addresses (as if its
     /// `--listen` had changed).
     pub fn restart_elsewhere(&mut self) -> anyhow::Result<()> {

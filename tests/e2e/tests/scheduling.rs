@@ -136,3 +136,52 @@ async fn node_selectors_and_spreading_place_replicas_where_they_belong() -> anyh
     drop((b, c));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_less_memory_refuses_what_no_longer_fits_and_it_is_placed_elsewhere()
+-> anyhow::Result<()> {
+    let mut nodes = start_cluster(&["a", "b", "c"], &["--memory", "512Mi"]).await?;
+    let digest = hello_digest(&nodes[0]).await?;
+    let requests = json!({"containers": [{"name": "app", "image": format!("sha256:{digest}"),
+                                          "resources": {"requests": {"memory": "100Mi"}}}]});
+    nodes[0].client().post_path(DEPLOYMENTS, &deployment("fat", &digest, 6, requests)).await?;
+    eventually(Duration::from_secs(30), "2 running on each node", || async {
+        (placement(&nodes[0], "fat").await.0 == two_each(&["a", "b", "c"])).then_some(())
+    })
+    .await?;
+    let on_c: Vec<Pod> = pods_of(&nodes[0], "fat")
+        .await
+        .into_iter()
+        .filter(|p| p.spec.node_name.as_deref() == Some("c"))
+        .collect();
+    // c comes back with room for one of its two pods: it keeps the older one, refuses the
+    // other (as the kubelet's OutOfmemory), and the Deployment replaces that one where it fits.
+    nodes[2].restart_with(&["--memory", "128Mi"])?;
+    let a = &nodes[0];
+    let refused = eventually(Duration::from_secs(30), "an OutOfmemory event from c", || async {
+        let events: Vec<Event> = a.client().list(Some("default")).await.ok()?;
+        events.into_iter().find(|e| e.reason == "OutOfmemory")
+    })
+    .await?;
+    assert!(refused.message.contains("Node didn't have enough resource: memory"), "{}", refused.message);
+    eventually(Duration::from_secs(30), "6 running again, one of them on c", || async {
+        let (running, pending) = placement(a, "fat").await;
+        let total: usize = running.values().sum();
+        (total == 6 && running.get("c") == Some(&1) && pending == 0).then_some(())
+    })
+    .await?;
+    let mut older = on_c.clone();
+    older.sort_by(|x, y| {
+        (&x.metadata.creation_timestamp, &x.metadata.name)
+            .cmp(&(&y.metadata.creation_timestamp, &y.metadata.name))
+    });
+    let now: Vec<String> = pods_of(a, "fat").await.into_iter().map(|p| p.metadata.name).collect();
+    assert!(now.contains(&older[0].metadata.name), "c kept its older pod {}", older[0].metadata.name);
+    assert!(
+        !now.contains(&older[1].metadata.name),
+        "the refused pod {} was replaced",
+        older[1].metadata.name
+    );
+    assert_eq!(refused.involved_object.name, older[1].metadata.name);
+    Ok(())
+}
