@@ -8,5 +8,7 @@
 
 pub mod http;
 mod objects;
+#[cfg(test)]
+mod testing;
 
 pub use objects::{Objects, Write, WriteError};

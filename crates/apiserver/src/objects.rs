@@ -256,27 +256,15 @@ fn json<T: Serialize>(value: &T) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use wasmkube_api::{Container, ObjectMeta, Pod, PodSpec, PodStatus};
-    use wasmkube_raft::{DriverConfig, NoPeers};
-    use wasmkube_store::{ObjectStore, RaftLog};
 
     use super::*;
+    use crate::testing::OneVoter;
+    use wasmkube_api::{Container, ObjectMeta, Pod, PodSpec, PodStatus};
 
-    /// A one-voter cluster over a real RocksDB.
-    async fn objects(dir: &std::path::Path) -> Objects {
-        let db = wasmkube_store::open_db(dir).expect("db");
-        let log = RaftLog::open(db.clone()).expect("log");
-        let store = std::sync::Arc::new(ObjectStore::open(db).expect("store"));
-        let (cluster, _done) =
-            wasmkube_raft::start(DriverConfig::default(), log, store, Box::new(NoPeers)).expect("start");
-        let mut leader = cluster.leader();
-        tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|s| s.is_leader))
-            .await
-            .expect("leader within 5 s")
-            .expect("driver alive");
-        Objects::new(cluster)
+    /// The object API over a one-voter cluster (stopped when the second value drops).
+    async fn objects(dir: &std::path::Path) -> (Objects, OneVoter) {
+        let node = OneVoter::start(dir).await;
+        (Objects::new(node.cluster.clone()), node)
     }
 
     fn pod(name: &str) -> Pod {
@@ -301,7 +289,7 @@ mod tests {
     #[tokio::test]
     async fn a_typed_create_is_admitted_as_a_request_body_would_be() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let objects = objects(dir.path()).await;
+        let (objects, _node) = objects(dir.path()).await;
         let created = objects.write(Write::create(&pod("p")).expect("valid")).await.expect("committed");
         let meta = &created["metadata"];
         assert_eq!((created["apiVersion"].as_str(), created["kind"].as_str()), (Some("v1"), Some("Pod")));
@@ -318,7 +306,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_object_from_inside_the_node_is_refused_and_nothing_is_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let objects = objects(dir.path()).await;
+        let (objects, _node) = objects(dir.path()).await;
         let mut bad_label = pod("p");
         bad_label.metadata.labels.insert("bad key".into(), "x".into());
         let mut bad_image = pod("q");
@@ -343,7 +331,7 @@ mod tests {
     #[tokio::test]
     async fn many_writes_go_in_batches_with_an_outcome_each() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let objects = objects(dir.path()).await;
+        let (objects, _node) = objects(dir.path()).await;
         let mut writes: Vec<Write> =
             (0..600).map(|i| Write::create(&pod(&format!("p{i}"))).expect("valid")).collect();
         writes.push(Write::create(&pod("p0")).expect("valid"));

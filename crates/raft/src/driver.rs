@@ -213,9 +213,13 @@ impl Driver {
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
+                Ok(Request::Stop) => return Ok(()),
                 Ok(req) => {
                     self.handle(req);
                     for req in rx.try_iter().take(MAX_BATCH) {
+                        if matches!(req, Request::Stop) {
+                            return Ok(());
+                        }
                         self.handle(req);
                     }
                 }
@@ -238,6 +242,8 @@ impl Driver {
 
     fn handle(&mut self, req: Request) {
         match req {
+            // Seen by `run` before it gets here.
+            Request::Stop => {}
             Request::Step(message) => {
                 // Messages from unknown or removed peers, or stale terms, are refused by raft-rs
                 // itself; nothing more to do with them here.

@@ -68,6 +68,9 @@ pub(crate) enum Request {
     },
     /// A message from a peer.
     Step(Box<raft::prelude::Message>),
+    /// Stop the driver (its storage is closed before it reports done), whatever handles
+    /// remain.
+    Stop,
 }
 
 /// One node of the group: its raft id, its unique name, and the URL peers reach it at.
@@ -284,6 +287,12 @@ impl ClusterHandle {
             Ok(Err(_)) => Err(ProposeError::Stopped),
             Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
         }
+    }
+
+    /// Asks the driver to stop; the receiver `start` returned reports when it has, with its
+    /// storage closed. Writes after this fail with `Stopped`.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Request::Stop);
     }
 
     /// Delivers a raft message from a peer. Never blocks; fails only when the driver stopped.

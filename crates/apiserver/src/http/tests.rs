@@ -5,36 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wasmkube_raft::{DriverConfig, NoPeers};
 use wasmkube_runtime::{Runtime, RuntimeConfig, SandboxRegistry};
-use wasmkube_store::{BlobStore, ObjectStore, RaftLog};
+use wasmkube_store::BlobStore;
 
 use super::{ApiParts, ApiState, router};
 use crate::Objects;
+use crate::testing::OneVoter;
 
 const TOKEN: &str = "test-admin-token";
 
 struct Server {
     url: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<()>,
+    // Dropped after the server, before its directory.
+    _node: OneVoter,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = wasmkube_store::open_db(&dir.path().join("db")).expect("db");
-        let log = RaftLog::open(db.clone()).expect("log");
-        let store = Arc::new(ObjectStore::open(db).expect("store"));
-        let (cluster, _done) =
-            wasmkube_raft::start(DriverConfig::default(), log, store.clone(), Box::new(NoPeers))
-                .expect("start");
-        let mut leader = cluster.leader();
-        tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|s| s.is_leader))
-            .await
-            .expect("leader within 5 s")
-            .expect("driver alive");
+        let node = OneVoter::start(&dir.path().join("db")).await;
+        let (cluster, store) = (node.cluster.clone(), node.store.clone());
         let state = ApiState::new(ApiParts {
             objects: Objects::new(cluster.clone()),
             cluster,
@@ -56,7 +49,7 @@ impl Server {
             let _ = axum::serve(listener, router(state)).await;
         });
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-        Server { url, http, _dir: dir, _server: server }
+        Server { url, http, _server: server, _node: node, _dir: dir }
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
