@@ -50,6 +50,9 @@ pub struct AgentConfig {
     /// This node's labels (`--label key=value`), for node selectors and spreading.
     pub labels: std::collections::BTreeMap<String, String>,
     pub heartbeat: Duration,
+    /// Out of touch with its leader this long, the node stops its pods (`--node-grace`; the
+    /// leader replaces them after as long).
+    pub node_grace: Duration,
 }
 
 pub struct Agent {
@@ -63,8 +66,12 @@ pub struct Agent {
     /// The pods of `running` admitted here, and the room they take.
     admission: Admission,
     rng: StdRng,
-    /// No heartbeat recorded for `FENCE_AFTER`: this node's pods are stopped until one is.
+    /// Cut off from the cluster (out of touch with its leader for the node grace, or no
+    /// heartbeat recorded for `FENCE_AFTER`): this node's pods are stopped until it is back
+    /// and caught up. A node starts fenced: it catches up before it starts anything.
     fenced: bool,
+    /// Whether it has caught up since it started (the first unfencing is not news).
+    started: bool,
     /// Events this agent may still write now (a burst of 10,000 starts records a share).
     event_budget: EventBudget,
     /// Modules being copied and compiled in the background, and where each one's outcome is
@@ -106,7 +113,8 @@ impl Agent {
             running: HashMap::new(),
             admission,
             rng: StdRng::from_os_rng(),
-            fenced: false,
+            fenced: true,
+            started: false,
             event_budget: EventBudget::default(),
             preparing: HashSet::new(),
             prepared_tx,
@@ -136,6 +144,9 @@ impl Agent {
             let _ = heartbeat_stopped.await;
         }));
         let mut next_poll = tokio::time::Instant::now() + STATUS_POLL;
+        // How often contact with the cluster is looked at: a few times per grace.
+        let mut touch = tokio::time::interval((self.config.node_grace / 4).max(Duration::from_millis(20)));
+        touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let Some(mut prepared) = self.prepared_rx.take() else { return };
         loop {
             let mut poll = false;
@@ -167,13 +178,22 @@ impl Agent {
                     poll = true;
                     next_poll = tokio::time::Instant::now() + STATUS_POLL;
                 }
+                _ = touch.tick() => {}
             }
             let silent = recorded.borrow_and_update().elapsed();
-            if silent >= FENCE_AFTER && !self.fenced {
-                self.fence(silent);
-            } else if silent < FENCE_AFTER && self.fenced {
-                tracing::info!("heartbeat recorded again: running this node's pods again");
+            let out_of_touch = self.objects.cluster().contact().out_of_touch();
+            let cut_off = silent >= FENCE_AFTER || out_of_touch >= self.config.node_grace;
+            if cut_off && !self.fenced {
+                self.fence(silent, out_of_touch);
+            } else if !cut_off && self.fenced && self.caught_up().await {
+                if self.started {
+                    tracing::info!("back in touch with the cluster: running this node's pods again");
+                }
                 self.fenced = false;
+                self.started = true;
+                // What changed while it was away is applied first: a pod replaced meanwhile
+                // is gone, and never starts here again.
+                dirty.extend(pods.drain());
                 dirty.extend(pods.iter().map(|(k, _)| k.clone()));
             }
             if !self.fenced && (poll || module_appeared || !dirty.is_empty()) {
@@ -295,12 +315,27 @@ impl Agent {
         keys
     }
 
-    /// Stops every sandbox of this node: it has not recorded a heartbeat for `FENCE_AFTER`,
-    /// so the cluster may be replacing its pods elsewhere.
-    fn fence(&mut self, silent: Duration) {
+    /// Whether this node has applied everything the cluster had committed when it asked (a
+    /// read barrier through the leader), so its pods are the cluster's.
+    async fn caught_up(&self) -> bool {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.objects.cluster().read_barrier()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::debug!("not caught up with the cluster yet: {e}");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Stops every sandbox of this node: it is cut off from the cluster (out of touch with
+    /// its leader for the node grace, or unable to record a heartbeat), so the cluster may
+    /// be replacing its pods elsewhere.
+    fn fence(&mut self, silent: Duration, out_of_touch: Duration) {
         tracing::warn!(
-            "no heartbeat recorded for {}s: stopping this node's {} pod(s) until the cluster is reachable again",
-            silent.as_secs(),
+            "cut off from the cluster (leader last heard {:.1}s ago, last heartbeat recorded {:.1}s ago): stopping this node's {} pod(s) until it is back",
+            out_of_touch.as_secs_f64(),
+            silent.as_secs_f64(),
             self.running.len()
         );
         self.stop_all();

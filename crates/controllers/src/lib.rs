@@ -21,7 +21,10 @@ pub use deployment::{plan_deployment, plan_orphans, template_hash};
 pub use events::{BUDGET_PER_PASS, EVENT_TTL, EventRecorder, REPEAT_EVERY, plan_event_gc};
 #[cfg(debug_assertions)]
 pub use faults::inject_panic;
-pub use nodes::{EVICT_AFTER, FENCE_AFTER, HEARTBEAT, HeartbeatClock, NOT_READY_AFTER, plan_node_lifecycle};
+pub use nodes::{
+    EVICT_AFTER, FENCE_AFTER, HEARTBEAT, HeartbeatClock, NODE_GRACE, NOT_READY_AFTER, lost_nodes,
+    plan_node_lifecycle,
+};
 pub use placement::plan_placement;
-pub use runner::run;
+pub use runner::{ControllerConfig, run};
 pub use view::{ClusterView, Dirty};

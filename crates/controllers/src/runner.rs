@@ -4,6 +4,7 @@
 //! pods changed, the pods that changed (orphans), the unbound pods (placement), and node
 //! lifecycle on a one-second tick. A full resync every `RESYNC` is only a safety net.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -21,9 +22,23 @@ use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
 use crate::view::{ClusterView, Dirty};
 
-/// Node lifecycle is judged at least this often, so a node that falls silent is noticed in
-/// time.
+/// Node lifecycle is judged at least this often (and four times per node grace), so a node
+/// that falls silent is noticed in time.
 const TICK: Duration = Duration::from_secs(1);
+
+/// The control loops' settings (node options).
+#[derive(Debug, Clone, Copy)]
+pub struct ControllerConfig {
+    /// How long the leader may be out of touch with a node before it declares it lost
+    /// (`--node-grace`).
+    pub node_grace: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig { node_grace: crate::nodes::NODE_GRACE }
+    }
+}
 /// Everything is planned again this often, in case a change was somehow missed.
 const RESYNC: Duration = Duration::from_secs(30);
 /// Events are swept on their own, slower clock: reading them all on every pass would cost
@@ -31,8 +46,14 @@ const RESYNC: Duration = Duration::from_secs(30);
 const EVENT_SWEEP: Duration = Duration::from_secs(60);
 
 /// Runs the controllers until `shutdown` resolves.
-pub async fn run(objects: Objects, cache: SharedCache, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    objects: Objects,
+    cache: SharedCache,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
+    let tick = (config.node_grace / 4).clamp(Duration::from_millis(50), TICK);
     let cluster = objects.cluster().clone();
     let mut leader = cluster.leader();
     let mut rng = StdRng::from_os_rng();
@@ -51,19 +72,20 @@ pub async fn run(objects: Objects, cache: SharedCache, shutdown: impl Future<Out
         let mut caught_up_in = 0;
         let start = tokio::time::Instant::now();
         let (mut next_tick, mut next_resync, mut next_sweep) =
-            (start + TICK, start + RESYNC, start + EVENT_SWEEP);
+            (start + tick, start + RESYNC, start + EVENT_SWEEP);
         while leader.borrow_and_update().is_leader {
             if crate::faults::take_injected_panic() {
                 panic!("injected panic in the controllers (debug build fault)");
             }
             // The work is cleared only once a pass has done it; a failed pass is retried
             // with everything it had to do.
+            let lost = crate::nodes::lost_nodes(&cluster, config.node_grace);
             match reconcile(
                 &objects,
                 &mut view,
                 &mut pending,
                 &mut rng,
-                &mut clock,
+                (&mut clock, &lost),
                 &mut recorder,
                 &mut caught_up_in,
             )
@@ -83,7 +105,7 @@ pub async fn run(objects: Objects, cache: SharedCache, shutdown: impl Future<Out
                     Some(dirty) => pending.merge(dirty),
                     None => return,
                 },
-                _ = tokio::time::sleep_until(next_tick) => next_tick = tokio::time::Instant::now() + TICK,
+                _ = tokio::time::sleep_until(next_tick) => next_tick = tokio::time::Instant::now() + tick,
                 _ = tokio::time::sleep_until(next_resync) => {
                     next_resync = tokio::time::Instant::now() + RESYNC;
                     pending.merge(view.everything());
@@ -100,7 +122,7 @@ async fn reconcile(
     view: &mut ClusterView,
     pending: &mut Dirty,
     rng: &mut StdRng,
-    clock: &mut HeartbeatClock,
+    (clock, lost): (&mut HeartbeatClock, &HashMap<String, Duration>),
     recorder: &mut EventRecorder,
     caught_up_in: &mut u64,
 ) -> Result<Dirty, String> {
@@ -130,7 +152,7 @@ async fn reconcile(
     clock.observe(&nodes, now);
     let on_unready: Vec<Pod> =
         nodes.iter().filter(|n| !n.is_ready()).flat_map(|n| view.pods_on(&n.metadata.name)).collect();
-    let mut actions = plan_node_lifecycle(&nodes, &on_unready, clock, now, &mut ctx);
+    let mut actions = plan_node_lifecycle(&nodes, &on_unready, clock, lost, now, &mut ctx);
     for key in &work.deployments {
         if let Some(d) = view.deployment(key) {
             actions.extend(plan_deployment(d, view.owned_pods(d), &mut ctx));

@@ -67,6 +67,8 @@ struct Driver {
     reports: mpsc::Receiver<Report>,
     compact_after: u64,
     compact_keep: u64,
+    /// Told who leads after every loop, so it knows when this node is in touch.
+    contact: Arc<crate::Contact>,
 }
 
 /// Starts the driver for a node whose log is in `log` and state machine in `store`, talking
@@ -105,7 +107,8 @@ pub fn start(
     let (membership_tx, membership_rx) = watch::channel(membership_of(&log.conf_state(), &members));
     let (tx, rx) = mpsc::channel();
     let (reports_tx, reports) = mpsc::channel();
-    transport.attach(reports_tx);
+    let contact = Arc::new(crate::Contact::default());
+    transport.attach(reports_tx, contact.clone());
     let (done_tx, done_rx) = oneshot::channel();
     let handle = ClusterHandle {
         tx,
@@ -115,6 +118,7 @@ pub fn start(
         log: log.clone(),
         node_id: config.node_id,
         propose_timeout: config.propose_timeout,
+        contact: contact.clone(),
     };
     let mut driver = Driver {
         node,
@@ -134,6 +138,7 @@ pub fn start(
         reports,
         compact_after: config.compact_after,
         compact_keep: config.compact_keep,
+        contact,
     };
     let tick = config.tick;
     std::thread::Builder::new()
@@ -491,6 +496,7 @@ impl Driver {
             *old = state;
             changed
         });
+        self.contact.observe(&state, self.node_id);
         self.reads.term(state.term);
         if (state.term, state.leader_id) != self.proposals_under {
             // The leader the pending proposals went to (or this node's leadership) is gone:

@@ -132,6 +132,7 @@ pub struct ClusterHandle {
     pub(crate) log: wasmkube_store::RaftLog,
     pub(crate) node_id: u64,
     pub(crate) propose_timeout: Duration,
+    pub(crate) contact: Arc<crate::Contact>,
 }
 
 impl ClusterHandle {
@@ -287,6 +288,11 @@ impl ClusterHandle {
             Ok(Err(_)) => Err(ProposeError::Stopped),
             Err(_) => Err(ProposeError::Timeout(self.propose_timeout)),
         }
+    }
+
+    /// When this node was last in touch with each peer, and with the cluster.
+    pub fn contact(&self) -> &crate::Contact {
+        &self.contact
     }
 
     /// Asks the driver to stop; the receiver `start` returned reports when it has, with its

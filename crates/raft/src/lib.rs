@@ -8,6 +8,7 @@
 // `propose` is defined here; everyone else writes through `wasmkube_apiserver::Objects`.
 #![allow(clippy::disallowed_methods)]
 
+mod contact;
 mod driver;
 mod faults;
 mod handle;
@@ -18,6 +19,7 @@ mod reads;
 mod transport;
 mod wire;
 
+pub use contact::Contact;
 pub use driver::{DriverConfig, start};
 pub use faults::{FaultPlan, Faults};
 pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::limits::{MAX_BATCH_BYTES, MAX_PEER_BODY_BYTES, MAX_SNAPSHOT_BYTES};
 use crate::transport::{Report, Reports, Transport};
 use crate::wire;
-use crate::{ClusterHandle, Faults};
+use crate::{ClusterHandle, Contact, Faults};
 
 pub const PEER_MESSAGES_PATH: &str = "/raft/v1/messages";
 /// Where a snapshot (one `MsgSnapshot`, alone) is posted.
@@ -74,6 +74,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// The driver's delivery reports (set once the driver starts).
     reports: std::sync::OnceLock<std::sync::Mutex<Reports>>,
+    /// Where each peer that took a batch is noted (set once the driver starts).
+    contact: std::sync::OnceLock<Arc<Contact>>,
     /// Per peer whose last snapshot failed: not before when to send the next, and the wait
     /// that set it.
     snapshot_backoff: std::sync::Mutex<HashMap<u64, (std::time::Instant, Duration)>>,
@@ -94,8 +96,19 @@ impl PeerTransport {
         let faults = Arc::new(Faults::default());
         let reports = std::sync::OnceLock::new();
         let snapshot_backoff = std::sync::Mutex::default();
+        let contact = std::sync::OnceLock::new();
         Ok(PeerTransport {
-            inner: Arc::new(Inner { from, faults, token, http, links, runtime, reports, snapshot_backoff }),
+            inner: Arc::new(Inner {
+                from,
+                faults,
+                token,
+                http,
+                links,
+                runtime,
+                reports,
+                contact,
+                snapshot_backoff,
+            }),
         })
     }
 
@@ -154,8 +167,9 @@ impl Inner {
 }
 
 impl Transport for PeerTransport {
-    fn attach(&self, reports: Reports) {
+    fn attach(&self, reports: Reports, contact: Arc<Contact>) {
         let _ = self.inner.reports.set(std::sync::Mutex::new(reports));
+        let _ = self.inner.contact.set(contact);
     }
 
     fn send(&self, messages: Vec<Message>) {
@@ -273,7 +287,12 @@ impl Sender {
             .timeout(timeout)
             .body(body);
         match request.send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) if r.status().is_success() => {
+                if let Some(contact) = self.inner.contact.get() {
+                    contact.heard(self.to);
+                }
+                Ok(())
+            }
             Ok(r) => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
@@ -405,6 +424,7 @@ fn deliver(r: &Receiver, from: u64, messages: Vec<Message>) -> (StatusCode, Stri
     if messages.iter().any(|m| m.from != from) {
         return (StatusCode::BAD_REQUEST, format!("every message must come from node {from}"));
     }
+    r.handle.contact().heard(from);
     for m in messages {
         if r.handle.step(m).is_err() {
             return (StatusCode::SERVICE_UNAVAILABLE, "this node is shutting down".into());

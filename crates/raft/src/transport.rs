@@ -11,7 +11,8 @@ pub trait Transport: Send + 'static {
     /// Gives the transport the driver's channel for delivery reports. raft-rs must hear when a
     /// peer could not be reached (it stops pipelining to it) and how a snapshot it sent ended
     /// (a follower waiting for a snapshot that was lost gets nothing else until it is told).
-    fn attach(&self, _reports: Reports) {}
+    /// `contact` is where it notes each peer that took a batch of messages.
+    fn attach(&self, _reports: Reports, _contact: std::sync::Arc<crate::Contact>) {}
 }
 
 /// What the transport tells the driver about deliveries.

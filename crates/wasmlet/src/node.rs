@@ -96,6 +96,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         memory: flags.memory,
         labels: flags.labels.iter().cloned().collect(),
         heartbeat: wasmkube_api::lifecycle::HEARTBEAT,
+        node_grace: flags.node_grace,
     };
     let puller = Arc::new(BlobPuller::new(
         blobs.clone(),
@@ -141,8 +142,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     {
         let (objects, cache, stopped) = (objects.clone(), cache.clone(), stopped.clone());
+        let config = wasmkube_controllers::ControllerConfig { node_grace: flags.node_grace };
         tasks.spawn(supervisor.clone().run("controllers", move || {
-            wasmkube_controllers::run(objects.clone(), cache.clone(), stopped())
+            wasmkube_controllers::run(objects.clone(), cache.clone(), config, stopped())
         }));
     }
     if identity.restarted {

@@ -155,7 +155,39 @@ async fn a_dead_node_goes_not_ready_and_its_pods_are_replaced_elsewhere() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_off_node_stops_its_pods_before_they_are_replaced() -> anyhow::Result<()> {
+async fn the_leaders_node_killed_has_its_pods_replaced_within_seconds() -> anyhow::Result<()> {
+    let (mut nodes, _) = three_nodes_one_pod_each().await?;
+    let leader = leader_index(&nodes).await.ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    let name = nodes[leader].name().to_string();
+    let lost: Vec<String> = pods(&nodes[leader])
+        .await
+        .into_iter()
+        .filter(|p| p.spec.node_name.as_deref() == Some(name.as_str()))
+        .map(|p| p.metadata.name)
+        .collect();
+    anyhow::ensure!(!lost.is_empty(), "a pod runs on the leader's node");
+    nodes[leader].kill9();
+    let killed = Instant::now();
+    let survivor = &nodes[(leader + 1) % 3];
+    // A new leader is elected, sees that it has not heard from its predecessor since it was
+    // killed, and replaces the pods there; a proxy of a survivor serves all three again.
+    eventually(Duration::from_secs(20), "3 Ready pods on the survivors", || async {
+        let now = pods(survivor).await;
+        let ready = now.iter().filter(|p| p.is_ready() && p.spec.node_name.as_deref() != Some(name.as_str()));
+        (ready.count() == 3 && now.iter().all(|p| !lost.contains(&p.metadata.name))).then_some(())
+    })
+    .await?;
+    let replaced = killed.elapsed();
+    eprintln!("leader's node killed: its pod replaced after {replaced:?}");
+    assert!(replaced < Duration::from_secs(5), "seconds, not the heartbeat's 16: {replaced:?}");
+    let (statuses, served, _) = spread(&survivor.proxy, 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(served.len(), 3, "three pods serve again: {served:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_stops_its_pods_and_the_others_replace_them_within_seconds() -> anyhow::Result<()> {
     let (nodes, on_c) = three_nodes_one_pod_each().await?;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let before: BTreeSet<String> = pods(a).await.into_iter().map(|p| p.metadata.name).collect();
@@ -180,7 +212,13 @@ async fn a_cut_off_node_stops_its_pods_before_they_are_replaced() -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("cut off: c stopped its pod after {fenced:?}; the replacement was ready after {replaced:?}");
-    assert!(fenced < replaced, "c stopped its copy before the replacement started");
+    // Both within a few node graces (1 s): a replacement is a new pod, so the two may overlap
+    // briefly, but c is NotReady by then and no other proxy sends it anything.
+    let bound = Some(Duration::from_secs(5));
+    assert!(fenced <= bound && replaced <= bound, "fenced {fenced:?}, replaced {replaced:?}");
+    let (statuses, served, _) = spread(&a.proxy, 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(!served.contains(&on_c), "a's proxy no longer sends anything to c's pod: {served:?}");
 
     // Healed: c is Ready again and does not start the evicted pod again.
     for node in [a, b, c] {
