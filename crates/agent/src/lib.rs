@@ -35,6 +35,9 @@ pub use pull::{BlobPuller, replicate};
 const STATUS_POLL: Duration = Duration::from_millis(500);
 /// Longest wait for one of the agent's writes (heartbeat, status, event).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Node graces out of touch with the cluster after which a node stops its own pods: past
+/// any election (0.5–2 s with a split vote), so a failover never stops a survivor's pods.
+pub const FENCE_GRACES: u32 = 3;
 /// How soon a heartbeat that could not be recorded is tried again.
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
 
@@ -50,8 +53,9 @@ pub struct AgentConfig {
     /// This node's labels (`--label key=value`), for node selectors and spreading.
     pub labels: std::collections::BTreeMap<String, String>,
     pub heartbeat: Duration,
-    /// Out of touch with its leader this long, the node stops its pods (`--node-grace`; the
-    /// leader replaces them after as long).
+    /// The leader replaces the pods of a node it has been out of touch with this long
+    /// (`--node-grace`); a node out of touch with the cluster for `FENCE_GRACES` times as
+    /// long stops its own pods (past any election, which takes 0.5–2 s).
     pub node_grace: Duration,
 }
 
@@ -66,12 +70,15 @@ pub struct Agent {
     /// The pods of `running` admitted here, and the room they take.
     admission: Admission,
     rng: StdRng,
-    /// Cut off from the cluster (out of touch with its leader for the node grace, or no
-    /// heartbeat recorded for `FENCE_AFTER`): this node's pods are stopped until it is back
-    /// and caught up. A node starts fenced: it catches up before it starts anything.
+    /// Cut off from the cluster (out of touch for `FENCE_GRACES` node graces, or no heartbeat
+    /// recorded for `FENCE_AFTER`): this node's pods are stopped until it is back and caught
+    /// up. A node starts fenced: it catches up before it starts anything.
     fenced: bool,
     /// Whether it has caught up since it started (the first unfencing is not news).
     started: bool,
+    /// A read barrier on its way (run beside the loop, which it must not hold up): true
+    /// once this node holds everything the cluster had committed when it asked.
+    catching_up: Option<tokio::sync::oneshot::Receiver<bool>>,
     /// Events this agent may still write now (a burst of 10,000 starts records a share).
     event_budget: EventBudget,
     /// Modules being copied and compiled in the background, and where each one's outcome is
@@ -115,6 +122,7 @@ impl Agent {
             rng: StdRng::from_os_rng(),
             fenced: true,
             started: false,
+            catching_up: None,
             event_budget: EventBudget::default(),
             preparing: HashSet::new(),
             prepared_tx,
@@ -182,10 +190,10 @@ impl Agent {
             }
             let silent = recorded.borrow_and_update().elapsed();
             let out_of_touch = self.objects.cluster().contact().out_of_touch();
-            let cut_off = silent >= FENCE_AFTER || out_of_touch >= self.config.node_grace;
+            let cut_off = silent >= FENCE_AFTER || out_of_touch >= self.config.node_grace * FENCE_GRACES;
             if cut_off && !self.fenced {
                 self.fence(silent, out_of_touch);
-            } else if !cut_off && self.fenced && self.caught_up().await {
+            } else if !cut_off && self.fenced && self.caught_up() {
                 if self.started {
                     tracing::info!("back in touch with the cluster: running this node's pods again");
                 }
@@ -316,16 +324,35 @@ impl Agent {
     }
 
     /// Whether this node has applied everything the cluster had committed when it asked (a
-    /// read barrier through the leader), so its pods are the cluster's.
-    async fn caught_up(&self) -> bool {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.objects.cluster().read_barrier()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::debug!("not caught up with the cluster yet: {e}");
-                false
+    /// read barrier through the leader), so its pods are the cluster's. The barrier runs in
+    /// the background, one at a time; this asks for one when none is on its way and reports
+    /// how the last one ended.
+    fn caught_up(&mut self) -> bool {
+        if let Some(rx) = &mut self.catching_up {
+            match rx.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return false,
+                Ok(true) => {
+                    self.catching_up = None;
+                    return true;
+                }
+                Ok(false) | Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {}
             }
-            Err(_) => false,
         }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cluster = self.objects.cluster().clone();
+        tokio::spawn(async move {
+            let done = match tokio::time::timeout(WRITE_TIMEOUT, cluster.read_barrier()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::debug!("not caught up with the cluster yet: {e}");
+                    false
+                }
+                Err(_) => false,
+            };
+            let _ = tx.send(done);
+        });
+        self.catching_up = Some(rx);
+        false
     }
 
     /// Stops every sandbox of this node: it is cut off from the cluster (out of touch with

@@ -367,3 +367,60 @@ pub async fn through_proxy(proxy: &str, host: &str, path: &str, n: usize) -> Vec
 pub fn distinct_pods(responses: &[(u16, String)]) -> std::collections::BTreeSet<String> {
     responses.iter().filter(|(s, _)| *s == 200).map(|(_, p)| p.clone()).collect()
 }
+
+/// What a steady load saw: answers with status 200, and the others (status 0: no answer),
+/// each with when it came (since the load began) and its body.
+#[derive(Debug, Default)]
+pub struct LoadOutcome {
+    pub ok: usize,
+    pub failed: Vec<(Duration, u16, String)>,
+}
+
+impl LoadOutcome {
+    pub fn total(&self) -> usize {
+        self.ok + self.failed.len()
+    }
+}
+
+/// GETs to service `host` through the proxy at `proxy` from `workers` concurrent clients
+/// (each keeping its connection), back to back, for `duration`.
+pub async fn steady_load(proxy: &str, host: &str, workers: usize, duration: Duration) -> LoadOutcome {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (url, host) = (format!("{proxy}/"), host.to_string());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut outcome = LoadOutcome::default();
+                while start.elapsed() < duration {
+                    let sent =
+                        client.get(&url).header("host", &host).timeout(Duration::from_secs(10)).send().await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            outcome.ok += 1;
+                        }
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            outcome.failed.push((
+                                start.elapsed(),
+                                status,
+                                r.text().await.unwrap_or_default(),
+                            ));
+                        }
+                        Err(e) => outcome.failed.push((start.elapsed(), 0, e.to_string())),
+                    }
+                }
+                outcome
+            })
+        })
+        .collect();
+    let mut total = LoadOutcome::default();
+    for task in tasks {
+        if let Ok(outcome) = task.await {
+            total.ok += outcome.ok;
+            total.failed.extend(outcome.failed);
+        }
+    }
+    total
+}

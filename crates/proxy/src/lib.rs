@@ -9,6 +9,7 @@
 //! never changes cluster state.
 
 mod cache;
+mod outlier;
 mod remote;
 mod server;
 mod table;

@@ -12,9 +12,21 @@ use http::{HeaderMap, HeaderValue};
 /// Names the pod (in the Host's namespace) a request sent on by another node's proxy is for.
 pub const TARGET_POD_HEADER: &str = "x-wasmkube-target-pod";
 
-/// The request never reached the other node (it may go to another pod).
+/// Set on an answer of a node's proxy that served no pod (the pod named is not ready there,
+/// or is at its concurrency limit): the request may go to another pod.
+pub const REFUSED_HEADER: &str = "x-wasmkube-refused";
+
+/// Why a request sent on to another node got no answer from a pod.
 #[derive(Debug)]
-pub struct Unsent(pub String);
+pub enum Failed {
+    /// The node could not be reached: the request never left (it may go to another pod).
+    Unsent(String),
+    /// The node's proxy answered that it served no pod (it may go to another pod).
+    Refused(String),
+    /// It was sent, and the connection failed before an answer came: it may have been
+    /// served, so only an idempotent request is sent again.
+    Lost(String),
+}
 
 #[derive(Clone)]
 pub struct Remote {
@@ -43,7 +55,7 @@ impl Remote {
         outstanding: &Arc<AtomicUsize>,
         parts: &http::request::Parts,
         body: Body,
-    ) -> Result<Response, Unsent> {
+    ) -> Result<Response, Failed> {
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut headers = end_to_end(&parts.headers);
         headers.insert(TARGET_POD_HEADER, pod.clone());
@@ -56,9 +68,13 @@ impl Remote {
         let _done = Decrement(outstanding.clone());
         let answer = match request.send().await {
             Ok(answer) => answer,
-            Err(e) if e.is_connect() => return Err(Unsent(e.to_string())),
-            Err(e) => return Ok(bad_gateway(&format!("the pod's node did not answer: {e}"))),
+            Err(e) if e.is_connect() => return Err(Failed::Unsent(e.to_string())),
+            Err(e) => return Err(Failed::Lost(format!("the pod's node did not answer: {e}"))),
         };
+        if answer.headers().contains_key(REFUSED_HEADER) {
+            let why = answer.text().await.unwrap_or_default();
+            return Err(Failed::Refused(why.trim().to_string()));
+        }
         let (status, headers) = (answer.status(), end_to_end(answer.headers()));
         let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
         *response.status_mut() = status;
@@ -84,12 +100,6 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
         out.remove(name);
     }
     out
-}
-
-fn bad_gateway(message: &str) -> Response {
-    let mut response = Response::new(Body::from(format!("wasmkube proxy: {message}\n")));
-    *response.status_mut() = http::StatusCode::BAD_GATEWAY;
-    response
 }
 
 struct Decrement(Arc<AtomicUsize>);

@@ -19,7 +19,8 @@ use wasmkube_runtime::{Admission, HttpPod, RequestError, SandboxRegistry};
 const REBUILD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 use crate::cache::Affected;
-use crate::remote::{Remote, TARGET_POD_HEADER, Unsent};
+use crate::outlier::Ejections;
+use crate::remote::{Failed, REFUSED_HEADER, Remote, TARGET_POD_HEADER};
 use crate::table::{Endpoint, Target};
 use crate::{EndpointTable, RouteCache, ServiceEntry};
 use crate::{ServiceName, parse_host};
@@ -30,6 +31,8 @@ pub struct ProxyState {
     node_name: Arc<str>,
     node: HeaderValue,
     remote: Remote,
+    /// Nodes that just failed a request, tried last for a while.
+    ejections: Arc<Ejections>,
 }
 
 impl ProxyState {
@@ -39,7 +42,22 @@ impl ProxyState {
             node_name: node_name.into(),
             node: HeaderValue::from_str(node_name).unwrap_or(HeaderValue::from_static("unknown")),
             remote: Remote::new()?,
+            ejections: Arc::default(),
         })
+    }
+
+    /// `entry`'s endpoints in the order to try them: fewest outstanding first, those on
+    /// ejected nodes last.
+    fn order(&self, entry: &ServiceEntry) -> Vec<usize> {
+        let mut order = entry.candidates();
+        if self.ejections.any() {
+            // Stable: the order among the rest stays.
+            order.sort_by_key(|&i| match &entry.endpoints[i].target {
+                Target::Remote { proxy_url, .. } => self.ejections.is_ejected(proxy_url),
+                Target::Local(_) => false,
+            });
+        }
+        order
     }
 
     fn lookup(&self, name: &ServiceName) -> Option<Arc<ServiceEntry>> {
@@ -214,24 +232,52 @@ async fn serve_targeted(
         Target::Remote { .. } => None,
     });
     let Some((endpoint, http)) = local else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("pod {pod:?} of service {} is not ready on this node", display(service)),
-        );
+        return refused(format!("pod {pod:?} of service {} is not ready on this node", display(service)));
     };
     let Some(admission) = http.try_admit() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("pod {} is at its concurrency limit", endpoint.pod),
-        );
+        return refused(format!("pod {} is at its concurrency limit", endpoint.pod));
     };
     serve_local(state, endpoint, http, admission, req).await
 }
 
-/// Sends `req` to one of the service's pods, least outstanding first. Only a request that
-/// was never sent moves on to the next pod: a local pod admits it before it is handed over; a
-/// remote one is left for the next only when its node could not be reached and the request
-/// has no body to replay.
+/// Bodies up to this size are read before a request is sent to a pod on another node, so
+/// the request can go to another pod if that node cannot be reached; larger ones stream.
+const REPLAYABLE_BODY: u64 = 64 * 1024;
+
+/// A request's body: read (so it can be sent again) or streaming (sent once).
+enum Payload {
+    Read(bytes::Bytes),
+    Streaming(Option<Body>),
+}
+
+impl Payload {
+    async fn of(body: Body) -> Result<Payload, String> {
+        if body.size_hint().upper().is_some_and(|n| n <= REPLAYABLE_BODY) {
+            let read = body.collect().await.map_err(|e| format!("reading the request body: {e}"))?;
+            return Ok(Payload::Read(read.to_bytes()));
+        }
+        Ok(Payload::Streaming(Some(body)))
+    }
+
+    /// The body for the next attempt (none left once a streaming one went).
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Payload::Read(bytes) => Some(Body::from(bytes.clone())),
+            Payload::Streaming(body) => body.take(),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Payload::Read(_))
+    }
+}
+
+/// Sends `req` to one of the service's pods, least outstanding first, pods on nodes that
+/// just failed a request last (outlier ejection). A request that no pod received moves on
+/// to the next pod: a local pod admits it before it is handed over; another node's proxy
+/// could not be reached, or answered that it served no pod. One that was sent and got no
+/// answer (its node died mid-request) moves on once if it is idempotent. Either needs its
+/// body again: bodies up to `REPLAYABLE_BODY` are read first, larger ones go to one pod.
 async fn balance(state: &ProxyState, entry: &ServiceEntry, service: &ServiceName, req: Request) -> Response {
     if entry.endpoints.is_empty() {
         return error(
@@ -240,33 +286,52 @@ async fn balance(state: &ProxyState, entry: &ServiceEntry, service: &ServiceName
         );
     }
     let (parts, body) = req.into_parts();
-    let mut body = Some(body);
+    let mut payload = match Payload::of(body).await {
+        Ok(payload) => payload,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let idempotent = parts.method.is_idempotent();
+    let mut resent = false;
     let mut unreachable = Vec::new();
-    for i in entry.candidates() {
+    for i in state.order(entry) {
         let endpoint = &entry.endpoints[i];
         match &endpoint.target {
             Target::Local(http) => {
                 let Some(admission) = http.try_admit() else { continue };
-                let Some(body) = body.take() else { break };
+                let Some(body) = payload.take() else { break };
                 let req = Request::from_parts(parts, body);
                 return serve_local(state, endpoint, http, admission, req).await;
             }
             Target::Remote { node, proxy_url, outstanding } => {
-                let Some(b) = body.take() else { break };
-                let replayable = b.size_hint().exact() == Some(0);
-                match state.remote.send(proxy_url, &endpoint.pod_header, outstanding, &parts, b).await {
-                    Ok(response) => return response,
-                    Err(Unsent(e)) if replayable => {
-                        unreachable.push(format!("{node}: {e}"));
-                        body = Some(Body::empty());
+                let Some(body) = payload.take() else { break };
+                let failed =
+                    match state.remote.send(proxy_url, &endpoint.pod_header, outstanding, &parts, body).await
+                    {
+                        Ok(response) => {
+                            state.ejections.restore(proxy_url);
+                            return response;
+                        }
+                        Err(failed) => failed,
+                    };
+                let again = match &failed {
+                    Failed::Refused(_) => true,
+                    Failed::Unsent(_) => {
+                        state.ejections.eject(proxy_url);
+                        true
                     }
-                    Err(Unsent(e)) => {
-                        return error(
-                            StatusCode::BAD_GATEWAY,
-                            format!("pod {} on node {node}: {e}", endpoint.pod),
-                        );
+                    Failed::Lost(_) => {
+                        state.ejections.eject(proxy_url);
+                        idempotent && !std::mem::replace(&mut resent, true)
                     }
+                };
+                let (Failed::Unsent(e) | Failed::Refused(e) | Failed::Lost(e)) = failed;
+                if !(again && payload.replayable()) {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("pod {} on node {node}: {e}", endpoint.pod),
+                    );
                 }
+                unreachable.push(format!("{node}: {e}"));
             }
         }
     }
@@ -311,6 +376,14 @@ fn request_error(pod: &str, e: &RequestError) -> Response {
 fn error(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("wasmkube proxy: {message}\n"))
         .into_response()
+}
+
+/// A 503 saying that no pod received the request, so the proxy that sent it here may send it
+/// to another pod.
+fn refused(message: String) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(REFUSED_HEADER, HeaderValue::from_static("1"));
+    response
 }
 
 fn display(s: &ServiceName) -> String {

@@ -1,14 +1,15 @@
 //! When this node last heard from each peer, or got a message through to it: evidence that
-//! the peer's process is up and reachable, from the Raft traffic that flows anyway. A leader
-//! exchanges heartbeats with every follower every 150 ms, so a peer it has not been in touch
-//! with for a second is very likely gone — seconds before a heartbeat written through the
-//! log could tell. A follower is in touch with the cluster while it hears from its leader.
+//! the peer's process is up and reachable, from the Raft traffic that flows anyway. It is
+//! noted by the HTTP layer (a batch received, a batch taken), so a peer whose Raft thread is
+//! busy applying still counts as in touch. A leader exchanges heartbeats with every
+//! follower every 150 ms, so a peer it has not been in touch with for a second is very
+//! likely gone — seconds before a heartbeat written through the log could tell.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::LeaderState;
+use crate::{LeaderState, Membership};
 
 #[derive(Debug)]
 pub struct Contact {
@@ -17,32 +18,37 @@ pub struct Contact {
 
 #[derive(Debug)]
 struct Inner {
-    /// Per peer id: the last message from it, or the last batch it accepted.
+    /// Per peer id: the last batch from it, or the last batch it took.
     last: HashMap<u64, Instant>,
+    node_id: u64,
+    /// Who leads as the driver last published it.
+    state: LeaderState,
+    voters: Vec<u64>,
     /// When this node last became leader (None while it does not lead).
     leading_since: Option<Instant>,
-    /// The last other node seen leading, and the one that led before this node's term.
+    /// The last other node seen leading while this node followed, and the one that led
+    /// before this node's current term (0: none known).
     last_leader: u64,
     predecessor: u64,
-    /// The last moment this node led or had heard from its leader.
-    in_touch: Instant,
-}
-
-impl Default for Contact {
-    fn default() -> Self {
-        let now = Instant::now();
-        let inner = Inner {
-            last: HashMap::new(),
-            leading_since: None,
-            last_leader: 0,
-            predecessor: 0,
-            in_touch: now,
-        };
-        Contact { inner: Mutex::new(inner) }
-    }
+    /// When this node started, or joined the membership it knows: the earliest contact.
+    started: Instant,
 }
 
 impl Contact {
+    pub(crate) fn new(node_id: u64) -> Self {
+        let inner = Inner {
+            last: HashMap::new(),
+            node_id,
+            state: LeaderState::default(),
+            voters: Vec::new(),
+            leading_since: None,
+            last_leader: 0,
+            predecessor: 0,
+            started: Instant::now(),
+        };
+        Contact { inner: Mutex::new(inner) }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -52,32 +58,43 @@ impl Contact {
         self.lock().last.insert(id, Instant::now());
     }
 
-    /// Follows leadership as the driver publishes it (every loop of the driver, so at least
-    /// every tick).
-    pub(crate) fn observe(&self, state: &LeaderState, node_id: u64) {
-        let now = Instant::now();
+    /// Follows leadership as the driver publishes it (every loop of the driver).
+    pub(crate) fn observe(&self, state: &LeaderState) {
         let mut inner = self.lock();
-        if state.is_leader {
-            if inner.leading_since.is_none() {
-                inner.leading_since = Some(now);
-                inner.predecessor = inner.last_leader;
-            }
-            inner.in_touch = now;
-            return;
-        }
-        inner.leading_since = None;
-        if state.leader_id != 0 && state.leader_id != node_id {
-            inner.last_leader = state.leader_id;
-            if let Some(heard) = inner.last.get(&state.leader_id).copied() {
-                inner.in_touch = inner.in_touch.max(heard);
+        if state.is_leader && inner.leading_since.is_none() {
+            inner.leading_since = Some(Instant::now());
+            // The leader this node followed last; forgotten once used, so a later term of
+            // this node's never takes a live follower for a silent predecessor.
+            inner.predecessor = std::mem::take(&mut inner.last_leader);
+        } else if !state.is_leader {
+            inner.leading_since = None;
+            if state.leader_id != 0 && state.leader_id != inner.node_id {
+                inner.last_leader = state.leader_id;
             }
         }
+        inner.state = *state;
+    }
+
+    /// Follows the membership: a peer that is new (or an id given again after its holder
+    /// left) is counted from now, not from what an earlier holder did.
+    pub(crate) fn members(&self, membership: &Membership) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let ids: Vec<u64> = membership.voters.iter().chain(&membership.learners).copied().collect();
+        inner.last.retain(|id, _| ids.contains(id));
+        for id in ids {
+            if id != inner.node_id {
+                inner.last.entry(id).or_insert(now);
+            }
+        }
+        inner.voters = membership.voters.clone();
     }
 
     /// How long this leader has been out of touch with peer `id` (None when this node does
     /// not lead). Counted from when this node took the lead for every peer but the one that
     /// led before it: followers talk only to their leader, so what this node heard from
-    /// them before says nothing, while its predecessor's silence began when it was last heard.
+    /// them before says nothing, while its predecessor's silence began when it was last
+    /// heard.
     pub fn silence(&self, id: u64) -> Option<Duration> {
         let inner = self.lock();
         let since = inner.leading_since?;
@@ -90,11 +107,31 @@ impl Contact {
         Some(Instant::now().saturating_duration_since(from))
     }
 
-    /// How long this node has been out of touch with the cluster: zero while it leads
-    /// (raft-rs steps a leader that lost its quorum down within an election timeout) or
-    /// hears from its leader, otherwise the time since it last did.
+    /// How long this node has been out of touch with the cluster: zero for the only voter;
+    /// for a leader, since it last heard from a quorum of voters; for a follower, since it
+    /// last heard from its leader (or, during an election, the last leader it followed).
     pub fn out_of_touch(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.lock().in_touch)
+        let inner = self.lock();
+        let now = Instant::now();
+        let others: Vec<u64> = inner.voters.iter().copied().filter(|v| *v != inner.node_id).collect();
+        if inner.state.is_leader {
+            if others.is_empty() {
+                return Duration::ZERO;
+            }
+            // This node and (voters / 2) others make a quorum: the (voters / 2)-th most
+            // recent contact among the others is when it last had one.
+            let mut heard: Vec<Instant> =
+                others.iter().map(|v| inner.last.get(v).copied().unwrap_or(inner.started)).collect();
+            heard.sort_unstable_by(|a, b| b.cmp(a));
+            let quorum = heard.get(inner.voters.len() / 2 - 1).copied().unwrap_or(inner.started);
+            return now.saturating_duration_since(quorum);
+        }
+        let leader = match inner.state.leader_id {
+            0 => inner.last_leader,
+            id => id,
+        };
+        let heard = inner.last.get(&leader).copied().unwrap_or(inner.started).max(inner.started);
+        now.saturating_duration_since(heard)
     }
 }
 
@@ -106,27 +143,51 @@ mod tests {
         LeaderState { leader_id, term: 1, is_leader }
     }
 
+    fn three() -> Membership {
+        Membership { voters: vec![1, 2, 3], ..Default::default() }
+    }
+
     #[test]
     fn a_new_leader_counts_its_predecessor_from_when_it_was_last_heard() {
-        let contact = Contact::default();
-        // Node 1 follows node 3, hearing from it and (long ago) from node 2.
-        contact.heard(2);
-        contact.observe(&state(3, false), 1);
+        let contact = Contact::new(1);
+        contact.members(&three());
+        // Node 1 follows node 3, hearing from it.
+        contact.observe(&state(3, false));
         contact.heard(3);
         std::thread::sleep(Duration::from_millis(30));
         assert!(contact.out_of_touch() >= Duration::from_millis(30), "node 3 fell silent");
         assert_eq!(contact.silence(2), None, "only a leader judges its peers");
-        // Node 3 is gone: node 1 takes the lead.
-        contact.observe(&state(0, false), 1);
-        contact.observe(&state(1, true), 1);
-        assert!(contact.out_of_touch() < Duration::from_millis(10), "a leader is in touch");
+        // An election: still out of touch with the last leader.
+        contact.observe(&state(0, false));
+        assert!(contact.out_of_touch() >= Duration::from_millis(30));
+        // Node 1 takes the lead; node 2 voted for it.
+        contact.heard(2);
+        contact.observe(&state(1, true));
+        assert!(contact.out_of_touch() < Duration::from_millis(10), "a quorum (1 and 2) is in touch");
         let predecessor = contact.silence(3).expect("leading");
         let follower = contact.silence(2).expect("leading");
         assert!(predecessor >= Duration::from_millis(30), "{predecessor:?}");
         assert!(follower < Duration::from_millis(10), "a follower counts from the new term: {follower:?}");
-        contact.heard(2);
         std::thread::sleep(Duration::from_millis(20));
         assert!(contact.silence(2).expect("leading") >= Duration::from_millis(20));
-        assert!(contact.silence(3).expect("leading") >= Duration::from_millis(50));
+        assert!(contact.out_of_touch() >= Duration::from_millis(20), "no quorum heard since");
+        contact.heard(3);
+        assert!(contact.out_of_touch() < Duration::from_millis(10));
+        // Deposed and elected again without following anyone: no predecessor this time.
+        contact.observe(&state(0, false));
+        contact.observe(&state(1, true));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(contact.silence(3).expect("leading") < Duration::from_millis(25));
+    }
+
+    #[test]
+    fn the_only_voter_is_always_in_touch_and_a_new_member_counts_from_its_joining() {
+        let contact = Contact::new(1);
+        contact.members(&Membership { voters: vec![1], ..Default::default() });
+        contact.observe(&state(1, true));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(contact.out_of_touch(), Duration::ZERO);
+        contact.members(&Membership { voters: vec![1], learners: vec![4], ..Default::default() });
+        assert!(contact.silence(4).expect("leading") < Duration::from_millis(10));
     }
 }

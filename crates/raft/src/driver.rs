@@ -107,7 +107,8 @@ pub fn start(
     let (membership_tx, membership_rx) = watch::channel(membership_of(&log.conf_state(), &members));
     let (tx, rx) = mpsc::channel();
     let (reports_tx, reports) = mpsc::channel();
-    let contact = Arc::new(crate::Contact::default());
+    let contact = Arc::new(crate::Contact::new(config.node_id));
+    contact.members(&membership_rx.borrow());
     transport.attach(reports_tx, contact.clone());
     let (done_tx, done_rx) = oneshot::channel();
     let handle = ClusterHandle {
@@ -387,7 +388,9 @@ impl Driver {
             &members,
             &data.state,
         )?;
-        self.membership.send_replace(membership_of(&cs, &self.members));
+        let membership = membership_of(&cs, &self.members);
+        self.contact.members(&membership);
+        self.membership.send_replace(membership);
         tracing::info!(index = meta.index, term = meta.term, "installed a snapshot from the leader");
         Ok(())
     }
@@ -447,7 +450,9 @@ impl Driver {
                     self.record_member(&cc);
                 }
                 self.log.set_membership(cs.clone(), &encode_members(&self.members))?;
-                self.membership.send_replace(membership_of(&cs, &self.members));
+                let membership = membership_of(&cs, &self.members);
+                self.contact.members(&membership);
+                self.membership.send_replace(membership);
                 Ok(serde_json::json!({"voters": cs.voters, "learners": cs.learners}))
             }
             Err(e) => {
@@ -496,7 +501,7 @@ impl Driver {
             *old = state;
             changed
         });
-        self.contact.observe(&state, self.node_id);
+        self.contact.observe(&state);
         self.reads.term(state.term);
         if (state.term, state.leader_id) != self.proposals_under {
             // The leader the pending proposals went to (or this node's leadership) is gone:

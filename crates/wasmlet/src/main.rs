@@ -65,18 +65,19 @@ pub struct Flags {
     #[arg(long, default_value = "512Mi", value_parser = parse_quota)]
     pub quota_bytes: u64,
     /// How long the leader may be out of touch with a node before it declares it lost and
-    /// replaces its pods on the others; a node out of touch with its leader as long stops
-    /// its own pods. Raise it on slow or lossy links (e.g. 3s on Wi-Fi). Set it alike on
-    /// every node.
+    /// replaces its pods on the others; a node out of touch with the cluster for three times
+    /// as long stops its own pods. Raise it on slow or lossy links (e.g. 3s on Wi-Fi). Set
+    /// it alike on every node.
     #[arg(long, default_value = "1s", value_parser = parse_grace)]
     pub node_grace: std::time::Duration,
 }
 
 fn parse_grace(d: &str) -> Result<std::time::Duration, String> {
     let grace = humantime::parse_duration(d).map_err(|e| e.to_string())?;
-    // Below a few Raft heartbeats (150 ms apart), a node is declared lost for a hiccup.
-    if grace < std::time::Duration::from_millis(500) {
-        return Err(format!("{d} is too short: the node grace is at least 500ms"));
+    // Shorter, a node would be declared lost for a hiccup, and would stop its own pods
+    // during an election (three graces).
+    if grace < std::time::Duration::from_secs(1) {
+        return Err(format!("{d} is too short: the node grace is at least 1s"));
     }
     Ok(grace)
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use wasmkube_api::{Node, Pod};
-use wasmkube_e2e::{Wasmlet, eventually, example, leader_index, proxy_get, set_faults, start_cluster};
+use wasmkube_e2e::{
+    Wasmlet, eventually, example, leader_index, proxy_get, set_faults, start_cluster, steady_load,
+};
 
 fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
     node.data_dir.join("modules").join(format!("{digest}.wasm"))
@@ -155,6 +157,23 @@ async fn a_dead_node_goes_not_ready_and_its_pods_are_replaced_elsewhere() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_ride_through_a_node_killed_under_load() -> anyhow::Result<()> {
+    let (mut nodes, _) = three_nodes_one_pod_each().await?;
+    let proxy = nodes[0].proxy.clone();
+    // Steady GETs through a's proxy; c dies one second in, with requests on their way to it.
+    let load = tokio::spawn(async move { steady_load(&proxy, "hello", 4, Duration::from_secs(4)).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nodes[2].kill9();
+    let outcome = load.await?;
+    eprintln!("{} requests while c was killed, {} failed", outcome.total(), outcome.failed.len());
+    // A request c never took goes to another pod; one c took and never answered is sent
+    // again once (a GET is idempotent); and c is tried last meanwhile.
+    assert!(outcome.ok > 100, "the load ran: {outcome:?}");
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leaders_node_killed_has_its_pods_replaced_within_seconds() -> anyhow::Result<()> {
     let (mut nodes, _) = three_nodes_one_pod_each().await?;
     let leader = leader_index(&nodes).await.ok_or_else(|| anyhow::anyhow!("no leader"))?;
@@ -166,6 +185,11 @@ async fn the_leaders_node_killed_has_its_pods_replaced_within_seconds() -> anyho
         .map(|p| p.metadata.name)
         .collect();
     anyhow::ensure!(!lost.is_empty(), "a pod runs on the leader's node");
+    // Load through a survivor's proxy all along: the election must not stop the survivors'
+    // pods (they fence only after three graces out of touch), and requests ride through.
+    let proxy = nodes[(leader + 1) % 3].proxy.clone();
+    let load = tokio::spawn(async move { steady_load(&proxy, "hello", 4, Duration::from_secs(5)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     nodes[leader].kill9();
     let killed = Instant::now();
     let survivor = &nodes[(leader + 1) % 3];
@@ -180,6 +204,9 @@ async fn the_leaders_node_killed_has_its_pods_replaced_within_seconds() -> anyho
     let replaced = killed.elapsed();
     eprintln!("leader's node killed: its pod replaced after {replaced:?}");
     assert!(replaced < Duration::from_secs(5), "seconds, not the heartbeat's 16: {replaced:?}");
+    let outcome = load.await?;
+    eprintln!("{} requests through a survivor, {} failed", outcome.total(), outcome.failed.len());
+    assert!(outcome.ok > 100 && outcome.failed.is_empty(), "{:?}", outcome.failed);
     let (statuses, served, _) = spread(&survivor.proxy, 30).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(served.len(), 3, "three pods serve again: {served:?}");
