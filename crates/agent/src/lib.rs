@@ -79,6 +79,8 @@ pub struct Agent {
     /// A read barrier on its way (run beside the loop, which it must not hold up): true
     /// once this node holds everything the cluster had committed when it asked.
     catching_up: Option<tokio::sync::oneshot::Receiver<bool>>,
+    /// Set when the node is leaving the cluster (SIGTERM): see `leave`.
+    leaving: Option<watch::Receiver<bool>>,
     /// Events this agent may still write now (a burst of 10,000 starts records a share).
     event_budget: EventBudget,
     /// Modules being copied and compiled in the background, and where each one's outcome is
@@ -123,11 +125,18 @@ impl Agent {
             fenced: true,
             started: false,
             catching_up: None,
+            leaving: None,
             event_budget: EventBudget::default(),
             preparing: HashSet::new(),
             prepared_tx,
             prepared_rx: Some(prepared_rx),
         }
+    }
+
+    /// Follows `leaving`: once it is true, the agent leaves the cluster (see `leave`).
+    pub fn with_leaving(mut self, leaving: watch::Receiver<bool>) -> Self {
+        self.leaving = Some(leaving);
+        self
     }
 
     /// Runs until `shutdown` resolves, then stops every sandbox.
@@ -148,6 +157,11 @@ impl Agent {
             recorded: recorded_tx,
         };
         let (stop_heartbeat, heartbeat_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut stop_heartbeat = Some(stop_heartbeat);
+        // Never set when nobody can ask this node to leave.
+        let (_never, unset) = watch::channel(false);
+        let mut leaving = self.leaving.take().unwrap_or(unset);
+        let mut left = false;
         let heartbeat = tokio::spawn(heartbeat.run(async move {
             let _ = heartbeat_stopped.await;
         }));
@@ -171,7 +185,8 @@ impl Agent {
                     }
                 }
                 // A heartbeat recorded: unfence at once if fenced.
-                r = recorded.changed() => if r.is_err() { break },
+                // (Gone once the heartbeat stopped for a leave: the loop goes on.)
+                r = recorded.changed(), if !left => if r.is_err() { break },
                 changes = pods.changed() => match changes {
                     Some(changes) => dirty.extend(changes),
                     None => break,
@@ -187,6 +202,18 @@ impl Agent {
                     next_poll = tokio::time::Instant::now() + STATUS_POLL;
                 }
                 _ = touch.tick() => {}
+                r = leaving.changed(), if !left => match r {
+                    Ok(()) if *leaving.borrow_and_update() => {
+                        left = true;
+                        if let Some(stop) = stop_heartbeat.take() {
+                            let _ = stop.send(());
+                        }
+                        self.leave(&pods).await;
+                    }
+                    Ok(()) => {}
+                    // Whoever could ask is gone: the node is stopping anyway.
+                    Err(_) => left = true,
+                },
             }
             let silent = recorded.borrow_and_update().elapsed();
             let out_of_touch = self.objects.cluster().contact().out_of_touch();
@@ -209,7 +236,9 @@ impl Agent {
                 dirty = self.sync(&pods, std::mem::take(&mut dirty), poll, module_appeared).await;
             }
         }
-        let _ = stop_heartbeat.send(());
+        if let Some(stop) = stop_heartbeat.take() {
+            let _ = stop.send(());
+        }
         // The heartbeat's panic is the agent's: its supervisor must see it and start both again.
         if let Err(e) = heartbeat.await
             && e.is_panic()
@@ -321,6 +350,52 @@ impl Agent {
         }
         tracing::info!(digest, reason, "module not prepared: {message}");
         keys
+    }
+
+    /// Leaves the cluster gracefully (the node got SIGTERM), as the kubelet's graceful node
+    /// shutdown: with its heartbeat stopped, the node reports itself NotReady
+    /// (`NodeShuttingDown`: no pod is placed here, and every proxy stops routing here at
+    /// once) and deletes its pods, so their Deployments start them on the other nodes now.
+    /// Its sandboxes serve the requests they already have until each pod's deletion reaches
+    /// them; a request another proxy sends after that is refused as not served, and goes to
+    /// another pod.
+    async fn leave(&mut self, pods: &Reflector<Pod>) {
+        let name = &self.config.node_name;
+        let key = wasmkube_store::ObjectKey::new("Node", None, name);
+        let node: Option<wasmkube_api::Node> =
+            self.objects.store().get(&key).ok().flatten().and_then(|v| serde_json::from_value(v).ok());
+        let mut writes = Vec::new();
+        if let Some(node) = node {
+            let mut status = node.status.clone().unwrap_or_default();
+            let mut ready = wasmkube_api::Condition::new("Ready", false);
+            ready.reason = Some("NodeShuttingDown".into());
+            ready.message = Some("node is shutting down".into());
+            ready.last_transition_time = Some(now());
+            status.conditions.retain(|c| c.type_ != "Ready");
+            status.conditions.push(ready);
+            let rv = node.metadata.revision();
+            writes.push(Write::update_status::<wasmkube_api::Node, _>(None, name, &status, rv));
+        }
+        for (_, pod) in pods.iter() {
+            let (namespace, rv) = (pod.metadata.namespace.as_deref(), pod.metadata.revision());
+            writes.push(Write::delete(
+                <Pod as wasmkube_api::Resource>::KIND,
+                namespace,
+                &pod.metadata.name,
+                rv,
+            ));
+        }
+        tracing::info!(
+            pods = writes.len().saturating_sub(1),
+            "leaving the cluster: NotReady, and this node's pods go to the others"
+        );
+        let failed = self.write_all(writes).await;
+        if !failed.is_empty() {
+            tracing::warn!(
+                "{} of this node's pods were not handed over; the cluster replaces them once the node is gone",
+                failed.len()
+            );
+        }
     }
 
     /// Whether this node has applied everything the cluster had committed when it asked (a

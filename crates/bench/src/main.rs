@@ -5,10 +5,12 @@
 //! - requests/s through the wasmkube proxy next to a bare hyper+wasmtime server on the same
 //!   component, both driven by the same load generator, alternating rounds;
 //! - the control plane next to etcd, and failover (`cluster`);
-//! - 10,000 replicas on 3 nodes, and one node holding 10,000 pods (`scale`).
+//! - 10,000 replicas on 3 nodes, and one node holding 10,000 pods (`scale`);
+//! - self-healing: kill -9 of a node, and of the leader's, under load (`healing`).
 
 mod bare;
 mod cluster;
+mod healing;
 mod load;
 mod node;
 mod scale;
@@ -42,6 +44,8 @@ enum Mode {
     ControlPlane,
     /// Only the scale figures (10,000 replicas on 3 nodes; one node holding 10,000 pods).
     Scale,
+    /// Only the self-healing figures (kill -9 of a node, and of the leader's, under load).
+    Healing,
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::ServeBare) => return bare::serve(&flags.wasm).await,
         Some(Mode::ControlPlane) => return cluster::run(flags.seconds).await,
         Some(Mode::Scale) => return scale::run(&flags.wasm, flags.seconds, flags.connections).await,
+        Some(Mode::Healing) => return healing::run().await,
         None => {}
     }
     let bytes = std::fs::read(&flags.wasm)
@@ -62,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
     throughput(&flags, &node).await?;
     drop(node);
     cluster::run(flags.seconds).await?;
-    scale::run(&flags.wasm, flags.seconds, flags.connections).await
+    scale::run(&flags.wasm, flags.seconds, flags.connections).await?;
+    healing::run().await
 }
 
 async fn instantiate_latency(bytes: &[u8]) -> anyhow::Result<()> {

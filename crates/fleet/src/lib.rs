@@ -129,6 +129,26 @@ impl Wasmlet {
         }
     }
 
+    /// SIGTERM, as `systemctl stop` sends: returns once the process has exited (its exit
+    /// status), or an error after `timeout` (the process is then killed).
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else { bail!("wasmlet {} is not running", self.name) };
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        anyhow::ensure!(sent.success(), "could not signal wasmlet {}", self.name);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("wasmlet {} did not exit within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the node again on the same data directory (new ports).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();

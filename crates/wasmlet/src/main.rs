@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod cluster;
+mod leave;
 mod node;
 mod supervise;
 

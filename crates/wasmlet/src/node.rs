@@ -117,6 +117,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         stopping: stop_tx.subscribe(),
     };
     let mut tasks = tokio::task::JoinSet::new();
+    // Set on SIGTERM: the agent hands this node's pods to the others (see `leave`).
+    let (leaving_tx, leaving_rx) = watch::channel(false);
     {
         let (objects, cache, runtime, puller, registry) =
             (objects.clone(), cache.clone(), runtime.clone(), puller.clone(), registry.clone());
@@ -128,7 +130,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
                 runtime.clone(),
                 puller.clone(),
                 registry.clone(),
-            );
+            )
+            .with_leaving(leaving_rx.clone());
             agent.run(cache.clone(), stopped())
         }));
     }
@@ -203,7 +206,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     println!("wasmlet ready node={node_name} api={api_url} proxy={proxy_url}");
 
     let failure = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = shutdown_signal() => {
+            tracing::info!("leaving the cluster (a second signal stops at once)");
+            tokio::select! {
+                _ = crate::leave::leave(&cluster, cluster.store(), &node_name, &leaving_tx) => {}
+                _ = shutdown_signal() => tracing::warn!("second signal: stopping without waiting"),
+            }
+            None
+        }
         Some(why) = fatal.recv() => Some(anyhow::anyhow!("{why}")),
         r = &mut raft_done => Some(match r {
             Ok(Err(e)) => anyhow::anyhow!("control plane stopped: {e}"),
@@ -211,11 +221,15 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }),
     };
     tracing::info!("stopping");
+    let stopping = std::time::Instant::now();
     let _ = stop_tx.send(true);
-    drop(cluster);
     if tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("some tasks did not stop within {GRACE:?}");
     }
+    tracing::info!(took = ?stopping.elapsed(), "every part stopped");
+    // Whatever handles remain, the driver stops now and closes the database.
+    cluster.stop();
+    drop(cluster);
     match failure {
         Some(e) => Err(e),
         None => {

@@ -173,6 +173,56 @@ async fn requests_ride_through_a_node_killed_under_load() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// SIGTERM of a node under load through another node's proxy: every request succeeds, the
+/// node's pods are Ready on the others within seconds of the signal, and it exits cleanly.
+async fn graceful_leave(leader: bool) -> anyhow::Result<()> {
+    let (mut nodes, _) = three_nodes_one_pod_each().await?;
+    nodes[0].wasmctl_ok(&["scale", "deployment", "hello", "--replicas", "6"]);
+    eventually(Duration::from_secs(20), "2 Ready pods per node", || async {
+        let now = pods(&nodes[0]).await;
+        let on =
+            |n: &str| now.iter().filter(|p| p.is_ready() && p.spec.node_name.as_deref() == Some(n)).count();
+        ["a", "b", "c"].iter().all(|n| on(n) == 2).then_some(())
+    })
+    .await?;
+    let lead = leader_index(&nodes).await.ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    let leaving = if leader { lead } else { (lead + 1) % 3 };
+    let survivor = (leaving + 1) % 3;
+    let name = nodes[leaving].name().to_string();
+    let proxy = nodes[survivor].proxy.clone();
+    let load = tokio::spawn(async move { steady_load(&proxy, "hello", 4, Duration::from_secs(6)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
+    let status = tokio::task::block_in_place(|| nodes[leaving].terminate(Duration::from_secs(30)))?;
+    let exited = signalled.elapsed();
+    let log = std::fs::read_to_string(nodes[leaving].data_dir.join("wasmlet.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(25).collect();
+    let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "{name} exits cleanly: {status:?}\n{tail}");
+    let survivor = &nodes[survivor];
+    let now = pods(survivor).await;
+    let ready_elsewhere =
+        now.iter().filter(|p| p.is_ready() && p.spec.node_name.as_deref() != Some(name.as_str())).count();
+    eprintln!("{name} (leader: {leader}) left in {exited:?} with {ready_elsewhere} pods Ready elsewhere");
+    assert_eq!(ready_elsewhere, 6, "its pods were Ready on the others before it exited");
+    assert!(exited < Duration::from_secs(5), "within 5 s of the signal: {exited:?}\n{tail}");
+    let outcome = load.await?;
+    eprintln!("{} requests while {name} left, {} failed", outcome.total(), outcome.failed.len());
+    assert!(outcome.ok > 100 && outcome.failed.is_empty(), "{:?}", outcome.failed);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_gets_sigterm_hands_its_pods_over_without_a_failed_request() -> anyhow::Result<()> {
+    graceful_leave(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_that_gets_sigterm_hands_over_leadership_and_pods_without_a_failed_request()
+-> anyhow::Result<()> {
+    graceful_leave(true).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leaders_node_killed_has_its_pods_replaced_within_seconds() -> anyhow::Result<()> {
     let (mut nodes, _) = three_nodes_one_pod_each().await?;
