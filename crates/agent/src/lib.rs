@@ -7,6 +7,7 @@
 mod admit;
 mod events;
 mod node;
+mod probe;
 mod pull;
 mod sandbox;
 mod status;
@@ -88,6 +89,9 @@ pub struct Agent {
     preparing: HashSet<String>,
     prepared_tx: mpsc::UnboundedSender<Prepared>,
     prepared_rx: Option<mpsc::UnboundedReceiver<Prepared>>,
+    /// Where the probes of each pod say that what they found changed (its key).
+    probe_tx: mpsc::UnboundedSender<String>,
+    probe_rx: Option<mpsc::UnboundedReceiver<String>>,
 }
 
 /// A module's background preparation ended: the digest, and why it failed if it did.
@@ -111,6 +115,7 @@ impl Agent {
         registry: SandboxRegistry,
     ) -> Self {
         let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         let memory = wasmkube_api::parse_memory(&node::allocatable_memory(&config)).unwrap_or(0);
         let admission = Admission::new(config.max_pods, memory);
         Agent {
@@ -130,6 +135,8 @@ impl Agent {
             preparing: HashSet::new(),
             prepared_tx,
             prepared_rx: Some(prepared_rx),
+            probe_tx,
+            probe_rx: Some(probe_rx),
         }
     }
 
@@ -170,6 +177,7 @@ impl Agent {
         let mut touch = tokio::time::interval((self.config.node_grace / 4).max(Duration::from_millis(20)));
         touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let Some(mut prepared) = self.prepared_rx.take() else { return };
+        let Some(mut probed) = self.probe_rx.take() else { return };
         loop {
             let mut poll = false;
             let mut module_appeared = false;
@@ -202,6 +210,10 @@ impl Agent {
                     next_poll = tokio::time::Instant::now() + STATUS_POLL;
                 }
                 _ = touch.tick() => {}
+                // A pod's probes found something new: report it (or restart its instance).
+                Some(key) = probed.recv() => {
+                    dirty.insert(key);
+                }
                 r = leaving.changed(), if !left => match r {
                     Ok(()) if *leaving.borrow_and_update() => {
                         left = true;
@@ -264,6 +276,7 @@ impl Agent {
                 self.admission.release(key);
             }
         }
+        let mut writes = self.restart_unhealthy(pods, &dirty);
         let mut due: Vec<(String, u32)> = dirty
             .iter()
             .filter(|k| pods.get(k).is_some() && !self.running.contains_key(*k))
@@ -280,7 +293,6 @@ impl Agent {
                 self.running.iter().filter_map(|(k, s)| s.due_retry(retry_now).map(|a| (k.clone(), a))),
             );
         }
-        let mut writes = Vec::new();
         let mut check: Vec<String> = Vec::with_capacity(dirty.len() + due.len());
         for (key, attempts) in due {
             let Some(pod) = pods.get(&key) else { continue };
@@ -306,6 +318,42 @@ impl Agent {
             }
         }
         self.write_all(writes).await
+    }
+
+    /// Restarts the instance of each pod of `keys` whose liveness (or startup) probe failed,
+    /// as the kubelet kills and restarts such a container: a fresh sandbox, its restart
+    /// count one more, its last state the failure; with the kubelet's `Unhealthy` and
+    /// `Killing` events. Returns the events to record.
+    fn restart_unhealthy(&mut self, pods: &Reflector<Pod>, keys: &Changes) -> Vec<Write> {
+        let mut writes = Vec::new();
+        for key in keys {
+            let Some(Sandbox::Http { prober: Some(prober), restarts, .. }) = self.running.get(key) else {
+                continue;
+            };
+            let Some(why) = prober.state.failed() else { continue };
+            let Some(pod) = pods.get(key) else { continue };
+            let restarts = restarts.saturating_add(1);
+            tracing::info!(pod = %key, restarts, "{why}: restarting its instance");
+            writes.extend(self.event(pod, "Warning", "Unhealthy", why.clone()));
+            let container = pod.spec.containers.first().map(|c| c.name.clone()).unwrap_or_default();
+            let killing = format!("Container {container} failed a probe, will be restarted");
+            writes.extend(self.event(pod, "Normal", "Killing", killing));
+            self.registry.remove(key);
+            self.running.remove(key);
+            let (mut sandbox, started) = self.start(pod, 0);
+            writes.extend(started);
+            if let Sandbox::Http { restarts: r, last_state, .. } = &mut sandbox {
+                *r = restarts;
+                *last_state = Some(wasmkube_api::Terminated {
+                    exit_code: 137,
+                    reason: Some("Unhealthy".into()),
+                    message: Some(why),
+                    finished_at: Some(now()),
+                });
+            }
+            self.running.insert(key.clone(), sandbox);
+        }
+        writes
     }
 
     /// Makes `writes` in a few batch entries (`Objects::write_many`), waiting at most

@@ -15,6 +15,11 @@ pub(crate) enum Sandbox {
         uid: String,
         pod: Arc<HttpPod>,
         started: String,
+        /// Its probes, when it has any (dropped with the sandbox, which stops them).
+        prober: Option<crate::probe::Prober>,
+        /// Instances restarted for failing their liveness probe, and how the last one ended.
+        restarts: u32,
+        last_state: Option<wasmkube_api::Terminated>,
     },
     Cli {
         uid: String,
@@ -162,8 +167,20 @@ impl Agent {
         let logs = LogBuffer::new(self.runtime.config().log_capacity);
         let started = now();
         let result = match module.world {
-            ModuleWorld::Http => HttpPod::new(self.runtime.clone(), module, spec, logs)
-                .map(|p| Sandbox::Http { uid: uid.clone(), pod: Arc::new(p), started }),
+            ModuleWorld::Http => HttpPod::new(self.runtime.clone(), module, spec, logs).map(|p| {
+                let pod_arc = Arc::new(p);
+                let container = pod.spec.containers.first().cloned().unwrap_or_default();
+                let prober =
+                    crate::probe::start(pod_key(pod), pod_arc.clone(), &container, self.probe_tx.clone());
+                Sandbox::Http {
+                    uid: uid.clone(),
+                    pod: pod_arc,
+                    started,
+                    prober,
+                    restarts: 0,
+                    last_state: None,
+                }
+            }),
             ModuleWorld::Cli => {
                 let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
                 CliPod::start(self.runtime.clone(), module, spec, logs, policy).map(|p| Sandbox::Cli {
@@ -205,7 +222,7 @@ impl Agent {
         SandboxSpec { pod: pod_key(pod), args, env, memory_limit }
     }
 
-    fn event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) -> Option<Write> {
+    pub(crate) fn event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) -> Option<Write> {
         let involved = ObjectReference {
             kind: "Pod".into(),
             namespace: pod.metadata.namespace.clone(),

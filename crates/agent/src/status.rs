@@ -7,10 +7,14 @@ use crate::sandbox::Sandbox;
 pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
     let mut status = PodStatus { host_ip: Some(node.to_string()), ..Default::default() };
     match sandbox {
-        Sandbox::Http { started, .. } => {
+        Sandbox::Http { started, prober, restarts, last_state, .. } => {
             status.phase = Some(PodPhase::Running.as_str().into());
             status.start_time = Some(started.clone());
-            status.conditions = vec![Condition::new("Ready", true)];
+            // Ready once its probes say so (at once when it has none).
+            let ready = prober.as_ref().is_none_or(|p| p.state.is_ready());
+            status.conditions = vec![Condition::new("Ready", ready)];
+            status.restart_count = *restarts;
+            status.last_state = last_state.clone().map(|t| wasmkube_api::LastState { terminated: Some(t) });
         }
         Sandbox::Cli { pod, started, .. } => {
             let state = pod.state().borrow().clone();

@@ -10,6 +10,7 @@ mod meta;
 mod module;
 mod node;
 mod pod;
+mod probe;
 mod quantity;
 mod service_name;
 mod status;
@@ -24,8 +25,10 @@ pub use meta::{
 pub use module::{Module, ModuleSpec, ModuleWorld};
 pub use node::{Node, NodeAddress, NodeSpec, NodeStatus};
 pub use pod::{
-    Container, EnvVar, Pod, PodPhase, PodSpec, PodStatus, ResourceRequirements, TopologySpreadConstraint,
+    Container, EnvVar, LastState, Pod, PodPhase, PodSpec, PodStatus, ResourceRequirements, Terminated,
+    TopologySpreadConstraint,
 };
+pub use probe::{HttpGetAction, HttpHeader, Probe, ProbeKind};
 pub use quantity::parse_memory;
 pub use service_name::{ServiceName, parse_cluster_host, parse_host};
 pub use status::Status;

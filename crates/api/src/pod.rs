@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kinds::info;
 use crate::meta::{Condition, ObjectMeta, condition_is_true};
+use crate::probe::{Probe, ProbeKind};
 use crate::validation::{ValidationError, check_name};
 use crate::{Resource, parse_memory};
 
@@ -72,6 +73,15 @@ pub struct Container {
     pub env: Vec<EnvVar>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Restarts the pod's instance when it fails (see `crate::probe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// Decides whether every proxy sends the pod traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// Holds the other two back until it has succeeded once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
 }
 
 impl Container {
@@ -151,6 +161,30 @@ pub struct PodStatus {
     pub host_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
+    /// How the instance before the current one ended (hoisted from the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<LastState>,
+}
+
+/// Kubernetes' `lastState` of a container: how it last ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LastState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<Terminated>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Terminated {
+    #[serde(default)]
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 impl Pod {
@@ -230,6 +264,15 @@ impl PodSpec {
                 format!("{cat}.resources.requests.memory"),
                 format!("{request} is more than the memory limit"),
             ));
+        }
+        for (probe, kind, field) in [
+            (&c.liveness_probe, ProbeKind::Liveness, "livenessProbe"),
+            (&c.readiness_probe, ProbeKind::Readiness, "readinessProbe"),
+            (&c.startup_probe, ProbeKind::Startup, "startupProbe"),
+        ] {
+            if let Some(p) = probe {
+                p.validate(&format!("{cat}.{field}"), kind)?;
+            }
         }
         crate::validation::check_selector(&format!("{at}.nodeSelector"), &self.node_selector)?;
         for (i, t) in self.topology_spread_constraints.iter().enumerate() {

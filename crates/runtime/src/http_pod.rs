@@ -136,6 +136,21 @@ impl HttpPod {
         self.serve(admission, req).await
     }
 
+    /// A GET of `path` with no body, as a probe sends it (in a concurrency slot of its own
+    /// when one is free: `Overloaded` otherwise), answered with its status code.
+    pub async fn get(&self, path: &str, headers: &[(String, String)]) -> Result<u16, RequestError> {
+        let mut request = hyper::Request::get(path).header(hyper::header::HOST, "localhost");
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let body =
+            http_body_util::Empty::<Bytes>::new().map_err(|never| -> crate::BodyError { match never {} });
+        let request =
+            request.body(body).map_err(|e| RequestError::NoResponse(format!("building the request: {e}")))?;
+        let response = self.handle(request).await?;
+        Ok(response.status().as_u16())
+    }
+
     /// Serves one request in a slot reserved by `try_admit`.
     pub async fn serve<B>(
         &self,

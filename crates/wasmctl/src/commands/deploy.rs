@@ -127,9 +127,9 @@ impl Deploy {
                         containers: vec![Container {
                             name: name.into(),
                             image: image.into(),
-                            args: vec![],
                             env,
                             resources,
+                            ..Default::default()
                         }],
                         ..Default::default()
                     },

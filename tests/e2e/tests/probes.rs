@@ -1,0 +1,141 @@
+//! Probes with the real binaries, as in the Kubernetes pod spec: readiness decides whether
+//! the proxy sends a pod traffic, a failing liveness probe restarts the pod's instance (with
+//! its restart count, last state and events), a startup probe holds the others back, and
+//! probes Kubernetes has but a wasm pod cannot run are refused.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmkube_api::{Event, Pod};
+use wasmkube_e2e::{Wasmlet, eventually, example, proxy_get};
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+fn deployment(name: &str, digest: &str, probes: Value) -> Value {
+    let mut container = json!({"name": "app", "image": format!("sha256:{digest}")});
+    if let (Some(c), Some(p)) = (container.as_object_mut(), probes.as_object()) {
+        c.extend(p.clone());
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}}
+    })
+}
+
+fn get(path: &str, extra: Value) -> Value {
+    let mut probe = json!({"httpGet": {"path": path, "port": 8080}, "periodSeconds": 1});
+    if let (Some(p), Some(e)) = (probe.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    probe
+}
+
+async fn pod_of(node: &Wasmlet, app: &str) -> Option<Pod> {
+    let pods: Vec<Pod> = node.client().list(Some("default")).await.ok()?;
+    pods.into_iter().find(|p| p.metadata.labels.get("app").map(String::as_str) == Some(app))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_routes_liveness_restarts_and_startup_holds_back() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let client = node.client();
+    let digest = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
+    let deploy = |name: &str, probes: Value| {
+        let (client, body) = (client.clone(), deployment(name, &digest, probes));
+        async move { client.post_path(DEPLOYMENTS, &body).await }
+    };
+    deploy(
+        "healthy",
+        json!({"readinessProbe": get("/status/200", json!({})), "livenessProbe": get("/", json!({}))}),
+    )
+    .await?;
+    deploy("unready", json!({"readinessProbe": get("/status/503", json!({}))})).await?;
+    deploy("sick", json!({"livenessProbe": get("/status/500", json!({"failureThreshold": 2}))})).await?;
+    deploy(
+        "slow-start",
+        json!({"startupProbe": get("/status/500", json!({"failureThreshold": 2})),
+                                "readinessProbe": get("/", json!({}))}),
+    )
+    .await?;
+    for app in ["healthy", "unready"] {
+        client
+            .post_path(
+                "/api/v1/namespaces/default/services",
+                &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": app}, "spec": {"selector": {"app": app}}}),
+            )
+            .await?;
+    }
+
+    // Its readiness probe passes: Ready, served.
+    eventually(Duration::from_secs(15), "healthy Ready and served", || async {
+        let ready = pod_of(&node, "healthy").await?.is_ready();
+        (ready && proxy_get(&node.proxy, "healthy", "/", &[]).await.status == 200).then_some(())
+    })
+    .await?;
+    // Its readiness probe fails: Running, never Ready, and the proxy sends it nothing.
+    let unready = pod_of(&node, "unready").await.ok_or_else(|| anyhow::anyhow!("no unready pod"))?;
+    assert_eq!(unready.phase(), "Running");
+    assert!(!unready.is_ready(), "{:?}", unready.status);
+    let answer = proxy_get(&node.proxy, "unready", "/", &[]).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let listed = node.wasmctl_ok(&["get", "pods"]);
+    assert!(listed.lines().any(|l| l.starts_with("unready-") && l.contains("0/1")), "{listed}");
+
+    // Its liveness probe fails twice in a row: its instance is restarted, and said so.
+    let sick = eventually(Duration::from_secs(20), "sick restarted", || async {
+        let pod = pod_of(&node, "sick").await?;
+        (pod.status.as_ref()?.restart_count >= 1).then_some(pod)
+    })
+    .await?;
+    let last = sick.status.as_ref().and_then(|s| s.last_state.clone()).and_then(|l| l.terminated);
+    let last = last.ok_or_else(|| anyhow::anyhow!("no lastState: {:?}", sick.status))?;
+    assert_eq!(last.reason.as_deref(), Some("Unhealthy"));
+    assert!(last.message.as_deref().is_some_and(|m| m.contains("statuscode: 500")), "{last:?}");
+    let events: Vec<Event> = client.list(Some("default")).await?;
+    let unhealthy = events
+        .iter()
+        .find(|e| e.reason == "Unhealthy" && e.involved_object.name == sick.metadata.name)
+        .ok_or_else(|| anyhow::anyhow!("no Unhealthy event: {events:#?}"))?;
+    assert!(unhealthy.message.starts_with("Liveness probe failed: HTTP probe failed with statuscode: 500"));
+    let listed = node.wasmctl_ok(&["get", "pods"]);
+    let row = listed.lines().find(|l| l.starts_with("sick-")).unwrap_or_default().to_string();
+    assert!(
+        row.split_whitespace().nth(3).and_then(|r| r.parse::<u32>().ok()).is_some_and(|r| r >= 1),
+        "{listed}"
+    );
+
+    // Its startup probe never passes: restarted, and its readiness probe never ran.
+    let slow = eventually(Duration::from_secs(20), "slow-start restarted", || async {
+        let pod = pod_of(&node, "slow-start").await?;
+        (pod.status.as_ref()?.restart_count >= 1).then_some(pod)
+    })
+    .await?;
+    assert!(!slow.is_ready(), "held back by its startup probe");
+    let last = slow.status.and_then(|s| s.last_state).and_then(|l| l.terminated).and_then(|t| t.message);
+    assert!(last.is_some_and(|m| m.starts_with("Startup probe failed")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_a_wasm_pod_cannot_run_are_refused_with_the_field() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let digest = "a".repeat(64);
+    for (probes, field) in [
+        (json!({"livenessProbe": {"exec": {"command": ["true"]}}}), "livenessProbe.httpGet"),
+        (json!({"readinessProbe": {"tcpSocket": {"port": 80}}}), "readinessProbe.httpGet"),
+        (
+            json!({"livenessProbe": get("/", json!({"successThreshold": 2}))}),
+            "livenessProbe.successThreshold",
+        ),
+        (json!({"startupProbe": get("healthz", json!({}))}), "startupProbe.httpGet.path"),
+        (json!({"readinessProbe": get("/", json!({"periodSeconds": 0}))}), "readinessProbe.periodSeconds"),
+    ] {
+        let refused = node.client().post_path(DEPLOYMENTS, &deployment("bad", &digest, probes.clone())).await;
+        let err = refused.expect_err("refused").to_string();
+        assert!(err.contains(field), "{probes}: {err}");
+    }
+    let left: Vec<wasmkube_api::Deployment> = node.client().list(Some("default")).await?;
+    assert!(left.is_empty(), "nothing stored");
+    Ok(())
+}
