@@ -168,10 +168,17 @@ impl Agent {
         // Never set when nobody can ask this node to leave.
         let (_never, unset) = watch::channel(false);
         let mut leaving = self.leaving.take().unwrap_or(unset);
-        let mut left = false;
-        let heartbeat = tokio::spawn(heartbeat.run(async move {
-            let _ = heartbeat_stopped.await;
-        }));
+        // An agent started again while its node leaves never heartbeats (that would make
+        // the node Ready again): it only finishes the leave.
+        let mut left = *leaving.borrow_and_update();
+        let mut heartbeat = (!left).then(|| {
+            tokio::spawn(heartbeat.run(async move {
+                let _ = heartbeat_stopped.await;
+            }))
+        });
+        if left {
+            self.leave(&pods).await;
+        }
         let mut next_poll = tokio::time::Instant::now() + STATUS_POLL;
         // How often contact with the cluster is looked at: a few times per grace.
         let mut touch = tokio::time::interval((self.config.node_grace / 4).max(Duration::from_millis(20)));
@@ -217,8 +224,12 @@ impl Agent {
                 r = leaving.changed(), if !left => match r {
                     Ok(()) if *leaving.borrow_and_update() => {
                         left = true;
+                        // A beat on its way lands first, so the NotReady below is the last word.
                         if let Some(stop) = stop_heartbeat.take() {
                             let _ = stop.send(());
+                        }
+                        if let Some(beating) = heartbeat.take() {
+                            let _ = beating.await;
                         }
                         self.leave(&pods).await;
                     }
@@ -252,7 +263,8 @@ impl Agent {
             let _ = stop.send(());
         }
         // The heartbeat's panic is the agent's: its supervisor must see it and start both again.
-        if let Err(e) = heartbeat.await
+        if let Some(beating) = heartbeat.take()
+            && let Err(e) = beating.await
             && e.is_panic()
         {
             std::panic::resume_unwind(e.into_panic());
@@ -334,10 +346,13 @@ impl Agent {
             let Some(pod) = pods.get(key) else { continue };
             let restarts = restarts.saturating_add(1);
             tracing::info!(pod = %key, restarts, "{why}: restarting its instance");
-            writes.extend(self.event(pod, "Warning", "Unhealthy", why.clone()));
-            let container = pod.spec.containers.first().map(|c| c.name.clone()).unwrap_or_default();
-            let killing = format!("Container {container} failed a probe, will be restarted");
-            writes.extend(self.event(pod, "Normal", "Killing", killing));
+            // Within the node's event budget, as every event of the agent's.
+            if self.event_budget.take() {
+                writes.extend(self.event(pod, "Warning", "Unhealthy", why.clone()));
+                let container = pod.spec.containers.first().map(|c| c.name.clone()).unwrap_or_default();
+                let killing = format!("Container {container} failed a probe, will be restarted");
+                writes.extend(self.event(pod, "Normal", "Killing", killing));
+            }
             self.registry.remove(key);
             self.running.remove(key);
             let (mut sandbox, started) = self.start(pod, 0);
@@ -421,16 +436,15 @@ impl Agent {
             ready.last_transition_time = Some(now());
             status.conditions.retain(|c| c.type_ != "Ready");
             status.conditions.push(ready);
-            let rv = node.metadata.revision();
-            writes.push(Write::update_status::<wasmkube_api::Node, _>(None, name, &status, rv));
+            writes.push(Write::update_status::<wasmkube_api::Node, _>(None, name, &status, None));
         }
         for (_, pod) in pods.iter() {
-            let (namespace, rv) = (pod.metadata.namespace.as_deref(), pod.metadata.revision());
+            let namespace = pod.metadata.namespace.as_deref();
             writes.push(Write::delete(
                 <Pod as wasmkube_api::Resource>::KIND,
                 namespace,
                 &pod.metadata.name,
-                rv,
+                None,
             ));
         }
         tracing::info!(
@@ -439,10 +453,9 @@ impl Agent {
         );
         let failed = self.write_all(writes).await;
         if !failed.is_empty() {
-            tracing::warn!(
-                "{} of this node's pods were not handed over; the cluster replaces them once the node is gone",
-                failed.len()
-            );
+            // Gone already (not found) is fine; the node controller replaces the rest once
+            // the node is gone.
+            tracing::debug!("{} of this node's pod deletions did not land", failed.len());
         }
     }
 

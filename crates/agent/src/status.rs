@@ -27,6 +27,19 @@ pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
             };
             status.phase = Some(phase.as_str().into());
             status.conditions = vec![Condition::new("Ready", state.running)];
+            status.last_state = state.last_exit.as_deref().map(|exit| {
+                // "exit code N", or a trap's message (a failure, as exit code 1 is).
+                let code = exit.strip_prefix("exit code ").and_then(|c| c.parse().ok()).unwrap_or(1);
+                let reason = if code == 0 { "Completed" } else { "Error" };
+                wasmkube_api::LastState {
+                    terminated: Some(wasmkube_api::Terminated {
+                        exit_code: code,
+                        reason: Some(reason.into()),
+                        message: Some(exit.to_string()),
+                        finished_at: None,
+                    }),
+                }
+            });
             if state.backing_off {
                 status.reason = Some("CrashLoopBackOff".into());
                 status.message = state.last_exit.clone();

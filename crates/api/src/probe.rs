@@ -30,6 +30,9 @@ pub struct Probe {
     pub success_threshold: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<u32>,
+    /// Accepted as Kubernetes manifests carry it: a wasm instance stops at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,9 +121,9 @@ impl Probe {
             return invalid("httpGet", "a probe needs an httpGet handler".into());
         };
         if let Some(path) = &get.path
-            && !path.starts_with('/')
+            && (!path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
-            return invalid("httpGet.path", format!("{path:?} must start with /"));
+            return invalid("httpGet.path", format!("{path:?} must start with / and hold no spaces"));
         }
         if let Some(scheme) = get.scheme.as_deref().filter(|s| !s.eq_ignore_ascii_case("HTTP")) {
             return invalid(

@@ -38,14 +38,21 @@ impl Ejections {
     }
 
     /// Whether the node at `proxy_url` is to be tried last now.
+    #[cfg(test)]
     pub fn is_ejected(&self, proxy_url: &str) -> bool {
         let until = self.lock();
         !until.is_empty() && until.get(proxy_url).is_some_and(|t| *t > Instant::now())
     }
 
-    /// Whether any node is ejected (the common case, none, costs one lock).
-    pub fn any(&self) -> bool {
-        !self.lock().is_empty()
+    /// The nodes (proxy URLs) ejected now; none in the common case, for one lock.
+    pub fn current(&self) -> Vec<String> {
+        let mut until = self.lock();
+        if until.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        until.retain(|_, t| *t > now);
+        until.keys().cloned().collect()
     }
 }
 
@@ -56,9 +63,10 @@ mod tests {
     #[test]
     fn an_unreachable_node_is_tried_last_until_it_answers() {
         let e = Ejections::default();
-        assert!(!e.any() && !e.is_ejected("http://a"));
+        assert!(e.current().is_empty() && !e.is_ejected("http://a"));
         e.eject("http://a");
-        assert!(e.any() && e.is_ejected("http://a") && !e.is_ejected("http://b"));
+        assert_eq!(e.current(), ["http://a"]);
+        assert!(e.is_ejected("http://a") && !e.is_ejected("http://b"));
         e.restore("http://a");
         assert!(!e.is_ejected("http://a"));
     }

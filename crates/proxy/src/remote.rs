@@ -71,9 +71,10 @@ impl Remote {
             Err(e) if e.is_connect() => return Err(Failed::Unsent(e.to_string())),
             Err(e) => return Err(Failed::Lost(format!("the pod's node did not answer: {e}"))),
         };
-        if answer.headers().contains_key(REFUSED_HEADER) {
-            let why = answer.text().await.unwrap_or_default();
-            return Err(Failed::Refused(why.trim().to_string()));
+        if answer.status() == http::StatusCode::SERVICE_UNAVAILABLE
+            && answer.headers().contains_key(REFUSED_HEADER)
+        {
+            return Err(Failed::Refused("its proxy served no pod (not ready there, or at its limit)".into()));
         }
         let (status, headers) = (answer.status(), end_to_end(answer.headers()));
         let mut response = Response::new(Body::from_stream(answer.bytes_stream()));

@@ -50,10 +50,11 @@ impl ProxyState {
     /// ejected nodes last.
     fn order(&self, entry: &ServiceEntry) -> Vec<usize> {
         let mut order = entry.candidates();
-        if self.ejections.any() {
+        let ejected = self.ejections.current();
+        if !ejected.is_empty() {
             // Stable: the order among the rest stays.
             order.sort_by_key(|&i| match &entry.endpoints[i].target {
-                Target::Remote { proxy_url, .. } => self.ejections.is_ejected(proxy_url),
+                Target::Remote { proxy_url, .. } => ejected.contains(proxy_url),
                 Target::Local(_) => false,
             });
         }
@@ -293,8 +294,15 @@ async fn balance(state: &ProxyState, entry: &ServiceEntry, service: &ServiceName
     let idempotent = parts.method.is_idempotent();
     let mut resent = false;
     let mut unreachable = Vec::new();
+    // Nodes that failed this request: their other pods are not tried for it.
+    let mut failed_nodes: Vec<&str> = Vec::new();
     for i in state.order(entry) {
         let endpoint = &entry.endpoints[i];
+        if let Target::Remote { proxy_url, .. } = &endpoint.target
+            && failed_nodes.contains(&proxy_url.as_str())
+        {
+            continue;
+        }
         match &endpoint.target {
             Target::Local(http) => {
                 let Some(admission) = http.try_admit() else { continue };
@@ -317,10 +325,12 @@ async fn balance(state: &ProxyState, entry: &ServiceEntry, service: &ServiceName
                     Failed::Refused(_) => true,
                     Failed::Unsent(_) => {
                         state.ejections.eject(proxy_url);
+                        failed_nodes.push(proxy_url);
                         true
                     }
                     Failed::Lost(_) => {
                         state.ejections.eject(proxy_url);
+                        failed_nodes.push(proxy_url);
                         idempotent && !std::mem::replace(&mut resent, true)
                     }
                 };
@@ -355,6 +365,9 @@ async fn serve_local(
         Ok(resp) => resp.map(Body::new),
         Err(e) => request_error(&endpoint.pod, &e),
     };
+    // Only a proxy says a request was not served: a guest cannot, or a request it served
+    // would be sent to another pod again.
+    response.headers_mut().remove(REFUSED_HEADER);
     response.headers_mut().insert("x-wasmkube-pod", endpoint.pod_header.clone());
     response.headers_mut().insert("x-wasmkube-node", state.node.clone());
     response

@@ -30,8 +30,11 @@ struct Inner {
     /// before this node's current term (0: none known).
     last_leader: u64,
     predecessor: u64,
-    /// When this node started, or joined the membership it knows: the earliest contact.
+    /// When this node started: the earliest contact it can claim.
     started: Instant,
+    /// The last moment this node led (a deposed leader counts from there, not from its
+    /// start, while the next election runs).
+    led_until: Option<Instant>,
 }
 
 impl Contact {
@@ -45,6 +48,7 @@ impl Contact {
             last_leader: 0,
             predecessor: 0,
             started: Instant::now(),
+            led_until: None,
         };
         Contact { inner: Mutex::new(inner) }
     }
@@ -61,6 +65,9 @@ impl Contact {
     /// Follows leadership as the driver publishes it (every loop of the driver).
     pub(crate) fn observe(&self, state: &LeaderState) {
         let mut inner = self.lock();
+        if state.is_leader {
+            inner.led_until = Some(Instant::now());
+        }
         if state.is_leader && inner.leading_since.is_none() {
             inner.leading_since = Some(Instant::now());
             // The leader this node followed last; forgotten once used, so a later term of
@@ -115,22 +122,27 @@ impl Contact {
         let now = Instant::now();
         let others: Vec<u64> = inner.voters.iter().copied().filter(|v| *v != inner.node_id).collect();
         if inner.state.is_leader {
-            if others.is_empty() {
+            // A quorum is a majority of the voters: this node (when it votes) and enough
+            // others. The most recent contacts among the others, that many deep, say when
+            // it last had one.
+            let majority = inner.voters.len() / 2 + 1;
+            let needed = majority - usize::from(inner.voters.len() > others.len());
+            if needed == 0 {
                 return Duration::ZERO;
             }
-            // This node and (voters / 2) others make a quorum: the (voters / 2)-th most
-            // recent contact among the others is when it last had one.
             let mut heard: Vec<Instant> =
                 others.iter().map(|v| inner.last.get(v).copied().unwrap_or(inner.started)).collect();
             heard.sort_unstable_by(|a, b| b.cmp(a));
-            let quorum = heard.get(inner.voters.len() / 2 - 1).copied().unwrap_or(inner.started);
+            let quorum = heard.get(needed - 1).copied().unwrap_or(inner.started);
             return now.saturating_duration_since(quorum);
         }
         let leader = match inner.state.leader_id {
             0 => inner.last_leader,
             id => id,
         };
-        let heard = inner.last.get(&leader).copied().unwrap_or(inner.started).max(inner.started);
+        // Its leader, or while there is none, the last one it followed — or its own lead.
+        let heard = inner.last.get(&leader).copied().unwrap_or(inner.started);
+        let heard = heard.max(inner.started).max(inner.led_until.unwrap_or(inner.started));
         now.saturating_duration_since(heard)
     }
 }
@@ -178,6 +190,23 @@ mod tests {
         contact.observe(&state(1, true));
         std::thread::sleep(Duration::from_millis(20));
         assert!(contact.silence(3).expect("leading") < Duration::from_millis(25));
+    }
+
+    #[test]
+    fn a_deposed_leader_counts_from_its_lead_while_an_election_runs() {
+        let contact = Contact::new(1);
+        contact.members(&three());
+        contact.observe(&state(1, true));
+        std::thread::sleep(Duration::from_millis(30));
+        contact.observe(&state(1, true));
+        contact.observe(&state(0, false));
+        assert!(contact.out_of_touch() < Duration::from_millis(10), "{:?}", contact.out_of_touch());
+        // A leader that is not a voter (it removed itself) needs a majority of the others.
+        let contact = Contact::new(4);
+        contact.members(&Membership { voters: vec![1], learners: vec![4], ..Default::default() });
+        contact.observe(&state(4, true));
+        contact.heard(1);
+        assert!(contact.out_of_touch() < Duration::from_millis(10));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! cli-world pods: one long-running instance, restarted with exponential back-off.
+//! cli-world pods: one long-running instance, restarted with exponential back-off
+//! (`RuntimeConfig::crash_backoff`, Kubernetes' CrashLoopBackOff).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -12,11 +13,6 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use crate::host::HostState;
 use crate::modules::{ModuleError, PreparedModule};
 use crate::{LogBuffer, Runtime, SandboxSpec};
-
-const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// A run this long resets the back-off, as a container that stayed up does in Kubernetes.
-const STABLE_RUN: Duration = Duration::from_secs(60);
 
 /// What the node agent reports for a cli pod.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,7 +80,11 @@ async fn supervise(
     policy: &str,
     state: watch::Sender<CliPodState>,
 ) {
-    let mut backoff = BACKOFF_START;
+    let (start, max, stable) = {
+        let c = runtime.config();
+        (c.crash_backoff, c.crash_backoff_max.max(c.crash_backoff), c.crash_backoff_reset)
+    };
+    let mut backoff = start;
     loop {
         state.send_modify(|s| {
             s.running = true;
@@ -111,15 +111,16 @@ async fn supervise(
         if !restart {
             return;
         }
-        if started.elapsed() >= STABLE_RUN {
-            backoff = BACKOFF_START;
+        // A run this long starts the doubling over, as for a container that stayed up.
+        if started.elapsed() >= stable {
+            backoff = start;
         }
         state.send_modify(|s| {
             s.restarts += 1;
             s.backing_off = true;
         });
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(max);
     }
 }
 

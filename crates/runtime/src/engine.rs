@@ -35,6 +35,12 @@ pub struct RuntimeConfig {
     /// This node's service proxy: pods' requests to `<svc>.<ns>.svc` names go there. `None`
     /// denies all outgoing HTTP.
     pub service_proxy: Option<std::net::SocketAddr>,
+    /// A cli pod that ended is started again after this, doubling with each restart up to
+    /// `crash_backoff_max` (Kubernetes' CrashLoopBackOff: 10 s to 5 min); a run of
+    /// `crash_backoff_reset` starts the doubling over (Kubernetes: 10 min).
+    pub crash_backoff: Duration,
+    pub crash_backoff_max: Duration,
+    pub crash_backoff_reset: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +54,9 @@ impl Default for RuntimeConfig {
             pod_concurrency: 256,
             log_capacity: 256 * 1024,
             service_proxy: None,
+            crash_backoff: Duration::from_secs(10),
+            crash_backoff_max: Duration::from_secs(300),
+            crash_backoff_reset: Duration::from_secs(600),
         }
     }
 }

@@ -139,7 +139,10 @@ impl HttpPod {
     /// A GET of `path` with no body, as a probe sends it (in a concurrency slot of its own
     /// when one is free: `Overloaded` otherwise), answered with its status code.
     pub async fn get(&self, path: &str, headers: &[(String, String)]) -> Result<u16, RequestError> {
-        let mut request = hyper::Request::get(path).header(hyper::header::HOST, "localhost");
+        let mut request = hyper::Request::get(path);
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            request = request.header(hyper::header::HOST, "localhost");
+        }
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
@@ -199,8 +202,15 @@ impl HttpPod {
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         });
         let abort = task.abort_handle();
+        // A caller that stops waiting before the response head (a probe's own timeout, a
+        // client gone) stops the instance too: it must not keep its slots.
+        let mut unanswered = AbortOnDrop(Some(abort.clone()));
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(resp))) => Ok(resp.map(|body| body.map_err(|e| e).boxed_unsync())),
+            Ok(Ok(Ok(resp))) => {
+                // Answered: the instance may go on streaming the body.
+                unanswered.0 = None;
+                Ok(resp.map(|body| body.map_err(|e| e).boxed_unsync()))
+            }
             Ok(Ok(Err(code))) => {
                 Err(RequestError::NoResponse(format!("the module answered with error {code:?}")))
             }
@@ -216,6 +226,17 @@ impl HttpPod {
                 abort.abort();
                 Err(RequestError::Timeout(timeout))
             }
+        }
+    }
+}
+
+/// Aborts the task unless disarmed (`.0 = None`).
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
         }
     }
 }

@@ -105,6 +105,22 @@ async fn a_pod_at_its_concurrency_limit_refuses_before_sending() {
     assert!(pod.try_admit().is_some(), "the slot is free again");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_before_the_answer_stops_the_instance() {
+    // A probe's own timeout (1 s) is far below the request deadline (30 s): the spinning
+    // instance must not keep the pod's only slot until then.
+    let config = RuntimeConfig { pod_concurrency: 1, ..RuntimeConfig::default() };
+    let (_rt, pod) = http_pod(config, "misbehave", 16 << 20);
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), pod.get("/spin", &[])).await;
+    assert!(gave_up.is_err(), "the guest spins");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pod.try_admit().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(pod.try_admit().is_some(), "the slot is free again well before the 30 s deadline");
+    assert_eq!(pod.get("/status/204", &[]).await.expect("answered"), 204);
+}
+
 #[tokio::test]
 async fn modules_of_the_wrong_world_are_refused_for_a_pod_kind() {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
@@ -117,7 +133,8 @@ async fn modules_of_the_wrong_world_are_refused_for_a_pod_kind() {
 
 #[tokio::test]
 async fn a_cli_pod_that_exits_is_restarted_with_back_off() {
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let config = RuntimeConfig { crash_backoff: Duration::from_millis(200), ..RuntimeConfig::default() };
+    let runtime = Runtime::new(config).expect("runtime");
     let ticker = runtime.prepare("ticker", &example("ticker")).expect("prepare");
     let logs = LogBuffer::new(4096);
     let pod = CliPod::start(runtime, &ticker, spec(16 << 20, &[("TICKS", "1")]), logs.clone(), "Always")

@@ -49,6 +49,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         // Pods reach Services through this node's proxy (a wildcard listen is reached on
         // loopback).
         service_proxy: Some(reachable(proxy_addr)),
+        crash_backoff: flags.crash_backoff,
+        crash_backoff_max: flags.crash_backoff_max,
+        crash_backoff_reset: flags.crash_backoff_reset,
         ..RuntimeConfig::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;

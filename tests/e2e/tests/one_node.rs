@@ -70,8 +70,12 @@ async fn deploy_scale_kill_restart() -> anyhow::Result<()> {
         }
     })
     .await?;
-    let r = through_proxy(&node.proxy, "hello", "/", 1).await;
-    assert_eq!(r[0].0, 503, "the service remains with no ready pods");
+    // The proxy's table follows within a rebuild (at most 100 ms behind the store).
+    eventually(Duration::from_secs(5), "the service left with no ready pods (503)", || {
+        let proxy = node.proxy.clone();
+        async move { (through_proxy(&proxy, "hello", "/", 1).await[0].0 == 503).then_some(()) }
+    })
+    .await?;
     Ok(())
 }
 
@@ -101,6 +105,12 @@ async fn cli_pod_runs_logs_and_restarts_with_backoff() -> anyhow::Result<()> {
         }
     })
     .await?;
+    // Backing off for 10 s before the next start (Kubernetes' CrashLoopBackOff), with how
+    // the last run ended.
+    let status = pod.status.clone().unwrap_or_default();
+    assert_eq!(status.reason.as_deref(), Some("CrashLoopBackOff"), "{status:?}");
+    let last = status.last_state.and_then(|l| l.terminated).unwrap_or_default();
+    assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")), "{last:?}");
     let logs = node.wasmctl_ok(&["logs", &pod.metadata.name]);
     assert!(logs.contains("tick 1\ntick 2\n"), "{logs:?}");
     // WASI p2 carries only success or failure, so exit(3) is seen as exit code 1.
