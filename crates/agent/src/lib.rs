@@ -39,6 +39,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Node graces out of touch with the cluster after which a node stops its own pods: past
 /// any election (0.5–2 s with a split vote), so a failover never stops a survivor's pods.
 pub const FENCE_GRACES: u32 = 3;
+/// At most one `RequestTrapped` event per pod this often (each carries how many trapped).
+const TRAP_EVENT_EVERY: Duration = Duration::from_secs(10);
 /// How soon a heartbeat that could not be recorded is tried again.
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
 
@@ -289,6 +291,9 @@ impl Agent {
             }
         }
         let mut writes = self.restart_unhealthy(pods, &dirty);
+        if poll {
+            writes.extend(self.report_traps(pods));
+        }
         let mut due: Vec<(String, u32)> = dirty
             .iter()
             .filter(|k| pods.get(k).is_some() && !self.running.contains_key(*k))
@@ -330,6 +335,39 @@ impl Agent {
             }
         }
         self.write_all(writes).await
+    }
+
+    /// A `RequestTrapped` warning for each http pod whose requests trapped since it was last
+    /// told, at most one per pod per `TRAP_EVENT_EVERY` (with how many, and the last trap's
+    /// message), within the node's event budget: a pod that traps is seen, and a flood of
+    /// traps is not a flood of writes.
+    fn report_traps(&mut self, pods: &Reflector<Pod>) -> Vec<Write> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (key, sandbox) in self.running.iter_mut() {
+            let Sandbox::Http { pod, traps_reported, trap_event_at, .. } = sandbox else { continue };
+            let (traps, last) = pod.traps();
+            if traps <= *traps_reported || trap_event_at.is_some_and(|at| now < at + TRAP_EVENT_EVERY) {
+                continue;
+            }
+            let message = format!(
+                "{} request(s) trapped since the last report: {}",
+                traps - *traps_reported,
+                last.unwrap_or_default()
+            );
+            *traps_reported = traps;
+            *trap_event_at = Some(now);
+            due.push((key.clone(), message));
+        }
+        let mut writes = Vec::new();
+        for (key, message) in due {
+            if let Some(pod) = pods.get(&key)
+                && self.event_budget.take()
+            {
+                writes.extend(self.event(pod, "Warning", "RequestTrapped", message));
+            }
+        }
+        writes
     }
 
     /// Restarts the instance of each pod of `keys` whose liveness (or startup) probe failed,

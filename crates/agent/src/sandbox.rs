@@ -20,6 +20,9 @@ pub(crate) enum Sandbox {
         /// Instances restarted for failing their liveness probe, and how the last one ended.
         restarts: u32,
         last_state: Option<wasmkube_api::Terminated>,
+        /// Traps already reported in an event, and when the last such event was.
+        traps_reported: u64,
+        trap_event_at: Option<Instant>,
     },
     Cli {
         uid: String,
@@ -179,6 +182,8 @@ impl Agent {
                     prober,
                     restarts: 0,
                     last_state: None,
+                    traps_reported: 0,
+                    trap_event_at: None,
                 }
             }),
             ModuleWorld::Cli => {

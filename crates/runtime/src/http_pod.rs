@@ -51,6 +51,9 @@ pub struct HttpPod {
     outstanding: AtomicUsize,
     served: AtomicU64,
     failed: AtomicU64,
+    /// Requests whose instance trapped, and the last trap's message.
+    traps: AtomicU64,
+    last_trap: std::sync::Mutex<Option<String>>,
 }
 
 impl HttpPod {
@@ -76,12 +79,20 @@ impl HttpPod {
             outstanding: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            last_trap: std::sync::Mutex::new(None),
         })
     }
 
     /// Requests in flight: the load balancer's least-outstanding signal.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose instance trapped so far, and the last trap's message.
+    pub fn traps(&self) -> (u64, Option<String>) {
+        let last = self.last_trap.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (self.traps.load(Ordering::Relaxed), last)
     }
 
     /// Requests answered and requests failed so far.
@@ -166,6 +177,10 @@ impl HttpPod {
     {
         let _outstanding = Outstanding::enter(&self.outstanding);
         let result = self.invoke(req, admission.0).await;
+        if let Err(RequestError::Trap(message)) = &result {
+            *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+            self.traps.fetch_add(1, Ordering::Relaxed);
+        }
         let counter = if result.is_ok() { &self.served } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
         result

@@ -1,7 +1,8 @@
 //! Probes with the real binaries, as in the Kubernetes pod spec: readiness decides whether
 //! the proxy sends a pod traffic, a failing liveness probe restarts the pod's instance (with
 //! its restart count, last state and events), a startup probe holds the others back, and
-//! probes Kubernetes has but a wasm pod cannot run are refused.
+//! probes Kubernetes has but a wasm pod cannot run are refused; and requests that trap are
+//! counted on the pod and reported as rate-limited events.
 
 use std::time::Duration;
 
@@ -137,5 +138,44 @@ async fn probes_a_wasm_pod_cannot_run_are_refused_with_the_field() -> anyhow::Re
     }
     let left: Vec<wasmkube_api::Deployment> = node.client().list(Some("default")).await?;
     assert!(left.is_empty(), "nothing stored");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trapping_requests_are_counted_and_reported_without_a_flood() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let client = node.client();
+    let digest = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
+    let limits = json!({"resources": {"limits": {"memory": "16Mi"}}});
+    client.post_path(DEPLOYMENTS, &deployment("trappy", &digest, limits)).await?;
+    client
+        .post_path(
+            "/api/v1/namespaces/default/services",
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "trappy"}, "spec": {"selector": {"app": "trappy"}}}),
+        )
+        .await?;
+    eventually(Duration::from_secs(15), "trappy served", || async {
+        (proxy_get(&node.proxy, "trappy", "/", &[]).await.status == 200).then_some(())
+    })
+    .await?;
+    // 50 requests that grow past the pod's memory limit: each traps (502).
+    for _ in 0..50 {
+        assert_eq!(proxy_get(&node.proxy, "trappy", "/grow?mb=64", &[]).await.status, 502);
+    }
+    let pod = pod_of(&node, "trappy").await.ok_or_else(|| anyhow::anyhow!("no pod"))?;
+    let trapped = eventually(Duration::from_secs(10), "a RequestTrapped event", || async {
+        let events: Vec<Event> = client.list(Some("default")).await.ok()?;
+        events
+            .into_iter()
+            .find(|e| e.reason == "RequestTrapped" && e.involved_object.name == pod.metadata.name)
+    })
+    .await?;
+    assert_eq!(trapped.type_, "Warning");
+    assert!(trapped.message.contains("request(s) trapped since the last report"), "{}", trapped.message);
+    // One report for the burst, not fifty (the next may come 10 s later at the earliest).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events: Vec<Event> = client.list(Some("default")).await?;
+    let reports: u32 = events.iter().filter(|e| e.reason == "RequestTrapped").map(|e| e.count).sum();
+    assert!(reports <= 2, "{reports} reports for one burst");
     Ok(())
 }
