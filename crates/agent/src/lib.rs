@@ -39,6 +39,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Node graces out of touch with the cluster after which a node stops its own pods: past
 /// any election (0.5–2 s with a split vote), so a failover never stops a survivor's pods.
 pub const FENCE_GRACES: u32 = 3;
+/// An http pod whose requests trap this many times in a row (none answered between) is
+/// crashing: out of rotation for its back-off, then a fresh instance.
+const CRASH_AFTER_TRAPS: u32 = 5;
 /// At most one `RequestTrapped` event per pod this often (each carries how many trapped).
 const TRAP_EVENT_EVERY: Duration = Duration::from_secs(10);
 /// How soon a heartbeat that could not be recorded is tried again.
@@ -291,8 +294,12 @@ impl Agent {
             }
         }
         let mut writes = self.restart_unhealthy(pods, &dirty);
+        let mut crashing = Changes::new();
         if poll {
             writes.extend(self.report_traps(pods));
+            let (events, changed) = self.crash_or_recover(pods);
+            writes.extend(events);
+            crashing = changed;
         }
         let mut due: Vec<(String, u32)> = dirty
             .iter()
@@ -319,6 +326,7 @@ impl Agent {
             check.push(key);
         }
         check.extend(dirty);
+        check.extend(crashing);
         if poll {
             check.extend(self.running.iter().filter(|(_, s)| s.moves_on_its_own()).map(|(k, _)| k.clone()));
         }
@@ -368,6 +376,76 @@ impl Agent {
             }
         }
         writes
+    }
+
+    /// http pods whose requests keep trapping are crashing, as a container that keeps dying:
+    /// out of rotation (not Ready, `CrashLoopBackOff`, this node's proxy stops serving it)
+    /// for the node's crash back-off — doubling with each restart — then a fresh instance,
+    /// its restart count one more. Returns the events to record and the pods whose status
+    /// changed.
+    fn crash_or_recover(&mut self, pods: &Reflector<Pod>) -> (Vec<Write>, Changes) {
+        let at = Instant::now();
+        let config = self.runtime.config();
+        let (start, max) = (config.crash_backoff, config.crash_backoff_max.max(config.crash_backoff));
+        let (mut crashed_now, mut recovered) = (Vec::new(), Vec::new());
+        for (key, sandbox) in self.running.iter_mut() {
+            let Sandbox::Http { pod, crashed, restarts, .. } = sandbox else { continue };
+            match crashed {
+                Some((until, _)) if at >= *until => recovered.push(key.clone()),
+                Some(_) => {}
+                None if pod.traps_in_a_row() >= CRASH_AFTER_TRAPS => {
+                    let backoff = start.saturating_mul(1 << (*restarts).min(16)).min(max);
+                    let last = pod.traps().1.unwrap_or_default();
+                    let why = format!("{} requests in a row trapped: {last}", pod.traps_in_a_row());
+                    *crashed = Some((at + backoff, why.clone()));
+                    crashed_now.push((key.clone(), backoff, why));
+                }
+                None => {}
+            }
+        }
+        let (mut writes, mut changed) = (Vec::new(), Changes::new());
+        for (key, backoff, why) in crashed_now {
+            // This node's proxy stops serving it at once; the status tells the others.
+            if let Some(Sandbox::Http { uid, pod, .. }) = self.running.get(&key) {
+                let local =
+                    wasmkube_runtime::LocalPod { uid: uid.clone(), http: None, logs: pod.logs().clone() };
+                self.registry.insert(key.clone(), local);
+            }
+            tracing::info!(pod = %key, ?backoff, "{why}: backing off");
+            if let Some(p) = pods.get(&key)
+                && self.event_budget.take()
+            {
+                writes.extend(self.event(
+                    p,
+                    "Warning",
+                    "BackOff",
+                    format!("Back-off {backoff:?} restarting: {why}"),
+                ));
+            }
+            changed.insert(key);
+        }
+        for key in recovered {
+            let Some(pod) = pods.get(&key) else { continue };
+            let Some(Sandbox::Http { restarts, crashed, .. }) = self.running.get(&key) else { continue };
+            let (restarts, why) =
+                (restarts.saturating_add(1), crashed.clone().map(|c| c.1).unwrap_or_default());
+            self.registry.remove(&key);
+            self.running.remove(&key);
+            let (mut sandbox, started) = self.start(pod, 0);
+            writes.extend(started);
+            if let Sandbox::Http { restarts: r, last_state, .. } = &mut sandbox {
+                *r = restarts;
+                *last_state = Some(wasmkube_api::Terminated {
+                    exit_code: 1,
+                    reason: Some("Error".into()),
+                    message: Some(why),
+                    finished_at: Some(now()),
+                });
+            }
+            self.running.insert(key.clone(), sandbox);
+            changed.insert(key);
+        }
+        (writes, changed)
     }
 
     /// Restarts the instance of each pod of `keys` whose liveness (or startup) probe failed,

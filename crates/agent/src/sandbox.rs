@@ -23,6 +23,9 @@ pub(crate) enum Sandbox {
         /// Traps already reported in an event, and when the last such event was.
         traps_reported: u64,
         trap_event_at: Option<Instant>,
+        /// Its requests kept trapping: out of rotation (CrashLoopBackOff, with why) until
+        /// then, when a fresh instance takes over.
+        crashed: Option<(Instant, String)>,
     },
     Cli {
         uid: String,
@@ -184,6 +187,7 @@ impl Agent {
                     last_state: None,
                     traps_reported: 0,
                     trap_event_at: None,
+                    crashed: None,
                 }
             }),
             ModuleWorld::Cli => {

@@ -7,7 +7,7 @@ use crate::sandbox::Sandbox;
 pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
     let mut status = PodStatus { host_ip: Some(node.to_string()), ..Default::default() };
     match sandbox {
-        Sandbox::Http { started, prober, restarts, last_state, .. } => {
+        Sandbox::Http { started, prober, restarts, last_state, crashed, .. } => {
             status.phase = Some(PodPhase::Running.as_str().into());
             status.start_time = Some(started.clone());
             // Ready once its probes say so (at once when it has none).
@@ -15,6 +15,11 @@ pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
             status.conditions = vec![Condition::new("Ready", ready)];
             status.restart_count = *restarts;
             status.last_state = last_state.clone().map(|t| wasmkube_api::LastState { terminated: Some(t) });
+            if let Some((_, why)) = crashed {
+                status.conditions = vec![Condition::new("Ready", false)];
+                status.reason = Some("CrashLoopBackOff".into());
+                status.message = Some(why.clone());
+            }
         }
         Sandbox::Cli { pod, started, .. } => {
             let state = pod.state().borrow().clone();

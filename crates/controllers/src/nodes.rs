@@ -49,6 +49,8 @@ pub fn lost_nodes(cluster: &ClusterHandle, grace: Duration) -> HashMap<String, D
         .members
         .into_values()
         .filter(|m| m.id != me)
+        // Silent for the grace and failing to take messages: gone, not merely slow.
+        .filter(|m| contact.unreachable(m.id))
         .filter_map(|m| contact.silence(m.id).filter(|s| *s >= grace).map(|s| (m.name, s)))
         .collect()
 }

@@ -20,6 +20,9 @@ pub struct Contact {
 struct Inner {
     /// Per peer id: the last batch from it, or the last batch it took.
     last: HashMap<u64, Instant>,
+    /// Peers a batch could not be delivered to since they were last heard from (refused,
+    /// reset, timed out): evidence that they are gone, not merely slow.
+    failing: std::collections::HashSet<u64>,
     node_id: u64,
     /// Who leads as the driver last published it.
     state: LeaderState,
@@ -41,6 +44,7 @@ impl Contact {
     pub(crate) fn new(node_id: u64) -> Self {
         let inner = Inner {
             last: HashMap::new(),
+            failing: std::collections::HashSet::new(),
             node_id,
             state: LeaderState::default(),
             voters: Vec::new(),
@@ -59,7 +63,21 @@ impl Contact {
 
     /// Peer `id` was heard from, or took a batch of messages, just now.
     pub fn heard(&self, id: u64) {
-        self.lock().last.insert(id, Instant::now());
+        let mut inner = self.lock();
+        inner.last.insert(id, Instant::now());
+        inner.failing.remove(&id);
+    }
+
+    /// A batch of messages to peer `id` could not be delivered.
+    pub fn failed(&self, id: u64) {
+        self.lock().failing.insert(id);
+    }
+
+    /// Whether the last attempt to reach peer `id` failed (and nothing was heard since). A
+    /// peer is lost only when it is silent *and* unreachable: one that is merely slow (a
+    /// starved machine answering late) is not declared gone.
+    pub fn unreachable(&self, id: u64) -> bool {
+        self.lock().failing.contains(&id)
     }
 
     /// Follows leadership as the driver publishes it (every loop of the driver).
@@ -207,6 +225,17 @@ mod tests {
         contact.observe(&state(4, true));
         contact.heard(1);
         assert!(contact.out_of_touch() < Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_peer_is_unreachable_from_a_failed_delivery_until_it_is_heard_again() {
+        let contact = Contact::new(1);
+        contact.members(&three());
+        assert!(!contact.unreachable(2));
+        contact.failed(2);
+        assert!(contact.unreachable(2) && !contact.unreachable(3));
+        contact.heard(2);
+        assert!(!contact.unreachable(2));
     }
 
     #[test]

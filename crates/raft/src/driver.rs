@@ -69,6 +69,8 @@ struct Driver {
     compact_keep: u64,
     /// Told who leads after every loop, so it knows when this node is in touch.
     contact: Arc<crate::Contact>,
+    /// Membership changes waiting for the one before them to be applied.
+    deferred_changes: Vec<(MembershipChange, Reply)>,
 }
 
 /// Starts the driver for a node whose log is in `log` and state machine in `store`, talking
@@ -140,6 +142,7 @@ pub fn start(
         compact_after: config.compact_after,
         compact_keep: config.compact_keep,
         contact,
+        deferred_changes: Vec::new(),
     };
     let tick = config.tick;
     std::thread::Builder::new()
@@ -243,6 +246,13 @@ impl Driver {
             }
             self.on_ready()?;
             self.publish_leader();
+            let leading = self.node.raft.state == StateRole::Leader;
+            if !self.deferred_changes.is_empty() && (!leading || !self.node.raft.has_pending_conf()) {
+                // Proposed now (or refused with NotLeader if this node lost the lead).
+                for (change, reply) in std::mem::take(&mut self.deferred_changes) {
+                    self.handle(Request::ChangeMembership { change, reply });
+                }
+            }
         }
     }
 
@@ -275,6 +285,13 @@ impl Driver {
                 self.reads.asked(id, reply);
             }
             Request::ChangeMembership { change, reply } => {
+                // raft-rs drops a change proposed while another is not applied yet (a new
+                // leader counts its whole log as one) without telling anyone: it waits here
+                // until that one is applied, and is proposed then.
+                if self.node.raft.state == StateRole::Leader && self.node.raft.has_pending_conf() {
+                    self.deferred_changes.push((change, reply));
+                    return;
+                }
                 let Some((id, reply)) = self.lead(reply) else { return };
                 match self
                     .node

@@ -180,6 +180,12 @@ impl Transport for PeerTransport {
         let faults = &self.inner.faults;
         for m in messages {
             if faults.cut(m.to) || faults.drop_one() {
+                // As a network that is down: the peer cannot be reached.
+                if faults.cut(m.to)
+                    && let Some(contact) = self.inner.contact.get()
+                {
+                    contact.failed(m.to);
+                }
                 // A lost snapshot is reported, as a failed send would be: raft-rs keeps the
                 // peer waiting for it otherwise.
                 if m.get_msg_type() == MessageType::MsgSnapshot {
@@ -239,7 +245,12 @@ impl Sender {
                     backoff = BACKOFF_START;
                     continue;
                 }
-                Err(e) => tracing::debug!(peer = self.to, count, "raft messages not delivered: {e}"),
+                Err(e) => {
+                    tracing::debug!(peer = self.to, count, "raft messages not delivered: {e}");
+                    if let Some(contact) = self.inner.contact.get() {
+                        contact.failed(self.to);
+                    }
+                }
             }
             self.inner.report(Report::Unreachable(self.to));
             tokio::time::sleep(backoff).await;

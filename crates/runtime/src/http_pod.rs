@@ -54,6 +54,8 @@ pub struct HttpPod {
     /// Requests whose instance trapped, and the last trap's message.
     traps: AtomicU64,
     last_trap: std::sync::Mutex<Option<String>>,
+    /// Traps since the last request answered without one.
+    traps_in_a_row: std::sync::atomic::AtomicU32,
 }
 
 impl HttpPod {
@@ -81,12 +83,18 @@ impl HttpPod {
             failed: AtomicU64::new(0),
             traps: AtomicU64::new(0),
             last_trap: std::sync::Mutex::new(None),
+            traps_in_a_row: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
     /// Requests in flight: the load balancer's least-outstanding signal.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Requests in a row whose instance trapped (none answered in between).
+    pub fn traps_in_a_row(&self) -> u32 {
+        self.traps_in_a_row.load(Ordering::Relaxed)
     }
 
     /// Requests whose instance trapped so far, and the last trap's message.
@@ -177,9 +185,14 @@ impl HttpPod {
     {
         let _outstanding = Outstanding::enter(&self.outstanding);
         let result = self.invoke(req, admission.0).await;
-        if let Err(RequestError::Trap(message)) = &result {
-            *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
-            self.traps.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Err(RequestError::Trap(message)) => {
+                *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+                self.traps.fetch_add(1, Ordering::Relaxed);
+                self.traps_in_a_row.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => self.traps_in_a_row.store(0, Ordering::Relaxed),
+            Err(_) => {}
         }
         let counter = if result.is_ok() { &self.served } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);

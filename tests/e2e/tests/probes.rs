@@ -142,8 +142,9 @@ async fn probes_a_wasm_pod_cannot_run_are_refused_with_the_field() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trapping_requests_are_counted_and_reported_without_a_flood() -> anyhow::Result<()> {
-    let node = Wasmlet::start(&[])?;
+async fn trapping_requests_are_counted_reported_and_a_pod_that_keeps_trapping_backs_off() -> anyhow::Result<()>
+{
+    let node = Wasmlet::start(&["--crash-backoff", "2s"])?;
     let client = node.client();
     let digest = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
     let limits = json!({"resources": {"limits": {"memory": "16Mi"}}});
@@ -158,10 +159,14 @@ async fn trapping_requests_are_counted_and_reported_without_a_flood() -> anyhow:
         (proxy_get(&node.proxy, "trappy", "/", &[]).await.status == 200).then_some(())
     })
     .await?;
-    // 50 requests that grow past the pod's memory limit: each traps (502).
+    // Requests that grow past the pod's memory limit: each traps (502), until the pod,
+    // having trapped 5 times in a row, is crashing and out of rotation (503).
+    let mut statuses = Vec::new();
     for _ in 0..50 {
-        assert_eq!(proxy_get(&node.proxy, "trappy", "/grow?mb=64", &[]).await.status, 502);
+        statuses.push(proxy_get(&node.proxy, "trappy", "/grow?mb=64", &[]).await.status);
     }
+    assert!(statuses.iter().take(5).all(|s| *s == 502), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 502 || *s == 503), "{statuses:?}");
     let pod = pod_of(&node, "trappy").await.ok_or_else(|| anyhow::anyhow!("no pod"))?;
     let trapped = eventually(Duration::from_secs(10), "a RequestTrapped event", || async {
         let events: Vec<Event> = client.list(Some("default")).await.ok()?;
@@ -177,5 +182,24 @@ async fn trapping_requests_are_counted_and_reported_without_a_flood() -> anyhow:
     let events: Vec<Event> = client.list(Some("default")).await?;
     let reports: u32 = events.iter().filter(|e| e.reason == "RequestTrapped").map(|e| e.count).sum();
     assert!(reports <= 2, "{reports} reports for one burst");
+    // Crashing: not Ready, CrashLoopBackOff with why; then after its 2 s back-off, a fresh
+    // instance serves again, its restart count one more.
+    let crashing = eventually(Duration::from_secs(5), "trappy in CrashLoopBackOff", || async {
+        let pod = pod_of(&node, "trappy").await?;
+        (pod.status.as_ref()?.reason.as_deref() == Some("CrashLoopBackOff")).then_some(pod)
+    })
+    .await;
+    let back = eventually(Duration::from_secs(15), "trappy restarted and serving", || async {
+        let pod = pod_of(&node, "trappy").await?;
+        let restarted = pod.status.as_ref()?.restart_count >= 1 && pod.is_ready();
+        (restarted && proxy_get(&node.proxy, "trappy", "/", &[]).await.status == 200).then_some(pod)
+    })
+    .await?;
+    // (The back-off may have ended before the first look.)
+    if let Ok(crashing) = crashing {
+        assert!(!crashing.is_ready(), "out of rotation while backing off");
+    }
+    let last = back.status.and_then(|s| s.last_state).and_then(|l| l.terminated).and_then(|t| t.message);
+    assert!(last.is_some_and(|m| m.contains("requests in a row trapped")));
     Ok(())
 }
