@@ -228,7 +228,14 @@ impl Agent {
         env.push(("WASMKUBE_NODE_NAME".into(), self.config.node_name.clone()));
         let mut args = vec![container.name.clone()];
         args.extend(container.args.iter().cloned());
-        SandboxSpec { pod: pod_key(pod), args, env, memory_limit }
+        SandboxSpec {
+            pod: pod_key(pod),
+            args,
+            env,
+            memory_limit,
+            cpu_limit_millis: container.cpu_limit_millis(),
+            request_timeout: pod.spec.timeout_seconds.map(|s| std::time::Duration::from_secs(u64::from(s))),
+        }
     }
 
     pub(crate) fn event(&mut self, pod: &Pod, type_: &str, reason: &str, message: String) -> Option<Write> {

@@ -29,13 +29,13 @@ pub use pod::{
     TopologySpreadConstraint,
 };
 pub use probe::{HttpGetAction, HttpHeader, Probe, ProbeKind};
-pub use quantity::parse_memory;
+pub use quantity::{parse_cpu, parse_memory};
 pub use service_name::{ServiceName, parse_cluster_host, parse_host};
 pub use status::Status;
 pub use validation::{ValidationError, validate_object, validate_typed};
 pub use workload::{
-    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, MAX_REPLICAS, PodTemplateSpec,
-    RollingUpdate, Service, ServicePort, ServiceSpec, check_replicas,
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, Event, MAX_REPLICAS, NODE_PORT,
+    NODE_PORT_RANGE, PodTemplateSpec, RollingUpdate, Service, ServicePort, ServiceSpec, check_replicas,
 };
 
 /// Largest JSON object the API admits (Module bytes have their own limit). Every layer below

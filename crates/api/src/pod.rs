@@ -8,7 +8,7 @@ use crate::kinds::info;
 use crate::meta::{Condition, ObjectMeta, condition_is_true};
 use crate::probe::{Probe, ProbeKind};
 use crate::validation::{ValidationError, check_name};
-use crate::{Resource, parse_memory};
+use crate::{Resource, parse_cpu, parse_memory};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -40,7 +40,14 @@ pub struct PodSpec {
     /// `ScheduleAnyway` constraints: a preference the scheduler ranks by).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// How long one request to an http pod may run before it is cut off (Knative's
+    /// `timeoutSeconds`); the node's `--request-timeout` when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
 }
+
+/// The longest `timeoutSeconds` a pod may set (an hour).
+pub const MAX_TIMEOUT_SECONDS: u32 = 3600;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -96,6 +103,12 @@ impl Container {
     pub fn memory_request(&self) -> u64 {
         let requested = self.resources.as_ref().and_then(|r| r.requests.get("memory"));
         requested.and_then(|q| parse_memory(q).ok()).or_else(|| self.memory_limit()).unwrap_or(0)
+    }
+
+    /// The CPU limit in millicores, if one is set (validated on admission).
+    pub fn cpu_limit_millis(&self) -> Option<u64> {
+        let limits = &self.resources.as_ref()?.limits;
+        limits.get("cpu").and_then(|q| parse_cpu(q).ok())
     }
 
     /// The module digest (hex) this container runs, if the image names one.
@@ -245,16 +258,31 @@ impl PodSpec {
         if let Some(res) = &c.resources {
             for (map, name) in [(&res.limits, "limits"), (&res.requests, "requests")] {
                 for (k, v) in map {
-                    if k != "memory" {
-                        return Err(ValidationError::new(
-                            format!("{cat}.resources.{name}.{k}"),
-                            "only memory is supported".to_string(),
-                        ));
+                    let field = format!("{cat}.resources.{name}.{k}");
+                    match k.as_str() {
+                        "memory" => parse_memory(v).map(drop),
+                        "cpu" => parse_cpu(v).map(drop),
+                        _ => Err("only cpu and memory are supported".to_string()),
                     }
-                    parse_memory(v)
-                        .map_err(|e| ValidationError::new(format!("{cat}.resources.{name}.memory"), e))?;
+                    .map_err(|e| ValidationError::new(field, e))?;
                 }
             }
+            if let (Some(request), Some(limit)) = (res.requests.get("cpu"), c.cpu_limit_millis())
+                && parse_cpu(request).unwrap_or(0) > limit
+            {
+                return Err(ValidationError::new(
+                    format!("{cat}.resources.requests.cpu"),
+                    format!("{request} is more than the CPU limit"),
+                ));
+            }
+        }
+        if let Some(t) = self.timeout_seconds
+            && !(1..=MAX_TIMEOUT_SECONDS).contains(&t)
+        {
+            return Err(ValidationError::new(
+                format!("{at}.timeoutSeconds"),
+                format!("{t} is not between 1 and {MAX_TIMEOUT_SECONDS}"),
+            ));
         }
         if let Some(res) = &c.resources
             && let (Some(request), Some(limit)) = (res.requests.get("memory"), c.memory_limit())

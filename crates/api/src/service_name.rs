@@ -9,6 +9,12 @@ pub struct ServiceName {
     pub name: String,
 }
 
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// The Service a Host header names, in any of the forms, or `None` for a name that is not a
 /// service address.
 pub fn parse_host(host: &str) -> Option<ServiceName> {

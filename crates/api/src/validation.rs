@@ -304,10 +304,60 @@ mod tests {
     }
 
     #[test]
-    fn service_types_beyond_cluster_ip_are_refused() {
+    fn node_port_services_are_checked() {
         let kind = find_kind("Service").expect("registered");
-        let svc = json!({"kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"app": "s"}, "type": "NodePort"}});
-        let err = validate_object(kind, svc).unwrap_err();
-        assert!(err.message.contains("not supported yet"), "{err}");
+        let svc = |type_: &str, ports: Value| json!({"kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"app": "s"}, "type": type_, "ports": ports}});
+        validate_object(kind, svc("NodePort", json!([{"port": 80}]))).expect("allocated later");
+        validate_object(
+            kind,
+            svc("NodePort", json!([{"port": 80, "nodePort": 30080, "targetPort": "http"}])),
+        )
+        .expect("given");
+        validate_object(kind, svc("ClusterIP", json!([{"port": 80, "targetPort": 8080}])))
+            .expect("targetPort");
+        let refused = [
+            (svc("LoadBalancer", json!([{"port": 80}])), "spec.type", "Unsupported value"),
+            (svc("NodePort", json!([])), "spec.ports", "Required value"),
+            (
+                svc("ClusterIP", json!([{"port": 80, "nodePort": 30080}])),
+                "spec.ports[0].nodePort",
+                "Forbidden",
+            ),
+            (
+                svc("NodePort", json!([{"port": 80, "nodePort": 8080}])),
+                "spec.ports[0].nodePort",
+                "valid range",
+            ),
+            (
+                svc("NodePort", json!([{"port": 80, "nodePort": 32768}])),
+                "spec.ports[0].nodePort",
+                "valid range",
+            ),
+            (
+                svc("NodePort", json!([{"port": 80, "nodePort": 30080}, {"port": 81, "nodePort": 30080}])),
+                "spec.ports[1].nodePort",
+                "Duplicate value",
+            ),
+            (
+                svc("NodePort", json!([{"port": 80, "protocol": "UDP"}])),
+                "spec.ports[0].protocol",
+                "Unsupported",
+            ),
+            (
+                svc("ClusterIP", json!([{"port": 80, "targetPort": 0}])),
+                "spec.ports[0].targetPort",
+                "port number",
+            ),
+            (
+                svc("ClusterIP", json!([{"port": 80, "targetPort": "No Spaces"}])),
+                "spec.ports[0].targetPort",
+                "port name",
+            ),
+        ];
+        for (object, field, message) in refused {
+            let err = validate_object(kind, object.clone()).expect_err("refused");
+            assert_eq!(err.field, field, "{object}: {err}");
+            assert!(err.message.contains(message), "{object}: {err}");
+        }
     }
 }

@@ -156,10 +156,23 @@ pub struct ServiceSpec {
     pub selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ServicePort>,
-    /// ClusterIP (default). NodePort is planned, not yet served.
+    /// ClusterIP (default): reached through any node's proxy by Host. NodePort: also on
+    /// every node at each port's `nodePort`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
 }
+
+impl ServiceSpec {
+    pub fn is_node_port(&self) -> bool {
+        self.type_.as_deref() == Some(NODE_PORT)
+    }
+}
+
+/// The Service type that listens on every node.
+pub const NODE_PORT: &str = "NodePort";
+
+/// Where nodePorts are allocated from (Kubernetes' default `--service-node-port-range`).
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<i32> = 30000..=32767;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -171,6 +184,14 @@ pub struct ServicePort {
     pub port: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    /// The pod's port, a number or a name. A wasm http component has one entry point, so
+    /// every port of a Service reaches it; accepted for manifests written for Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<serde_json::Value>,
+    /// For a NodePort Service: the port every node listens on for this one (30000-32767;
+    /// allocated when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<i32>,
 }
 
 impl Resource for Service {
@@ -181,20 +202,90 @@ impl Resource for Service {
         if self.spec.selector.is_empty() {
             return Err(ValidationError::new("spec.selector", "must not be empty".into()));
         }
-        if let Some(i) = self.spec.ports.iter().position(|p| !(1..=65535).contains(&p.port)) {
+        let node_port = match self.spec.type_.as_deref() {
+            None | Some("ClusterIP") => false,
+            Some(NODE_PORT) => true,
+            Some(other) => {
+                return Err(ValidationError::new(
+                    "spec.type",
+                    format!("Unsupported value: {other:?}: supported values: \"ClusterIP\", \"NodePort\""),
+                ));
+            }
+        };
+        if node_port && self.spec.ports.is_empty() {
             return Err(ValidationError::new(
-                format!("spec.ports[{i}].port"),
-                format!("{} is not a valid port: must be 1-65535", self.spec.ports[i].port),
+                "spec.ports",
+                "Required value: a NodePort Service needs a port".into(),
             ));
         }
-        match self.spec.type_.as_deref() {
-            None | Some("ClusterIP") => Ok(()),
-            Some(other) => Err(ValidationError::new(
-                "spec.type",
-                format!("{other:?} is not supported yet; only ClusterIP services are served"),
-            )),
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.spec.ports.iter().enumerate() {
+            let field = |f: &str| format!("spec.ports[{i}].{f}");
+            if !(1..=65535).contains(&p.port) {
+                return Err(ValidationError::new(
+                    field("port"),
+                    format!("{} is not a valid port: must be 1-65535", p.port),
+                ));
+            }
+            if let Some(protocol) = p.protocol.as_deref()
+                && protocol != "TCP"
+            {
+                return Err(ValidationError::new(
+                    field("protocol"),
+                    format!("Unsupported value: {protocol:?}: supported values: \"TCP\""),
+                ));
+            }
+            check_target_port(&field("targetPort"), p.target_port.as_ref())?;
+            let Some(n) = p.node_port else { continue };
+            if !node_port {
+                return Err(ValidationError::new(
+                    field("nodePort"),
+                    format!(
+                        "Forbidden: may not be used when `type` is {:?}",
+                        self.spec.type_.as_deref().unwrap_or("ClusterIP")
+                    ),
+                ));
+            }
+            if !NODE_PORT_RANGE.contains(&n) {
+                return Err(ValidationError::new(
+                    field("nodePort"),
+                    format!(
+                        "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                        NODE_PORT_RANGE.start(),
+                        NODE_PORT_RANGE.end()
+                    ),
+                ));
+            }
+            if !seen.insert(n) {
+                return Err(ValidationError::new(field("nodePort"), format!("Duplicate value: {n}")));
+            }
         }
+        Ok(())
     }
+}
+
+/// A Service port's `targetPort`: a port number (1-65535) or an IANA_SVC_NAME.
+fn check_target_port(field: &str, port: Option<&serde_json::Value>) -> Result<(), ValidationError> {
+    let ok = match port {
+        None => true,
+        Some(serde_json::Value::Number(n)) => n.as_i64().is_some_and(|n| (1..=65535).contains(&n)),
+        Some(serde_json::Value::String(name)) => {
+            (1..=15).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && name.bytes().any(|b| b.is_ascii_lowercase())
+        }
+        Some(_) => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        field,
+        format!(
+            "Invalid value: {}: must be a port number (1-65535) or a port name",
+            port.map(|p| p.to_string()).unwrap_or_default()
+        ),
+    ))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,13 @@ pub async fn serve(wasm: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(wasm)?;
     let runtime = Runtime::new(RuntimeConfig::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let module = runtime.prepare("bare", &bytes)?;
-    let spec = SandboxSpec { pod: "bare".into(), args: vec![], env: vec![], memory_limit: 64 << 20 };
+    let spec = SandboxSpec {
+        pod: "bare".into(),
+        args: vec![],
+        env: vec![],
+        memory_limit: 64 << 20,
+        ..Default::default()
+    };
     let pod = Arc::new(HttpPod::new(runtime, &module, spec, LogBuffer::new(4096))?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);

@@ -6,12 +6,14 @@
 //!   component, both driven by the same load generator, alternating rounds;
 //! - the control plane next to etcd, and failover (`cluster`);
 //! - 10,000 replicas on 3 nodes, and one node holding 10,000 pods (`scale`);
-//! - self-healing: kill -9 of a node, and of the leader's, under load (`healing`).
+//! - neighbours: a pod's p99 beside looping and memory-bombing requests (`neighbours`);
+//! - self-healing: kill -9 and SIGTERM of a node, and of the leader's, under load (`healing`).
 
 mod bare;
 mod cluster;
 mod healing;
 mod load;
+mod neighbours;
 mod node;
 mod scale;
 
@@ -44,7 +46,9 @@ enum Mode {
     ControlPlane,
     /// Only the scale figures (10,000 replicas on 3 nodes; one node holding 10,000 pods).
     Scale,
-    /// Only the self-healing figures (kill -9 of a node, and of the leader's, under load).
+    /// Only the neighbours figures (a pod's p99 beside looping and memory-bombing requests).
+    Neighbours,
+    /// Only the self-healing figures (kill -9 and SIGTERM of a node, and of the leader's, under load).
     Healing,
 }
 
@@ -56,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::ControlPlane) => return cluster::run(flags.seconds).await,
         Some(Mode::Scale) => return scale::run(&flags.wasm, flags.seconds, flags.connections).await,
         Some(Mode::Healing) => return healing::run().await,
+        Some(Mode::Neighbours) => return neighbours::run(flags.seconds).await,
         None => {}
     }
     let bytes = std::fs::read(&flags.wasm)
@@ -66,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     node.print_memory();
     throughput(&flags, &node).await?;
     drop(node);
+    neighbours::run(flags.seconds).await?;
     cluster::run(flags.seconds).await?;
     scale::run(&flags.wasm, flags.seconds, flags.connections).await?;
     healing::run().await
@@ -74,7 +80,13 @@ async fn main() -> anyhow::Result<()> {
 async fn instantiate_latency(bytes: &[u8]) -> anyhow::Result<()> {
     let runtime = Runtime::new(RuntimeConfig::default()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let module = runtime.prepare("bench", bytes)?;
-    let spec = SandboxSpec { pod: "bench/hello".into(), args: vec![], env: vec![], memory_limit: 64 << 20 };
+    let spec = SandboxSpec {
+        pod: "bench/hello".into(),
+        args: vec![],
+        env: vec![],
+        memory_limit: 64 << 20,
+        ..Default::default()
+    };
     let pod = HttpPod::new(runtime.clone(), &module, spec, LogBuffer::new(4096))?;
     for _ in 0..1000 {
         pod.instantiate_once().await?;
@@ -97,21 +109,41 @@ async fn instantiate_latency(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn throughput(flags: &Flags, node: &node::Node) -> anyhow::Result<()> {
-    let bare = bare::BareServer::spawn(&flags.wasm)?;
+    let bare_server = bare::BareServer::spawn(&flags.wasm)?;
     let duration = Duration::from_secs(flags.seconds);
     let proxy_addr = node.proxy_addr();
-    let (mut bare_rps, mut proxy_rps) = (Vec::new(), Vec::new());
+    let (mut bare, mut proxied) = (Vec::new(), Vec::new());
     // Alternate rounds so drift in machine load hits both sides alike.
     for _ in 0..2 {
-        bare_rps.push(load::run(bare.addr, "bare", flags.connections, duration).await?);
-        proxy_rps.push(load::run(proxy_addr, "hello", flags.connections, duration).await?);
+        bare.push(load::run(bare_server.addr, "bare", flags.connections, duration).await?);
+        proxied.push(load::run(proxy_addr, "hello", flags.connections, duration).await?);
     }
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    let (b, p) = (best(&bare_rps), best(&proxy_rps));
+    // Each side's best round (by req/s), with that round's latency.
+    let best = |v: &[load::Figures]| {
+        v.iter().max_by(|a, b| a.rps.total_cmp(&b.rps)).map(|f| (f.rps, f.p50, f.p99)).unwrap_or_default()
+    };
+    let rounds =
+        |v: &[load::Figures]| v.iter().map(|f| format!("{:.0}", f.rps)).collect::<Vec<_>>().join(", ");
+    let ((b, b50, b99), (p, p50, p99)) = (best(&bare), best(&proxied));
+    let ms = load::Figures::ms;
     println!("requests/s, {} connections, best of 2 × {}s rounds:", flags.connections, flags.seconds);
-    println!("  bare hyper + wasmtime handler   {b:>10.0} req/s   (rounds: {bare_rps:.0?})");
-    println!("  through the wasmkube proxy      {p:>10.0} req/s   (rounds: {proxy_rps:.0?})");
-    println!("  proxy / bare                    {:>10.0} %", 100.0 * p / b.max(1.0));
+    println!(
+        "  bare hyper + wasmtime handler   {b:>10.0} req/s   p50 {:.2} ms   p99 {:.2} ms   (rounds: {})",
+        ms(b50),
+        ms(b99),
+        rounds(&bare)
+    );
+    println!(
+        "  through the wasmkube proxy      {p:>10.0} req/s   p50 {:.2} ms   p99 {:.2} ms   (rounds: {})",
+        ms(p50),
+        ms(p99),
+        rounds(&proxied)
+    );
+    println!(
+        "  proxy / bare                    {:>10.0} %   p99 {:.2}×",
+        100.0 * p / b.max(1.0),
+        ms(p99) / ms(b99).max(1e-3)
+    );
     Ok(())
 }
 

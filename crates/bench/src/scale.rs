@@ -121,8 +121,8 @@ async fn one_node(wasm: &Path, seconds: u64, connections: usize) -> anyhow::Resu
     let duration = Duration::from_secs(seconds);
     let (mut big, mut small) = (Vec::new(), Vec::new());
     for _ in 0..2 {
-        big.push(crate::load::run(proxy, "big", connections, duration).await?);
-        small.push(crate::load::run(proxy, "small", connections, duration).await?);
+        big.push(crate::load::run(proxy, "big", connections, duration).await?.rps);
+        small.push(crate::load::run(proxy, "small", connections, duration).await?.rps);
     }
     let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     println!("one node holding {REPLICAS} http pods (Running after {:.1} s):", running.as_secs_f64());

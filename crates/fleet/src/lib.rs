@@ -44,6 +44,9 @@ pub struct Wasmlet {
     name: String,
     /// `--listen` and `--proxy-listen` (port 0 unless fixed, so a restart keeps its address).
     listen: (String, String),
+    /// `--node-port-address`: a loopback address of its own (127.x.y.z), so the nodes of a
+    /// test, and of tests running side by side, each have their own NodePorts.
+    pub node_ports: std::net::IpAddr,
     extra_args: Vec<String>,
     _scratch: Option<tempfile::TempDir>,
 }
@@ -67,7 +70,9 @@ impl Wasmlet {
 
     fn start_listening(name: &str, listen: (String, String), extra_args: &[&str]) -> anyhow::Result<Self> {
         let scratch = tempfile::tempdir()?;
-        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let node_ports = own_loopback_address();
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        extra_args.extend(["--node-port-address".to_string(), node_ports.to_string()]);
         let data_dir = scratch.path().to_path_buf();
         let (child, api, proxy) = spawn(name, &data_dir, &listen, &extra_args)?;
         let token = std::fs::read_to_string(data_dir.join("admin.token"))?.trim().to_string();
@@ -79,6 +84,7 @@ impl Wasmlet {
             token,
             name: name.to_string(),
             listen,
+            node_ports,
             extra_args,
             _scratch: Some(scratch),
         })
@@ -110,6 +116,11 @@ impl Wasmlet {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The URL of NodePort `port` on this node.
+    pub fn node_port_url(&self, port: u16) -> String {
+        format!("http://{}:{port}", self.node_ports)
     }
 
     pub fn name(&self) -> &str {
@@ -163,6 +174,7 @@ impl Wasmlet {
     /// the like are kept only if `extra_args` repeats them).
     pub fn restart_with(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
         self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.extra_args.extend(["--node-port-address".to_string(), self.node_ports.to_string()]);
         self.restart()
     }
 
@@ -205,6 +217,13 @@ impl Drop for Wasmlet {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A random loopback address other than 127.0.0.1 (Linux answers on all of 127.0.0.0/8).
+fn own_loopback_address() -> std::net::IpAddr {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    std::net::Ipv4Addr::new(127, rng.random_range(1..=254), rng.random(), rng.random_range(1..=254)).into()
 }
 
 /// A loopback address with a port that was free a moment ago.

@@ -9,13 +9,15 @@
 //! never changes cluster state.
 
 mod cache;
+mod node_ports;
 mod outlier;
 mod remote;
 mod server;
 mod table;
 
 pub use cache::{Affected, RouteCache};
-pub use remote::TARGET_POD_HEADER;
+pub use node_ports::serve_node_ports;
+pub use remote::{TARGET_POD_HEADER, TARGET_SERVICE_HEADER};
 pub use server::{ProxyState, router};
 pub use table::{Endpoint, EndpointTable, ServiceEntry, Target};
 pub use wasmkube_api::{ServiceName, parse_host};

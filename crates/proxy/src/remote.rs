@@ -12,6 +12,10 @@ use http::{HeaderMap, HeaderValue};
 /// Names the pod (in the Host's namespace) a request sent on by another node's proxy is for.
 pub const TARGET_POD_HEADER: &str = "x-wasmkube-target-pod";
 
+/// Names the Service (`<name>.<namespace>`) of a request sent on by another node's proxy:
+/// one that came in through a NodePort has a Host that names none.
+pub const TARGET_SERVICE_HEADER: &str = "x-wasmkube-target-service";
+
 /// Set on an answer of a node's proxy that served no pod (the pod named is not ready there,
 /// or is at its concurrency limit): the request may go to another pod.
 pub const REFUSED_HEADER: &str = "x-wasmkube-refused";
@@ -46,11 +50,12 @@ impl Remote {
         Ok(Remote { http })
     }
 
-    /// Sends the request to `pod` through the proxy at `proxy_url` and streams the answer
+    /// Sends the request to `pod` of `service` through the proxy at `proxy_url` and streams the answer
     /// back (its `x-wasmkube-pod` and `x-wasmkube-node` headers come from that node).
     pub async fn send(
         &self,
         proxy_url: &str,
+        service: &HeaderValue,
         pod: &HeaderValue,
         outstanding: &Arc<AtomicUsize>,
         parts: &http::request::Parts,
@@ -59,6 +64,7 @@ impl Remote {
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut headers = end_to_end(&parts.headers);
         headers.insert(TARGET_POD_HEADER, pod.clone());
+        headers.insert(TARGET_SERVICE_HEADER, service.clone());
         let request = self
             .http
             .request(parts.method.clone(), format!("{}{path}", proxy_url.trim_end_matches('/')))

@@ -20,7 +20,7 @@ const REBUILD_EVERY: std::time::Duration = std::time::Duration::from_millis(100)
 
 use crate::cache::Affected;
 use crate::outlier::Ejections;
-use crate::remote::{Failed, REFUSED_HEADER, Remote, TARGET_POD_HEADER};
+use crate::remote::{Failed, REFUSED_HEADER, Remote, TARGET_POD_HEADER, TARGET_SERVICE_HEADER};
 use crate::table::{Endpoint, Target};
 use crate::{EndpointTable, RouteCache, ServiceEntry};
 use crate::{ServiceName, parse_host};
@@ -195,6 +195,12 @@ pub fn router(state: ProxyState) -> Router {
 }
 
 async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
+    // Sent on by another node's proxy: the Service is named (the Host may not name one, for
+    // a request that came in through a NodePort).
+    let named = req.headers().get(TARGET_SERVICE_HEADER).and_then(|h| h.to_str().ok()).and_then(parse_host);
+    if let Some(service) = named {
+        return route(&state, &service, req).await;
+    }
     let host = req
         .headers()
         .get(header::HOST)
@@ -208,14 +214,20 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
             format!("{host:?} does not name a service (use <service>[.<namespace>])"),
         );
     };
-    let Some(entry) = state.lookup(&service) else {
-        return error(StatusCode::NOT_FOUND, format!("service {} not found", display(&service)));
+    route(&state, &service, req).await
+}
+
+/// Serves `req` for `service`: from one of its pods, chosen here, or — when another node's
+/// proxy chose it — from the pod named in the request.
+pub(crate) async fn route(state: &ProxyState, service: &ServiceName, req: Request) -> Response {
+    let Some(entry) = state.lookup(service) else {
+        return error(StatusCode::NOT_FOUND, format!("service {} not found", display(service)));
     };
     // Sent on by another node's proxy to one of this node's pods: serve exactly that pod,
     // and never send it on again.
     match req.headers().get(TARGET_POD_HEADER).cloned() {
-        Some(pod) => serve_targeted(&state, &entry, &service, &pod, req).await,
-        None => balance(&state, &entry, &service, req).await,
+        Some(pod) => serve_targeted(state, &entry, service, &pod, req).await,
+        None => balance(state, &entry, service, req).await,
     }
 }
 
@@ -292,6 +304,9 @@ async fn balance(state: &ProxyState, entry: &ServiceEntry, service: &ServiceName
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let idempotent = parts.method.is_idempotent();
+    let Ok(service_header) = HeaderValue::from_str(&format!("{}.{}", service.name, service.namespace)) else {
+        return error(StatusCode::BAD_REQUEST, format!("{} is not a valid service name", display(service)));
+    };
     let mut resent = false;
     let mut unreachable = Vec::new();
     // Nodes that failed this request: their other pods are not tried for it.
@@ -312,15 +327,17 @@ async fn balance(state: &ProxyState, entry: &ServiceEntry, service: &ServiceName
             }
             Target::Remote { node, proxy_url, outstanding } => {
                 let Some(body) = payload.take() else { break };
-                let failed =
-                    match state.remote.send(proxy_url, &endpoint.pod_header, outstanding, &parts, body).await
-                    {
-                        Ok(response) => {
-                            state.ejections.restore(proxy_url);
-                            return response;
-                        }
-                        Err(failed) => failed,
-                    };
+                let failed = match state
+                    .remote
+                    .send(proxy_url, &service_header, &endpoint.pod_header, outstanding, &parts, body)
+                    .await
+                {
+                    Ok(response) => {
+                        state.ejections.restore(proxy_url);
+                        return response;
+                    }
+                    Err(failed) => failed,
+                };
                 let again = match &failed {
                     Failed::Refused(_) => true,
                     Failed::Unsent(_) => {
@@ -386,7 +403,7 @@ fn request_error(pod: &str, e: &RequestError) -> Response {
     error(status, format!("pod {pod}: {e}"))
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("wasmkube proxy: {message}\n"))
         .into_response()
 }

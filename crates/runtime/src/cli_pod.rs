@@ -85,13 +85,15 @@ async fn supervise(
         (c.crash_backoff, c.crash_backoff_max.max(c.crash_backoff), c.crash_backoff_reset)
     };
     let mut backoff = start;
+    let cpu =
+        crate::CpuBudget::new(spec.cpu_limit_millis.unwrap_or(runtime.config().default_cpu_limit_millis));
     loop {
         state.send_modify(|s| {
             s.running = true;
             s.backing_off = false;
         });
         let started = Instant::now();
-        let outcome = run_once(&runtime, &command, &spec, &logs).await;
+        let outcome = run_once(&runtime, &command, &spec, &logs, &cpu).await;
         let succeeded = outcome.is_ok();
         let message = match outcome {
             Ok(()) => "exit code 0".to_string(),
@@ -129,12 +131,13 @@ async fn run_once(
     command: &CommandPre<HostState>,
     spec: &SandboxSpec,
     logs: &LogBuffer,
+    cpu: &Arc<crate::CpuBudget>,
 ) -> Result<(), String> {
     let mut store =
         Store::new(&runtime.engine, HostState::new(spec, logs, 16, runtime.config().service_proxy));
     store.limiter(|s| &mut s.limits);
-    // Long-running: yield to the scheduler at every tick instead of trapping.
-    store.epoch_deadline_async_yield_and_update(1);
+    // Long-running: time slices within the pod's CPU limit, and no deadline.
+    crate::cpu::slice(&mut store, runtime, cpu.clone(), None);
     let instance = command.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
     match instance.wasi_cli_run().call_run(&mut store).await {
         Ok(Ok(())) => Ok(()),

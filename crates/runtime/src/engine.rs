@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -12,9 +13,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::host::HostState;
 use crate::modules::PreparedModule;
 
-/// One epoch tick: how often a running guest is checked against its deadline and made to
-/// yield its thread.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// One epoch tick: how often a running guest is checked against its deadline and its CPU
+/// limit, and made to yield its thread (so a request of another pod waits at most about a
+/// tick for a thread, even when every thread is running a busy guest).
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -41,6 +43,15 @@ pub struct RuntimeConfig {
     pub crash_backoff: Duration,
     pub crash_backoff_max: Duration,
     pub crash_backoff_reset: Duration,
+    /// The CPU limit of pods that set none, in thousandths of a core.
+    pub default_cpu_limit_millis: u64,
+}
+
+/// Half the machine's cores, at least one: a pod that sets no CPU limit leaves the rest to
+/// the others and to the node itself.
+pub fn default_cpu_share_millis() -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    (cores * 1000 / 2).max(1000)
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +68,7 @@ impl Default for RuntimeConfig {
             crash_backoff: Duration::from_secs(10),
             crash_backoff_max: Duration::from_secs(300),
             crash_backoff_reset: Duration::from_secs(600),
+            default_cpu_limit_millis: default_cpu_share_millis(),
         }
     }
 }
@@ -73,6 +85,8 @@ pub struct Runtime {
     /// Compiles that may run at once: each takes a whole core for a while, and the node must
     /// keep cores for its pods, its proxy and its share of the control plane.
     pub(crate) compiles: Arc<Semaphore>,
+    /// Advances the epoch while any guest's store is alive.
+    pub(crate) clock: Arc<EpochClock>,
 }
 
 impl Runtime {
@@ -88,7 +102,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        spawn_epoch_clock(&engine);
+        let clock = EpochClock::start(&engine);
         let slots = config.max_instances as usize;
         Ok(Arc::new(Runtime {
             engine,
@@ -98,6 +112,7 @@ impl Runtime {
             instance_slots: Arc::new(Semaphore::new(slots)),
             pooling,
             compiles: Arc::new(Semaphore::new(concurrent_compiles())),
+            clock,
         }))
     }
 
@@ -136,17 +151,54 @@ fn engine_config(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<Conf
     Ok(c)
 }
 
-/// Advances the engine's epoch every tick until the engine is dropped.
-fn spawn_epoch_clock(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
+/// The engine's epoch clock: advances the epoch every tick while a guest's store is alive,
+/// and sleeps while none is (an idle node does not wake a thousand times a second).
+pub(crate) struct EpochClock {
+    live: AtomicUsize,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+impl EpochClock {
+    fn start(engine: &Engine) -> Arc<Self> {
+        let clock = Arc::new(EpochClock { live: AtomicUsize::new(0), thread: OnceLock::new() });
+        let (weak, ticking) = (engine.weak(), clock.clone());
+        let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                if ticking.live.load(Ordering::Acquire) == 0 {
+                    // Woken by the next store (or now and then, to notice the engine gone).
+                    std::thread::park_timeout(Duration::from_millis(500));
+                } else {
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            }
+        });
+        match spawned {
+            Ok(handle) => {
+                let _ = clock.thread.set(handle.thread().clone());
+            }
+            Err(e) => tracing::error!("cannot start the epoch clock; guest deadlines will not fire: {e}"),
         }
-    });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the epoch clock; guest deadlines will not fire: {e}");
+        clock
+    }
+
+    /// Keeps the clock ticking while the returned guard lives.
+    pub(crate) fn hold(self: &Arc<Self>) -> Ticking {
+        if self.live.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
+        }
+        Ticking(self.clone())
+    }
+}
+
+/// A store whose guests need the epoch to advance.
+pub(crate) struct Ticking(Arc<EpochClock>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::{Semaphore, oneshot};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::cpu::{self, CpuBudget};
 use crate::host::HostState;
 use crate::modules::{ModuleError, PreparedModule};
 use crate::{LogBuffer, Runtime, SandboxSpec};
@@ -56,6 +57,10 @@ pub struct HttpPod {
     last_trap: std::sync::Mutex<Option<String>>,
     /// Traps since the last request answered without one.
     traps_in_a_row: std::sync::atomic::AtomicU32,
+    /// The CPU its instances may use, and have used.
+    cpu: Arc<CpuBudget>,
+    /// How long one request may run.
+    timeout: Duration,
 }
 
 impl HttpPod {
@@ -72,7 +77,11 @@ impl HttpPod {
             ))
         })?;
         let concurrency = Arc::new(Semaphore::new(runtime.config.pod_concurrency));
+        let cpu = CpuBudget::new(spec.cpu_limit_millis.unwrap_or(runtime.config.default_cpu_limit_millis));
+        let timeout = spec.request_timeout.unwrap_or(runtime.config.request_timeout);
         Ok(HttpPod {
+            cpu,
+            timeout,
             runtime,
             proxy,
             spec,
@@ -119,14 +128,21 @@ impl HttpPod {
         );
         store.limiter(|s| &mut s.limits);
         // A guest running past a tick yields to the scheduler, so one busy instance never holds
-        // a worker thread (and every other pod and the API behind it); past the request
-        // deadline it is interrupted.
-        let deadline = Instant::now() + self.runtime.config.request_timeout;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-        });
-        store.set_epoch_deadline(1);
+        // a worker thread (and every other pod and the API behind it); a pod past its CPU
+        // limit waits; past the request deadline it is interrupted.
+        let deadline = Instant::now() + self.timeout;
+        cpu::slice(&mut store, &self.runtime, self.cpu.clone(), Some(deadline));
         store
+    }
+
+    /// The pod's CPU: its limit, and the time its instances have run.
+    pub fn cpu(&self) -> &CpuBudget {
+        &self.cpu
+    }
+
+    /// How long one request may run before it is cut off.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Creates and drops one instance without calling it: what per-request instantiation costs.
@@ -208,7 +224,7 @@ impl HttpPod {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let timeout = self.runtime.config.request_timeout;
+        let timeout = self.timeout;
         let slot = self
             .runtime
             .instance_slots
@@ -221,13 +237,21 @@ impl HttpPod {
         let host_err = |e: wasmtime::Error| RequestError::NoResponse(format!("{e:#}"));
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(host_err)?;
         let out = store.data_mut().http().new_response_outparam(tx).map_err(host_err)?;
-        let pre = self.proxy.clone();
+        let (pre, cpu) = (self.proxy.clone(), self.cpu.clone());
         // The instance runs in its own task: it may keep streaming the body after it has
         // handed back the response head. The permits live as long as the instance.
         let task = tokio::spawn(async move {
             let _held = (slot, permit);
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let outcome = match pre.instantiate_async(&mut store).await {
+                Ok(proxy) => proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await,
+                Err(e) => Err(e),
+            };
+            // Returning an instance's memory (up to its limit, all touched by a memory
+            // bomb) takes a while: not on a thread that serves requests, and on one of the
+            // pod's cores (that work is the pod's).
+            let core = cpu.take_core().await;
+            tokio::task::spawn_blocking(move || drop((store, core)));
+            outcome
         });
         let abort = task.abort_handle();
         // A caller that stops waiting before the response head (a probe's own timeout, a

@@ -9,6 +9,7 @@
 //! stdout/stderr. This crate knows nothing of Raft or the API; the node agent drives it.
 
 mod cli_pod;
+mod cpu;
 mod engine;
 mod host;
 mod http_pod;
@@ -17,7 +18,8 @@ mod modules;
 mod registry;
 
 pub use cli_pod::{CliPod, CliPodState};
-pub use engine::{Runtime, RuntimeConfig};
+pub use cpu::CpuBudget;
+pub use engine::{Runtime, RuntimeConfig, default_cpu_share_millis};
 pub use http_pod::{Admission, HttpPod, PodResponse, RequestError};
 pub use logs::LogBuffer;
 pub use modules::{ModuleError, PrepareError, PreparedModule};
@@ -26,7 +28,7 @@ pub use registry::{LocalPod, SandboxRegistry};
 pub use wasmtime_wasi_http::Error as BodyError;
 
 /// What the node agent asks the runtime to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SandboxSpec {
     /// `namespace/name` of the pod; used in logs and errors.
     pub pod: String,
@@ -34,4 +36,9 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     /// Memory limit in bytes for one instance.
     pub memory_limit: u64,
+    /// CPU limit of the pod (all its instances), in thousandths of a core; the node's
+    /// default share when not set.
+    pub cpu_limit_millis: Option<u64>,
+    /// How long one request may run (http pods); the node's request timeout when not set.
+    pub request_timeout: Option<std::time::Duration>,
 }

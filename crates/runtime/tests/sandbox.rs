@@ -21,6 +21,7 @@ fn spec(memory_limit: u64, env: &[(&str, &str)]) -> SandboxSpec {
         args: vec!["pod".into()],
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         memory_limit,
+        ..SandboxSpec::default()
     }
 }
 
@@ -166,4 +167,34 @@ async fn a_cli_pod_with_restart_policy_never_finishes() {
         .expect("alive")
         .clone();
     assert_eq!(done.restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_holds_a_pods_loops_to_its_share() {
+    let config = RuntimeConfig { request_timeout: Duration::from_secs(1), ..RuntimeConfig::default() };
+    let runtime = Runtime::new(config).expect("runtime");
+    let module = runtime.prepare("misbehave", &example("misbehave")).expect("prepare");
+    let mut charged = Vec::new();
+    for millis in [200, 1000] {
+        let spec = SandboxSpec { cpu_limit_millis: Some(millis), ..spec(64 << 20, &[]) };
+        let pod = Arc::new(HttpPod::new(runtime.clone(), &module, spec, LogBuffer::new(4096)).expect("pod"));
+        let loops: Vec<_> = (0..2)
+            .map(|_| {
+                let pod = pod.clone();
+                tokio::spawn(async move { pod.handle(get("/spin")).await.map(drop) })
+            })
+            .collect();
+        for l in loops {
+            let outcome = l.await.expect("joined");
+            assert!(matches!(outcome, Err(wasmkube_runtime::RequestError::Timeout(_))), "{outcome:?}");
+        }
+        eprintln!("limit {millis}m: two loops for 1 s ran {:?}", pod.cpu().used());
+        charged.push(pod.cpu().used());
+    }
+    // Two loops for a second: a fifth of a core is 0.2 s of CPU; a whole core, 1 s (not 2).
+    // (What the process spends is measured on a wasmlet of its own, in
+    // tests/e2e/tests/neighbours.rs: this process runs other tests beside.)
+    let (fifth, whole) = (charged[0], charged[1]);
+    assert!(fifth > Duration::from_millis(100) && fifth < Duration::from_millis(350), "{fifth:?}");
+    assert!(whole > Duration::from_millis(800) && whole < Duration::from_millis(1300), "{whole:?}");
 }

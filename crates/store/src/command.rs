@@ -75,4 +75,7 @@ pub enum ApplyError {
     Conflict { key: ObjectKey, expected: u64, actual: u64 },
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// A valid object the store's state refuses (a value another object holds exclusively).
+    #[error("{0}")]
+    Unprocessable(String),
 }

@@ -382,8 +382,65 @@ impl ObjectStore {
             (Command::Delete { .. }, Some(cur)) => (EventType::Deleted, cur),
             (Command::Batch { .. }, Some(_)) => return invalid("a batch cannot hold a batch"),
         };
+        if type_ != EventType::Deleted
+            && let Some(refused) = self.claimed_elsewhere(&key, &object, overlay)?
+        {
+            return Ok(Err(refused));
+        }
         object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
         Ok(Ok((StoreEvent { revision, type_, key, object }, old_len)))
+    }
+
+    /// Whether `object` (to be stored at `key`) holds a value of an `EXCLUSIVE` field that
+    /// another object of its kind holds, as stored or as an earlier command of the batch
+    /// (`overlay`) left it.
+    fn claimed_elsewhere(
+        &self,
+        key: &ObjectKey,
+        object: &Value,
+        overlay: &HashMap<ObjectKey, Option<(Value, usize)>>,
+    ) -> Result<Option<ApplyError>, StoreError> {
+        for rule in EXCLUSIVE.iter().filter(|r| r.kind == key.kind) {
+            let wanted = rule.values(object);
+            if wanted.is_empty() {
+                continue;
+            }
+            let mut others: Vec<Value> = overlay
+                .iter()
+                .filter(|(k, _)| k.kind == key.kind && *k != key)
+                .filter_map(|(_, v)| v.as_ref().map(|(v, _)| v.clone()))
+                .collect();
+            let prefix = ObjectKey::prefix(&key.kind, None);
+            let iter = self.db.iterator_cf(
+                cf(&self.db, CF_OBJECTS),
+                IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+            );
+            for entry in iter {
+                let (k, v) = entry?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if *k == *key.encode() {
+                    continue;
+                }
+                let other = decode(&v)?;
+                if ObjectKey::of(&other).is_some_and(|k| overlay.contains_key(&k)) {
+                    continue;
+                }
+                others.push(other);
+            }
+            for other in &others {
+                let held = rule.values(other);
+                if let Some((index, value)) = wanted.iter().find(|(_, v)| held.iter().any(|(_, h)| h == v)) {
+                    let holder = ObjectKey::of(other).map(|k| k.to_string()).unwrap_or_default();
+                    return Ok(Some(ApplyError::Unprocessable(format!(
+                        "{} {:?} is invalid: {}[{index}].{}: Invalid value: {value}: {} (by {holder})",
+                        key.kind, key.name, rule.list_field, rule.field, rule.taken
+                    ))));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Accounts for objects of `freed` bytes replaced or removed by ones of `taken` bytes.
@@ -398,6 +455,38 @@ impl ObjectStore {
         // A panic while holding the hub cannot leave it half-updated in a way that matters more
         // than losing the node; recover the guard rather than cascading the panic.
         self.hub.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A field whose values no two objects of a kind (in any namespace) may share, checked as an
+/// object is applied, so that of two writers racing for one value only the first wins — as
+/// Kubernetes' allocator of Service nodePorts.
+struct Exclusive {
+    kind: &'static str,
+    /// The list holding the field (a JSON pointer) and its name in messages.
+    list: &'static str,
+    list_field: &'static str,
+    field: &'static str,
+    taken: &'static str,
+}
+
+const EXCLUSIVE: &[Exclusive] = &[Exclusive {
+    kind: "Service",
+    list: "/spec/ports",
+    list_field: "spec.ports",
+    field: "nodePort",
+    taken: "provided port is already allocated",
+}];
+
+impl Exclusive {
+    /// The field's values in `object`, with their index in the list.
+    fn values(&self, object: &Value) -> Vec<(usize, Value)> {
+        let Some(items) = object.pointer(self.list).and_then(Value::as_array) else { return Vec::new() };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| item.get(self.field).filter(|v| !v.is_null()).map(|v| (i, v.clone())))
+            .collect()
     }
 }
 

@@ -23,6 +23,10 @@ pub struct Flags {
     /// Service proxy address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub proxy_listen: String,
+    /// The address NodePort Services listen on, at their nodePort (default: the proxy's
+    /// address; 0.0.0.0 for every interface).
+    #[arg(long)]
+    pub node_port_address: Option<std::net::IpAddr>,
     /// The host name or IP other nodes and clients reach this node at, with the listening
     /// ports (needed when --listen is a wildcard such as 0.0.0.0; as etcd's advertise URLs).
     #[arg(long, env = "WASMKUBE_ADVERTISE")]
@@ -30,12 +34,17 @@ pub struct Flags {
     /// Where to write the client settings wasmctl reads (default: the user's config dir).
     #[arg(long, env = "WASMKUBE_CONFIG")]
     pub client_config: Option<std::path::PathBuf>,
-    /// A pod request's instance is interrupted after this long (e.g. 30s, 500ms).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// A request to an http pod is cut off after this long (e.g. 10s, 500ms), unless the
+    /// pod sets its own `timeoutSeconds`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
     /// Largest module upload accepted, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_module_mib: usize,
+    /// The CPU limit of pods that set no `resources.limits.cpu` (e.g. 500m, 1, 2; default:
+    /// half the machine's cores, at least 1): what one pod may take from the others.
+    #[arg(long, value_parser = parse_cpu)]
+    pub default_cpu_limit: Option<u64>,
     /// Pods this node accepts.
     #[arg(long, default_value_t = 110)]
     pub max_pods: usize,
@@ -90,6 +99,10 @@ fn parse_grace(d: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{d} is too short: the node grace is at least 1s"));
     }
     Ok(grace)
+}
+
+fn parse_cpu(q: &str) -> Result<u64, String> {
+    wasmkube_api::parse_cpu(q)
 }
 
 fn parse_quota(q: &str) -> Result<u64, String> {

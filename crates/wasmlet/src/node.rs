@@ -52,6 +52,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         crash_backoff: flags.crash_backoff,
         crash_backoff_max: flags.crash_backoff_max,
         crash_backoff_reset: flags.crash_backoff_reset,
+        default_cpu_limit_millis: flags
+            .default_cpu_limit
+            .unwrap_or_else(wasmkube_runtime::default_cpu_share_millis),
         ..RuntimeConfig::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the wasm runtime: {e:#}"))?;
@@ -176,6 +179,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             (proxy.clone(), cache.clone(), registry.clone(), stopped.clone());
         tasks.spawn(supervisor.clone().run("proxy-table", move || {
             proxy.clone().keep_table_fresh(cache.clone(), registry.clone(), stopped())
+        }));
+    }
+
+    {
+        let (proxy, cache, stopped) = (proxy.clone(), cache.clone(), stopped.clone());
+        let address = flags.node_port_address.unwrap_or(proxy_addr.ip());
+        tasks.spawn(supervisor.clone().run("node-ports", move || {
+            wasmkube_proxy::serve_node_ports(proxy.clone(), cache.clone(), address, stopped())
         }));
     }
 

@@ -5,9 +5,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use wasmkube_api::{Node, Pod};
+use anyhow::Context;
+use wasmkube_api::{Node, Pod, Service};
 use wasmkube_e2e::{
-    Wasmlet, eventually, example, leader_index, proxy_get, set_faults, start_cluster, steady_load,
+    LoadOutcome, Wasmlet, eventually, example, leader_index, proxy_get, set_faults, start_cluster,
+    steady_load,
 };
 
 fn blob(node: &Wasmlet, digest: &str) -> std::path::PathBuf {
@@ -109,7 +111,18 @@ async fn three_nodes_one_pod_each() -> anyhow::Result<(Vec<Wasmlet>, String)> {
     })
     .await?;
     let wasm = example("hello_http").display().to_string();
-    nodes[0].wasmctl_ok(&["deploy", &wasm, "--name", "hello", "--replicas", "3", "--wait"]);
+    // A NodePort Service too, so load can come in at any node's port as well.
+    nodes[0].wasmctl_ok(&[
+        "deploy",
+        &wasm,
+        "--name",
+        "hello",
+        "--replicas",
+        "3",
+        "--service-type",
+        "NodePort",
+        "--wait",
+    ]);
     let on_c = pods(&nodes[0])
         .await
         .into_iter()
@@ -117,6 +130,82 @@ async fn three_nodes_one_pod_each() -> anyhow::Result<(Vec<Wasmlet>, String)> {
         .map(|p| p.metadata.name)
         .ok_or_else(|| anyhow::anyhow!("no pod was placed on c"))?;
     Ok((nodes, on_c))
+}
+
+/// The nodePort allocated to Service `hello`.
+async fn hello_node_port(node: &Wasmlet) -> anyhow::Result<u16> {
+    let service: Service = node.client().get(Some("default"), "hello").await?;
+    let port = service.spec.ports.iter().find_map(|p| p.node_port).context("hello has a nodePort")?;
+    Ok(u16::try_from(port)?)
+}
+
+/// Steady GETs for `hello` through `node`'s proxy and, at once, through `other`'s NodePort.
+async fn load_through_proxy_and_node_port(
+    node: &Wasmlet,
+    other: &Wasmlet,
+    workers: usize,
+    duration: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<(LoadOutcome, LoadOutcome)>> {
+    let proxy = node.proxy.clone();
+    let node_port = other.node_port_url(hello_node_port(node).await?);
+    Ok(tokio::spawn(async move {
+        tokio::join!(
+            steady_load(&proxy, "hello", workers, duration),
+            // The Host names no service: the port does.
+            steady_load(&node_port, "example.com", workers, duration),
+        )
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_serve_on_every_node_and_a_taken_port_is_refused() -> anyhow::Result<()> {
+    let (nodes, _) = three_nodes_one_pod_each().await?;
+    let port = hello_node_port(&nodes[0]).await?;
+    assert!((30000..=32767).contains(&port), "allocated from the range: {port}");
+    let listed = nodes[1].wasmctl_ok(&["get", "services"]);
+    assert!(listed.contains(&format!("80:{port}/TCP")) && listed.contains("NodePort"), "{listed}");
+    // Every node listens at the port, and reaches every pod from there.
+    for node in &nodes {
+        let url = node.node_port_url(port);
+        let mut served = BTreeSet::new();
+        for _ in 0..30 {
+            let answer = proxy_get(&url, "any-host.example", "/", &[]).await;
+            assert_eq!(answer.status, 200, "through {url}: {answer:?}");
+            served.insert(answer.pod);
+        }
+        assert_eq!(served.len(), 3, "through {}'s NodePort: {served:?}", node.name());
+    }
+
+    // A port another Service holds is refused, and nothing is stored.
+    let taken = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "other", "namespace": "default"},
+        "spec": {"type": "NodePort", "selector": {"app": "hello"}, "ports": [{"port": 80, "nodePort": port}]},
+    });
+    let err = nodes[2].client().post_path("/api/v1/namespaces/default/services", &taken).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert!(err.to_string().contains("provided port is already allocated"), "{err}");
+    let missing = nodes[0].client().get::<Service>(Some("default"), "other").await.unwrap_err();
+    assert_eq!(missing.code(), Some(404), "nothing stored: {missing}");
+
+    // hello becomes a ClusterIP Service: every node closes the port, and it is free again.
+    let mut hello: Service = nodes[0].client().get(Some("default"), "hello").await?;
+    hello.spec.type_ = None;
+    hello.spec.ports.iter_mut().for_each(|p| p.node_port = None);
+    nodes[0].client().update(&hello).await?;
+    for node in &nodes {
+        let url = node.node_port_url(port);
+        eventually(Duration::from_secs(10), "the NodePort closed", || async {
+            (proxy_get(&url, "x", "/", &[]).await.status == 0).then_some(())
+        })
+        .await?;
+    }
+    nodes[2].client().post_path("/api/v1/namespaces/default/services", &taken).await?;
+    let url = nodes[1].node_port_url(port);
+    eventually(Duration::from_secs(10), "the port serving Service other", || async {
+        (proxy_get(&url, "x", "/", &[]).await.status == 200).then_some(())
+    })
+    .await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,17 +248,23 @@ async fn a_dead_node_goes_not_ready_and_its_pods_are_replaced_elsewhere() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_ride_through_a_node_killed_under_load() -> anyhow::Result<()> {
     let (mut nodes, _) = three_nodes_one_pod_each().await?;
-    let proxy = nodes[0].proxy.clone();
-    // Steady GETs through a's proxy; c dies one second in, with requests on their way to it.
-    let load = tokio::spawn(async move { steady_load(&proxy, "hello", 4, Duration::from_secs(4)).await });
+    // Steady GETs through a's proxy and b's NodePort; c dies one second in, with requests on
+    // their way to it.
+    let load = load_through_proxy_and_node_port(&nodes[0], &nodes[1], 2, Duration::from_secs(4)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     nodes[2].kill9();
-    let outcome = load.await?;
-    eprintln!("{} requests while c was killed, {} failed", outcome.total(), outcome.failed.len());
-    // A request c never took goes to another pod; one c took and never answered is sent
-    // again once (a GET is idempotent); and c is tried last meanwhile.
-    assert!(outcome.ok > 100, "the load ran: {outcome:?}");
-    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    let (proxied, node_port) = load.await?;
+    for (way, outcome) in [("a's proxy", proxied), ("b's NodePort", node_port)] {
+        eprintln!(
+            "{} requests through {way} while c was killed, {} failed",
+            outcome.total(),
+            outcome.failed.len()
+        );
+        // A request c never took goes to another pod; one c took and never answered is
+        // sent again once (a GET is idempotent); and c is tried last meanwhile.
+        assert!(outcome.ok > 50, "the load through {way} ran: {outcome:?}");
+        assert!(outcome.failed.is_empty(), "{way}: {:?}", outcome.failed);
+    }
     Ok(())
 }
 
@@ -189,8 +284,10 @@ async fn graceful_leave(leader: bool) -> anyhow::Result<()> {
     let leaving = if leader { lead } else { (lead + 1) % 3 };
     let survivor = (leaving + 1) % 3;
     let name = nodes[leaving].name().to_string();
-    let proxy = nodes[survivor].proxy.clone();
-    let load = tokio::spawn(async move { steady_load(&proxy, "hello", 4, Duration::from_secs(6)).await });
+    let other_survivor = (leaving + 2) % 3;
+    let load =
+        load_through_proxy_and_node_port(&nodes[survivor], &nodes[other_survivor], 2, Duration::from_secs(6))
+            .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let signalled = Instant::now();
     let status = tokio::task::block_in_place(|| nodes[leaving].terminate(Duration::from_secs(30)))?;
@@ -206,9 +303,15 @@ async fn graceful_leave(leader: bool) -> anyhow::Result<()> {
     eprintln!("{name} (leader: {leader}) left in {exited:?} with {ready_elsewhere} pods Ready elsewhere");
     assert_eq!(ready_elsewhere, 6, "its pods were Ready on the others before it exited");
     assert!(exited < Duration::from_secs(5), "within 5 s of the signal: {exited:?}\n{tail}");
-    let outcome = load.await?;
-    eprintln!("{} requests while {name} left, {} failed", outcome.total(), outcome.failed.len());
-    assert!(outcome.ok > 100 && outcome.failed.is_empty(), "{:?}", outcome.failed);
+    let (proxied, node_port) = load.await?;
+    for (way, outcome) in [("a survivor's proxy", proxied), ("the other's NodePort", node_port)] {
+        eprintln!(
+            "{} requests through {way} while {name} left, {} failed",
+            outcome.total(),
+            outcome.failed.len()
+        );
+        assert!(outcome.ok > 50 && outcome.failed.is_empty(), "{way}: {:?}", outcome.failed);
+    }
     Ok(())
 }
 
@@ -237,8 +340,13 @@ async fn the_leaders_node_killed_has_its_pods_replaced_within_seconds() -> anyho
     anyhow::ensure!(!lost.is_empty(), "a pod runs on the leader's node");
     // Load through a survivor's proxy all along: the election must not stop the survivors'
     // pods (they fence only after three graces out of touch), and requests ride through.
-    let proxy = nodes[(leader + 1) % 3].proxy.clone();
-    let load = tokio::spawn(async move { steady_load(&proxy, "hello", 4, Duration::from_secs(5)).await });
+    let load = load_through_proxy_and_node_port(
+        &nodes[(leader + 1) % 3],
+        &nodes[(leader + 2) % 3],
+        2,
+        Duration::from_secs(5),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     nodes[leader].kill9();
     let killed = Instant::now();
@@ -254,9 +362,11 @@ async fn the_leaders_node_killed_has_its_pods_replaced_within_seconds() -> anyho
     let replaced = killed.elapsed();
     eprintln!("leader's node killed: its pod replaced after {replaced:?}");
     assert!(replaced < Duration::from_secs(5), "seconds, not the heartbeat's 16: {replaced:?}");
-    let outcome = load.await?;
-    eprintln!("{} requests through a survivor, {} failed", outcome.total(), outcome.failed.len());
-    assert!(outcome.ok > 100 && outcome.failed.is_empty(), "{:?}", outcome.failed);
+    let (proxied, node_port) = load.await?;
+    for (way, outcome) in [("a survivor's proxy", proxied), ("the other's NodePort", node_port)] {
+        eprintln!("{} requests through {way}, {} failed", outcome.total(), outcome.failed.len());
+        assert!(outcome.ok > 50 && outcome.failed.is_empty(), "{way}: {:?}", outcome.failed);
+    }
     let (statuses, served, _) = spread(&survivor.proxy, 30).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(served.len(), 3, "three pods serve again: {served:?}");

@@ -70,6 +70,7 @@ impl From<ProposeError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "Conflict", message)
             }
             ProposeError::Rejected(ApplyError::Invalid(_)) => Self::bad_request(message),
+            ProposeError::Rejected(ApplyError::Unprocessable(_)) => Self::invalid(message),
             ProposeError::NotLeader | ProposeError::Stopped => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
             }

@@ -8,6 +8,7 @@ mod cluster;
 mod errors;
 mod logs;
 mod modules;
+mod node_ports;
 mod objects;
 mod paths;
 #[cfg(test)]

@@ -17,7 +17,7 @@ use wasmkube_store::{ApplyError, ObjectKey};
 use crate::{Write, WriteError};
 
 use super::paths::Target;
-use super::{ApiError, ApiState, logs, modules, watch};
+use super::{ApiError, ApiState, logs, modules, node_ports, watch};
 
 pub async fn dispatch(
     State(state): State<ApiState>,
@@ -210,15 +210,56 @@ async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Respo
         meta.remove("uid");
         meta.remove("creationTimestamp");
     }
-    let created = state.parts().objects.write(Write::create_json(target.kind, object)?).await?;
+    let created =
+        write_allocating(state, target, object, |object| Write::create_json(target.kind, object)).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 async fn update(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
     let object = admit(target, body)?;
     let precondition = revision_in(&object)?;
-    let updated = state.parts().objects.write(Write::update_json(target.kind, object, precondition)?).await?;
+    let updated = write_allocating(state, target, object, |object| {
+        Write::update_json(target.kind, object, precondition)
+    })
+    .await?;
     Ok(Json(updated).into_response())
+}
+
+/// How often a write whose allocated nodePort another writer took meanwhile is tried again.
+const ALLOCATION_ATTEMPTS: usize = 3;
+
+/// Writes `object` (made a `Write` by `make`), with what the server allocates for it first: a
+/// Service's nodePorts. An allocated port that another Service took since it was picked is
+/// picked again.
+async fn write_allocating(
+    state: &ApiState,
+    target: &Target,
+    object: Value,
+    make: impl Fn(Value) -> Result<Write, WriteError>,
+) -> Result<Value, ApiError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut object = object.clone();
+        let allocated = if target.kind.kind == "Service" {
+            let store = state.parts().objects.store();
+            let current = match ObjectKey::of(&object) {
+                Some(key) => store.get(&key)?,
+                None => None,
+            };
+            node_ports::allocate(store, &mut object, current.as_ref())?
+        } else {
+            false
+        };
+        match state.parts().objects.write(make(object)?).await {
+            Err(WriteError::Propose(ProposeError::Rejected(ApplyError::Unprocessable(_))))
+                if allocated && attempt < ALLOCATION_ATTEMPTS =>
+            {
+                continue;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 async fn update_status(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {

@@ -29,6 +29,13 @@ pub struct Deploy {
     /// Environment variables, KEY=VALUE (repeatable).
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
+    /// The Service's type: ClusterIP (reached through a node's proxy by Host) or NodePort
+    /// (also on every node at a port of 30000-32767).
+    #[arg(long, value_parser = ["ClusterIP", "NodePort"])]
+    service_type: Option<String>,
+    /// The NodePort Service's port on every node (default: one is allocated).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(30000..=32767))]
+    node_port: Option<i32>,
     /// Wait until every replica is ready, showing progress.
     #[arg(long)]
     wait: bool,
@@ -50,6 +57,25 @@ impl Deploy {
             size.div_ceil(1024)
         );
 
+        // The Service first: one the cluster refuses (a nodePort another Service holds)
+        // leaves no Deployment behind.
+        if module.spec.world == "http" {
+            let wanted = self.service(&name, namespace);
+            match client.get::<Service>(Some(namespace), &name).await {
+                Ok(existing) => match self.changed_service(existing) {
+                    Some(changed) => {
+                        let updated = client.update(&changed).await?;
+                        crate::out!("service/{name} configured{}", node_port_note(&updated));
+                    }
+                    None => crate::out!("service/{name} unchanged"),
+                },
+                Err(e) if e.code() == Some(404) => {
+                    let created = client.create(&wanted).await?;
+                    crate::out!("service/{name} created{}", node_port_note(&created));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let deployment = self.deployment(&name, namespace, &module.spec.digest)?;
         let started = Instant::now();
         match client.get::<Deployment>(Some(namespace), &name).await {
@@ -64,16 +90,6 @@ impl Deploy {
                 crate::out!("deployment.apps/{name} created");
             }
             Err(e) => return Err(e.into()),
-        }
-        if module.spec.world == "http" {
-            match client.get::<Service>(Some(namespace), &name).await {
-                Ok(_) => crate::out!("service/{name} unchanged"),
-                Err(e) if e.code() == Some(404) => {
-                    client.create(&service(&name, namespace)).await?;
-                    crate::out!("service/{name} created");
-                }
-                Err(e) => return Err(e.into()),
-            }
         }
         if self.wait {
             wait_ready(client, namespace, &name, self.timeout).await?;
@@ -141,16 +157,66 @@ impl Deploy {
     }
 }
 
-fn service(name: &str, namespace: &str) -> Service {
-    Service {
-        api_version: "v1".into(),
-        kind: "Service".into(),
-        metadata: ObjectMeta::named(Some(namespace), name),
-        spec: ServiceSpec {
-            selector: [("app".to_string(), name.to_string())].into(),
-            ports: vec![ServicePort { name: Some("http".into()), port: 80, protocol: Some("TCP".into()) }],
-            type_: None,
-        },
+/// ", reachable at port N of every node" for a NodePort Service.
+fn node_port_note(service: &Service) -> String {
+    let ports: Vec<String> =
+        service.spec.ports.iter().filter_map(|p| p.node_port).map(|p| p.to_string()).collect();
+    match ports.as_slice() {
+        [] => String::new(),
+        ports => format!(" (NodePort {} on every node)", ports.join(",")),
+    }
+}
+
+impl Deploy {
+    fn service_type(&self) -> Option<&str> {
+        match (&self.service_type, self.node_port) {
+            (Some(t), _) => Some(t.as_str()),
+            (None, Some(_)) => Some(wasmkube_api::NODE_PORT),
+            (None, None) => None,
+        }
+    }
+
+    fn service(&self, name: &str, namespace: &str) -> Service {
+        let node_port = self.service_type() == Some(wasmkube_api::NODE_PORT);
+        Service {
+            api_version: "v1".into(),
+            kind: "Service".into(),
+            metadata: ObjectMeta::named(Some(namespace), name),
+            spec: ServiceSpec {
+                selector: [("app".to_string(), name.to_string())].into(),
+                ports: vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    protocol: Some("TCP".into()),
+                    node_port: self.node_port.filter(|_| node_port),
+                    ..Default::default()
+                }],
+                type_: self.service_type().filter(|_| node_port).map(str::to_string),
+            },
+        }
+    }
+
+    /// `existing` changed to the type (and nodePort) asked for, if it differs.
+    fn changed_service(&self, mut existing: Service) -> Option<Service> {
+        let wanted = self.service_type()?;
+        let is = existing.spec.type_.as_deref().unwrap_or("ClusterIP");
+        let same_port =
+            self.node_port.is_none() || existing.spec.ports.iter().any(|p| p.node_port == self.node_port);
+        if is == wanted && same_port {
+            return None;
+        }
+        let node_port = wanted == wasmkube_api::NODE_PORT;
+        existing.spec.type_ = node_port.then(|| wanted.to_string());
+        for (i, port) in existing.spec.ports.iter_mut().enumerate() {
+            port.node_port = if !node_port {
+                None
+            } else if i == 0 && self.node_port.is_some() {
+                self.node_port
+            } else {
+                port.node_port
+            };
+        }
+        Some(existing)
     }
 }
 

@@ -141,7 +141,13 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
                 let ports = v["spec"]["ports"]
                     .as_array()
                     .map(|ps| {
-                        ps.iter().map(|p| format!("{}/TCP", s(&p["port"]))).collect::<Vec<_>>().join(",")
+                        ps.iter()
+                            .map(|p| match p["nodePort"].as_i64() {
+                                Some(node_port) => format!("{}:{node_port}/TCP", s(&p["port"])),
+                                None => format!("{}/TCP", s(&p["port"])),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(",")
                     })
                     .unwrap_or_default();
                 vec![
