@@ -124,8 +124,20 @@ async fn a_late_joiner_catches_up_from_a_large_store_even_when_its_snapshot_is_l
     let log = std::fs::read_to_string(a.data_dir.join("wasmlet.log"))?;
     assert!(log.contains("snapshot not delivered"), "the first snapshot was lost");
     assert!(log.contains("sent a snapshot"), "and sent again");
-    // Both go on committing together.
-    b.client().post_path("/api/v1/namespaces/default/services", &service("from-b")).await?;
+    // Both go on committing together. (Right after a join an election may cut a write's
+    // answer short, "outcome unknown", as any client sees it: it tries again, and a create
+    // that had committed answers AlreadyExists.)
+    eventually(Duration::from_secs(20), "a write through b committed", || async {
+        match b.client().post_path("/api/v1/namespaces/default/services", &service("from-b")).await {
+            Ok(_) => Some(()),
+            Err(e) if e.code() == Some(409) => Some(()),
+            Err(e) => {
+                eprintln!("write through b: {e}");
+                None
+            }
+        }
+    })
+    .await?;
     a.client().get_path("/api/v1/namespaces/default/services/from-b").await?;
     Ok(())
 }
