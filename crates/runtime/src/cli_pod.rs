@@ -137,9 +137,12 @@ async fn run_once(
         Store::new(&runtime.engine, HostState::new(spec, logs, 16, runtime.config().service_proxy));
     store.limiter(|s| &mut s.limits);
     // Long-running: time slices within the pod's CPU limit, and no deadline.
-    crate::cpu::slice(&mut store, runtime, cpu.clone(), None);
-    let instance = command.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
-    match instance.wasi_cli_run().call_run(&mut store).await {
+    let usage = crate::cpu::slice(&mut store, runtime, cpu.clone(), None);
+    let run = async {
+        let instance = command.instantiate_async(&mut store).await?;
+        instance.wasi_cli_run().call_run(&mut store).await
+    };
+    match crate::cpu::on_core(cpu.clone(), usage, run).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(())) => Err("exit code 1".into()),
         Err(e) => match e.downcast_ref::<I32Exit>() {

@@ -1,24 +1,27 @@
-//! CPU: time slices and per-pod limits, through wasmtime's epoch interruption.
+//! CPU: per-pod limits and time slices.
 //!
-//! The engine's epoch advances every `EPOCH_TICK` while any guest runs. A running guest
-//! reaches its epoch deadline within a tick and calls back into the host, which (1) cuts it
-//! off past its request deadline; (2) charges the time it ran in wasm since it last resumed
-//! to its pod (time in host calls, such as a wait for I/O, is not charged); (3) yields its
-//! thread, so no guest holds a worker for more than a tick — or, when the pod has used more
-//! than its CPU limit (`resources.limits.cpu`, else the node's default share), sleeps until
-//! its budget has refilled, as the kernel's CFS quota throttles a container. And a busy
-//! guest runs on only as many threads at once as its pod has cores (its limit rounded up),
-//! so a pod that loops on every request still leaves the node's other cores to the rest.
+//! An instance runs inside `OnCore`, a future that holds one of its pod's *cores* (a
+//! semaphore of its limit rounded up) while it is polled — that is, while it runs, wasm or
+//! host work alike (memory.grow, memory.fill, copying a body) — and lets it go whenever it
+//! waits (for I/O, its turn, its budget). So a pod never keeps more of the node's threads
+//! busy than its limit, however many of its requests loop or fill memory. The time it is
+//! polled is the CPU it used, charged to its pod's token bucket (refilled at its limit,
+//! `resources.limits.cpu`, else the node's default share).
+//!
+//! The engine's epoch advances every `EPOCH_TICK` while any guest runs, and a running
+//! guest calls back into the host at its epoch deadline, within a tick, which (1) cuts it
+//! off past its request deadline; (2) charges what it ran; (3) makes it yield its thread, so
+//! no guest holds a worker for more than a tick — or, when its pod is past its limit, sleep
+//! until the budget has refilled, as the kernel's CFS quota throttles a container.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{CallHook, Store, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 
 use crate::Runtime;
-use crate::engine::EPOCH_TICK;
 
 /// How much CPU time a pod may save up: a limit of one core lets it run this long on each
 /// of its cores at once before it is throttled.
@@ -91,56 +94,46 @@ fn capacity(millis: u64) -> i128 {
     BURST.as_nanos() as i128 * i128::from(millis) / 1000
 }
 
+/// What an instance has run since its pod was last charged: the polls that ended, and the
+/// one under way.
+#[derive(Default)]
+pub(crate) struct Usage {
+    ran: Duration,
+    polled_since: Option<Instant>,
+}
+
+impl Usage {
+    /// What it ran until `now`, counted once.
+    fn take(&mut self, now: Instant) -> Duration {
+        if let Some(since) = self.polled_since.as_mut() {
+            self.ran += now.saturating_duration_since(*since);
+            *since = now;
+        }
+        std::mem::take(&mut self.ran)
+    }
+}
+
 /// Runs `store`'s guests in time slices charged to `budget`, cut off at `deadline` (a trap,
-/// `Trap::Interrupt`) when one is given.
+/// `Trap::Interrupt`) when one is given. Their future must run inside `on_core` with the
+/// returned usage.
 pub(crate) fn slice<T: 'static>(
     store: &mut Store<T>,
     runtime: &Runtime,
     budget: Arc<CpuBudget>,
     deadline: Option<Instant>,
-) {
-    let state = Arc::new(Mutex::new(Slice {
-        resumed: Instant::now(),
-        in_host: None,
-        host: Duration::ZERO,
-        core: None,
-    }));
+) -> Arc<Mutex<Usage>> {
+    let usage = Arc::new(Mutex::new(Usage::default()));
     // The epoch advances as long as the store (and so its callback) lives.
     let ticking = runtime.clock.hold();
-    let hooked = state.clone();
-    store.call_hook(move |_, hook| {
-        let mut s = lock(&hooked);
-        match hook {
-            // In the host (a read, a write, a wait for I/O) the guest uses no core of its
-            // pod's and is not charged.
-            CallHook::CallingHost => {
-                s.in_host = Some(Instant::now());
-                s.core = None;
-            }
-            CallHook::ReturningFromHost => {
-                if let Some(entered) = s.in_host.take() {
-                    s.host += entered.elapsed();
-                }
-            }
-            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
-        }
-        Ok(())
-    });
+    let charged = usage.clone();
     store.epoch_deadline_callback(move |_| {
         let _ = &ticking;
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return Ok(UpdateDeadline::Interrupt);
         }
-        let ran = {
-            let mut s = lock(&state);
-            let ran = now.saturating_duration_since(s.resumed).saturating_sub(s.host);
-            s.host = Duration::ZERO;
-            s.core = None;
-            ran
-        };
+        let ran = lock(&charged).take(now);
         let throttled = budget.charge(ran.min(MAX_SLICE), now);
-        let (state, budget) = (state.clone(), budget.clone());
         let pause: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             match throttled {
                 // Never past the deadline: the next slice ends the request.
@@ -148,33 +141,71 @@ pub(crate) fn slice<T: 'static>(
                     let left = deadline.map_or(wait, |d| d.saturating_duration_since(now));
                     tokio::time::sleep(wait.min(left)).await;
                 }
-                // It ran a slice: the others' turn. (One that hardly ran since it resumed
-                // had its turn already.)
-                None if ran >= EPOCH_TICK / 4 => tokio::task::yield_now().await,
-                None => {}
+                // The others' turn (its core too: it waits for it again).
+                None => tokio::task::yield_now().await,
             }
-            // It goes on only on one of its pod's cores (a limit of one core: one instance
-            // at a time), so a busy pod leaves the node's other cores to the others.
-            let core = budget.take_core().await;
-            let mut s = lock(&state);
-            s.core = core;
-            s.resumed = Instant::now();
-            // This callback ran inside a call to the host: its waits are not host time.
-            s.in_host = None;
-            s.host = Duration::ZERO;
         });
         Ok(UpdateDeadline::YieldCustom(1, pause))
     });
     store.set_epoch_deadline(1);
+    usage
 }
 
-/// One store's slice: when its guest last resumed, and what it spent in the host since.
-struct Slice {
-    resumed: Instant,
-    in_host: Option<Instant>,
-    host: Duration,
-    /// One of the pod's cores, held while a busy guest runs.
+/// `work` (an instance's run), on one of `budget`'s cores while it is polled; the time it
+/// is polled goes into `usage` (charged at the next epoch callback, and at the end).
+pub(crate) async fn on_core<F: Future>(
+    budget: Arc<CpuBudget>,
+    usage: Arc<Mutex<Usage>>,
+    work: F,
+) -> F::Output {
+    let gate = OnCore {
+        work: Box::pin(work),
+        cores: tokio_util::sync::PollSemaphore::new(budget.cores.clone()),
+        core: None,
+        usage,
+    };
+    let (output, usage) = gate.await;
+    let ran = lock(&usage).take(Instant::now());
+    budget.charge(ran.min(MAX_SLICE), Instant::now());
+    output
+}
+
+struct OnCore<F: Future> {
+    work: Pin<Box<F>>,
+    cores: tokio_util::sync::PollSemaphore,
     core: Option<tokio::sync::OwnedSemaphorePermit>,
+    usage: Arc<Mutex<Usage>>,
+}
+
+impl<F: Future> Future for OnCore<F> {
+    type Output = (F::Output, Arc<Mutex<Usage>>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.core.is_none() {
+            match this.cores.poll_acquire(cx) {
+                Poll::Ready(core) => this.core = core,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        lock(&this.usage).polled_since = Some(Instant::now());
+        let polled = this.work.as_mut().poll(cx);
+        {
+            let mut usage = lock(&this.usage);
+            if let Some(since) = usage.polled_since.take() {
+                usage.ran += since.elapsed();
+            }
+        }
+        match polled {
+            Poll::Ready(output) => Poll::Ready((output, this.usage.clone())),
+            Poll::Pending => {
+                // Waiting: the core is a sibling's meanwhile.
+                this.core = None;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

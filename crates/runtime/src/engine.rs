@@ -15,8 +15,9 @@ use crate::modules::PreparedModule;
 
 /// One epoch tick: how often a running guest is checked against its deadline and its CPU
 /// limit, and made to yield its thread (so a request of another pod waits at most about a
-/// tick for a thread, even when every thread is running a busy guest).
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// tick for a thread, even when every thread is running a busy guest). At 1 ms, a pod's p99
+/// beside a looping and memory-bombing one was 3.3× its p99 alone; at 500 µs, 2.0–2.2×.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_micros(500);
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -126,6 +127,11 @@ fn concurrent_compiles() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
+/// Bytes of a slot's memory (and table) reset with memset rather than returned to the OS
+/// when its instance ends: a small pod's next instance then needs no system call, and does
+/// not queue behind a neighbour's big ones in the kernel.
+const KEEP_RESIDENT: usize = 1 << 20;
+
 fn engine_config(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<Config> {
     let mut c = Config::new();
     c.wasm_component_model(true);
@@ -146,6 +152,8 @@ fn engine_config(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<Conf
         pool.total_tables(n * 4);
         pool.total_stacks(n);
         pool.max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
+        pool.linear_memory_keep_resident(KEEP_RESIDENT);
+        pool.table_keep_resident(KEEP_RESIDENT);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Ok(c)

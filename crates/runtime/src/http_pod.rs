@@ -121,7 +121,8 @@ impl HttpPod {
         &self.logs
     }
 
-    fn new_store(&self) -> Store<HostState> {
+    /// A store for one request, and what its instance runs (see `cpu::on_core`).
+    fn new_store(&self) -> (Store<HostState>, Arc<std::sync::Mutex<cpu::Usage>>) {
         let mut store = Store::new(
             &self.runtime.engine,
             HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE, self.runtime.config().service_proxy),
@@ -131,8 +132,8 @@ impl HttpPod {
         // a worker thread (and every other pod and the API behind it); a pod past its CPU
         // limit waits; past the request deadline it is interrupted.
         let deadline = Instant::now() + self.timeout;
-        cpu::slice(&mut store, &self.runtime, self.cpu.clone(), Some(deadline));
-        store
+        let usage = cpu::slice(&mut store, &self.runtime, self.cpu.clone(), Some(deadline));
+        (store, usage)
     }
 
     /// The pod's CPU: its limit, and the time its instances have run.
@@ -147,9 +148,8 @@ impl HttpPod {
 
     /// Creates and drops one instance without calling it: what per-request instantiation costs.
     pub async fn instantiate_once(&self) -> Result<(), RequestError> {
-        let mut store = self.new_store();
-        self.proxy
-            .instantiate_async(&mut store)
+        let (mut store, usage) = self.new_store();
+        cpu::on_core(self.cpu.clone(), usage, self.proxy.instantiate_async(&mut store))
             .await
             .map(drop)
             .map_err(|e| RequestError::Trap(format!("{e:#}")))
@@ -158,7 +158,7 @@ impl HttpPod {
     /// Reserves a concurrency slot, or `None` when the pod is at its limit. A caller holding
     /// no admission has sent nothing, so it may safely try another pod.
     pub fn try_admit(&self) -> Option<Admission> {
-        self.concurrency.clone().try_acquire_owned().ok().map(Admission)
+        self.concurrency.clone().try_acquire_owned().ok().map(|pod| Admission { pod, instance: None })
     }
 
     /// Serves one request with a fresh instance.
@@ -171,8 +171,9 @@ impl HttpPod {
         self.serve(admission, req).await
     }
 
-    /// A GET of `path` with no body, as a probe sends it (in a concurrency slot of its own
-    /// when one is free: `Overloaded` otherwise), answered with its status code.
+    /// A GET of `path` with no body, as a probe sends it (in a concurrency slot of the pod's
+    /// and an instance slot of the node's when both are free: `Overloaded` otherwise),
+    /// answered with its status code.
     pub async fn get(&self, path: &str, headers: &[(String, String)]) -> Result<u16, RequestError> {
         let mut request = hyper::Request::get(path);
         if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
@@ -185,7 +186,13 @@ impl HttpPod {
             http_body_util::Empty::<Bytes>::new().map_err(|never| -> crate::BodyError { match never {} });
         let request =
             request.body(body).map_err(|e| RequestError::NoResponse(format!("building the request: {e}")))?;
-        let response = self.handle(request).await?;
+        // A probe does not queue for one of the node's instance slots either: a node busy
+        // starting thousands of instances says nothing of this pod's health.
+        let overloaded = || RequestError::Overloaded(self.spec.pod.clone());
+        let mut admission = self.try_admit().ok_or_else(overloaded)?;
+        admission.instance =
+            Some(self.runtime.instance_slots.clone().try_acquire_owned().map_err(|_| overloaded())?);
+        let response = self.serve(admission, request).await?;
         Ok(response.status().as_u16())
     }
 
@@ -200,7 +207,7 @@ impl HttpPod {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let _outstanding = Outstanding::enter(&self.outstanding);
-        let result = self.invoke(req, admission.0).await;
+        let result = self.invoke(req, admission).await;
         match &result {
             Err(RequestError::Trap(message)) => {
                 *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
@@ -218,21 +225,25 @@ impl HttpPod {
     async fn invoke<B>(
         &self,
         req: hyper::Request<B>,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        admission: Admission,
     ) -> Result<PodResponse, RequestError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let timeout = self.timeout;
-        let slot = self
-            .runtime
-            .instance_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?;
-        let mut store = self.new_store();
+        let Admission { pod: permit, instance } = admission;
+        let slot = match instance {
+            Some(slot) => slot,
+            None => self
+                .runtime
+                .instance_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?,
+        };
+        let (mut store, usage) = self.new_store();
         let (tx, rx) = oneshot::channel();
         let host_err = |e: wasmtime::Error| RequestError::NoResponse(format!("{e:#}"));
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(host_err)?;
@@ -242,10 +253,12 @@ impl HttpPod {
         // handed back the response head. The permits live as long as the instance.
         let task = tokio::spawn(async move {
             let _held = (slot, permit);
-            let outcome = match pre.instantiate_async(&mut store).await {
-                Ok(proxy) => proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await,
-                Err(e) => Err(e),
+            // On one of the pod's cores while it runs (see `cpu::on_core`).
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             };
+            let outcome = cpu::on_core(cpu.clone(), usage, run).await;
             // Returning an instance's memory (up to its limit, all touched by a memory
             // bomb) takes a while: not on a thread that serves requests, and on one of the
             // pod's cores (that work is the pod's).
@@ -300,8 +313,11 @@ pub(crate) fn classify_trap(e: &wasmtime::Error, timeout: Duration) -> RequestEr
     }
 }
 
-/// A reserved concurrency slot of one pod.
-pub struct Admission(tokio::sync::OwnedSemaphorePermit);
+/// A reserved concurrency slot of one pod (and, for a probe, an instance slot of the node).
+pub struct Admission {
+    pod: tokio::sync::OwnedSemaphorePermit,
+    instance: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 struct Outstanding<'a>(&'a AtomicUsize);
 

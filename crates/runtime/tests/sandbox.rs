@@ -198,3 +198,39 @@ async fn a_cpu_limit_holds_a_pods_loops_to_its_share() {
     assert!(fifth > Duration::from_millis(100) && fifth < Duration::from_millis(350), "{fifth:?}");
     assert!(whole > Duration::from_millis(800) && whole < Duration::from_millis(1300), "{whole:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bombs_are_held_to_their_pods_cores_too() {
+    // Filling memory is mostly wasmtime's work (memory.grow, memory.fill, page faults), not
+    // wasm's: it counts, and it runs on the pod's cores like the rest.
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let module = runtime.prepare("misbehave", &example("misbehave")).expect("prepare");
+    let mut charged = Vec::new();
+    for millis in [200, 1000] {
+        let spec = SandboxSpec { cpu_limit_millis: Some(millis), ..spec(128 << 20, &[]) };
+        let pod = Arc::new(HttpPod::new(runtime.clone(), &module, spec, LogBuffer::new(4096)).expect("pod"));
+        let started = Instant::now();
+        let bombs: Vec<_> = (0..2)
+            .map(|_| {
+                let pod = pod.clone();
+                tokio::spawn(async move {
+                    while started.elapsed() < Duration::from_secs(1) {
+                        let answer = pod.handle(get("/grow?mb=50")).await.map(|r| r.status());
+                        assert!(matches!(answer, Ok(s) if s == 200), "{answer:?}");
+                    }
+                })
+            })
+            .collect();
+        for bomb in bombs {
+            bomb.await.expect("joined");
+        }
+        let (ran, took) = (pod.cpu().used(), started.elapsed());
+        eprintln!("limit {millis}m: two bombs for {took:?} ran {ran:?}");
+        charged.push((ran, took));
+    }
+    // Two at once for about a second: a fifth of a core is about 0.2 s; a core, about the
+    // time they took (one at a time), not twice it.
+    let ((fifth, _), (whole, took)) = (charged[0], charged[1]);
+    assert!(fifth < Duration::from_millis(450), "{fifth:?}");
+    assert!(whole > took / 2 && whole < took + Duration::from_millis(200), "{whole:?} in {took:?}");
+}
