@@ -27,9 +27,6 @@ use crate::Runtime;
 /// of its cores at once before it is throttled.
 const BURST: Duration = Duration::from_millis(20);
 
-/// The most one slice is charged (a thread the OS took away for longer is not the pod's).
-const MAX_SLICE: Duration = Duration::from_millis(50);
-
 /// One pod's CPU: what it may use (a token bucket refilled at its limit) and what it used.
 pub struct CpuBudget {
     /// The limit, in thousandths of a core.
@@ -100,6 +97,9 @@ fn capacity(millis: u64) -> i128 {
 pub(crate) struct Usage {
     ran: Duration,
     polled_since: Option<Instant>,
+    /// The epoch clock, kept ticking while the instance runs (only then does its deadline
+    /// callback need the epoch to advance: a cli pod asleep does not keep it awake).
+    clock: Option<Arc<crate::engine::EpochClock>>,
 }
 
 impl Usage {
@@ -122,18 +122,15 @@ pub(crate) fn slice<T: 'static>(
     budget: Arc<CpuBudget>,
     deadline: Option<Instant>,
 ) -> Arc<Mutex<Usage>> {
-    let usage = Arc::new(Mutex::new(Usage::default()));
-    // The epoch advances as long as the store (and so its callback) lives.
-    let ticking = runtime.clock.hold();
+    let usage = Arc::new(Mutex::new(Usage { clock: Some(runtime.clock.clone()), ..Usage::default() }));
     let charged = usage.clone();
     store.epoch_deadline_callback(move |_| {
-        let _ = &ticking;
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return Ok(UpdateDeadline::Interrupt);
         }
         let ran = lock(&charged).take(now);
-        let throttled = budget.charge(ran.min(MAX_SLICE), now);
+        let throttled = budget.charge(ran, now);
         let pause: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             match throttled {
                 // Never past the deadline: the next slice ends the request.
@@ -166,7 +163,7 @@ pub(crate) async fn on_core<F: Future>(
     };
     let (output, usage) = gate.await;
     let ran = lock(&usage).take(Instant::now());
-    budget.charge(ran.min(MAX_SLICE), Instant::now());
+    budget.charge(ran, Instant::now());
     output
 }
 
@@ -189,8 +186,13 @@ impl<F: Future> Future for OnCore<F> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        lock(&this.usage).polled_since = Some(Instant::now());
+        let ticking = {
+            let mut usage = lock(&this.usage);
+            usage.polled_since = Some(Instant::now());
+            usage.clock.as_ref().map(|clock| clock.hold())
+        };
         let polled = this.work.as_mut().poll(cx);
+        drop(ticking);
         {
             let mut usage = lock(&this.usage);
             if let Some(since) = usage.polled_since.take() {
@@ -215,6 +217,49 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Busy for 2 ms at each of its polls (as a guest running a slice), counting how many
+    /// such polls run at once.
+    struct Busy {
+        polls: usize,
+        active: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    }
+
+    impl Future for Busy {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            if self.polls == 0 {
+                return std::task::Poll::Ready(());
+            }
+            self.polls -= 1;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_runs_on_as_many_threads_at_once_as_its_limit_has_cores() {
+        for (millis, cores) in [(1000, 1), (2000, 2)] {
+            let budget = CpuBudget::new(millis);
+            let (active, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let runs: Vec<_> = (0..3)
+                .map(|_| {
+                    let busy = Busy { polls: 20, active: active.clone(), most: most.clone() };
+                    tokio::spawn(on_core(budget.clone(), Arc::default(), busy))
+                })
+                .collect();
+            for run in runs {
+                run.await.expect("ran");
+            }
+            assert_eq!(most.load(Ordering::SeqCst), cores, "a limit of {millis}m");
+        }
+    }
 
     #[test]
     fn a_pod_within_its_limit_runs_on_and_one_past_it_waits_its_debt() {

@@ -122,7 +122,7 @@ impl HttpPod {
     }
 
     /// A store for one request, and what its instance runs (see `cpu::on_core`).
-    fn new_store(&self) -> (Store<HostState>, Arc<std::sync::Mutex<cpu::Usage>>) {
+    fn new_store(&self) -> (Store<HostState>, Arc<std::sync::Mutex<cpu::Usage>>, Instant) {
         let mut store = Store::new(
             &self.runtime.engine,
             HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE, self.runtime.config().service_proxy),
@@ -133,7 +133,7 @@ impl HttpPod {
         // limit waits; past the request deadline it is interrupted.
         let deadline = Instant::now() + self.timeout;
         let usage = cpu::slice(&mut store, &self.runtime, self.cpu.clone(), Some(deadline));
-        (store, usage)
+        (store, usage, deadline)
     }
 
     /// The pod's CPU: its limit, and the time its instances have run.
@@ -148,7 +148,7 @@ impl HttpPod {
 
     /// Creates and drops one instance without calling it: what per-request instantiation costs.
     pub async fn instantiate_once(&self) -> Result<(), RequestError> {
-        let (mut store, usage) = self.new_store();
+        let (mut store, usage, _) = self.new_store();
         cpu::on_core(self.cpu.clone(), usage, self.proxy.instantiate_async(&mut store))
             .await
             .map(drop)
@@ -243,7 +243,7 @@ impl HttpPod {
                 .await
                 .map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?,
         };
-        let (mut store, usage) = self.new_store();
+        let (mut store, usage, deadline) = self.new_store();
         let (tx, rx) = oneshot::channel();
         let host_err = |e: wasmtime::Error| RequestError::NoResponse(format!("{e:#}"));
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(host_err)?;
@@ -258,7 +258,13 @@ impl HttpPod {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             };
-            let outcome = cpu::on_core(cpu.clone(), usage, run).await;
+            // The deadline holds after the answer's head too: a guest streaming its body, or
+            // waiting in the host, stops there and lets go of its slots.
+            let outcome =
+                match tokio::time::timeout_at(deadline.into(), cpu::on_core(cpu.clone(), usage, run)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(wasmtime::Trap::Interrupt.into()),
+                };
             // Returning an instance's memory (up to its limit, all touched by a memory
             // bomb) takes a while: not on a thread that serves requests, and on one of the
             // pod's cores (that work is the pod's).

@@ -232,5 +232,5 @@ async fn memory_bombs_are_held_to_their_pods_cores_too() {
     // time they took (one at a time), not twice it.
     let ((fifth, _), (whole, took)) = (charged[0], charged[1]);
     assert!(fifth < Duration::from_millis(450), "{fifth:?}");
-    assert!(whole > took / 2 && whole < took + Duration::from_millis(200), "{whole:?} in {took:?}");
+    assert!(whole > took / 4 && whole < took + Duration::from_millis(200), "{whole:?} in {took:?}");
 }

@@ -274,9 +274,12 @@ impl ObjectStore {
                 Ok((outcome, old_len)) => {
                     revision += 1;
                     freed += old_len;
+                    // And every object of a kind with exclusive fields: a later command of the
+                    // batch checks its values against them.
                     let shared = seen
                         .get(&hash_of(&outcome.key.kind, &outcome.key.namespace, &outcome.key.name))
-                        .is_some_and(|n| *n > 1);
+                        .is_some_and(|n| *n > 1)
+                        || EXCLUSIVE.iter().any(|rule| rule.kind == outcome.key.kind);
                     match outcome.type_ {
                         EventType::Deleted => {
                             batch.delete_cf(objects, outcome.key.encode());
@@ -405,11 +408,14 @@ impl ObjectStore {
             if wanted.is_empty() {
                 continue;
             }
-            let mut others: Vec<Value> = overlay
+            // In key order, so every replica names the same holder.
+            let mut overlaid: Vec<(&ObjectKey, &Value)> = overlay
                 .iter()
                 .filter(|(k, _)| k.kind == key.kind && *k != key)
-                .filter_map(|(_, v)| v.as_ref().map(|(v, _)| v.clone()))
+                .filter_map(|(k, v)| v.as_ref().map(|(v, _)| (k, v)))
                 .collect();
+            overlaid.sort_by_key(|(k, _)| k.encode());
+            let mut others: Vec<Value> = overlaid.into_iter().map(|(_, v)| v.clone()).collect();
             let prefix = ObjectKey::prefix(&key.kind, None);
             let iter = self.db.iterator_cf(
                 cf(&self.db, CF_OBJECTS),

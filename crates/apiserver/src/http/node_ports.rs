@@ -17,28 +17,47 @@ use super::ApiError;
 /// Fills in `service`'s missing nodePorts (keeping those of `current`, its stored version,
 /// for the same port); true if any was allocated here.
 pub fn allocate(store: &ObjectStore, service: &mut Value, current: Option<&Value>) -> Result<bool, ApiError> {
-    if service["spec"]["type"].as_str() != Some(NODE_PORT) {
-        return Ok(false);
-    }
-    let key = ObjectKey::of(service);
-    let Some(ports) = service["spec"]["ports"].as_array_mut() else { return Ok(false) };
     let kept: Vec<&Value> = current
         .filter(|c| c["spec"]["type"].as_str() == Some(NODE_PORT))
         .and_then(|c| c["spec"]["ports"].as_array())
         .map(|ports| ports.iter().collect())
         .unwrap_or_default();
+    let node_port = service["spec"]["type"].as_str() == Some(NODE_PORT);
+    let key = ObjectKey::of(service);
+    // Anything but a list of objects is for validation to refuse.
+    let Some(ports) = service["spec"]["ports"].as_array_mut() else { return Ok(false) };
+    let Some(mut ports) = ports.iter_mut().map(Value::as_object_mut).collect::<Option<Vec<_>>>() else {
+        return Ok(false);
+    };
+    if !node_port {
+        // A NodePort Service becoming another type lets go of the ports it held, as
+        // Kubernetes drops type-dependent fields: the ports as they were read are not the
+        // client's to keep.
+        for port in ports.iter_mut() {
+            if missing(port) || port.get("nodePort").is_some_and(|n| kept.iter().any(|k| k["nodePort"] == *n))
+            {
+                port.remove("nodePort");
+            }
+        }
+        return Ok(false);
+    }
     for port in ports.iter_mut().filter(|p| missing(p)) {
-        if let Some(held) = kept.iter().find(|k| k["port"] == port["port"] && k["name"] == port["name"]) {
-            port["nodePort"] = held["nodePort"].clone();
+        // The port of the same name (or, unnamed, the same number) keeps its nodePort.
+        let same = |k: &&&Value| match port.get("name").filter(|n| !n.is_null()) {
+            Some(name) => k["name"] == *name,
+            None => k["name"].is_null() && k["port"] == port["port"],
+        };
+        if let Some(held) = kept.iter().find(same) {
+            port.insert("nodePort".into(), held["nodePort"].clone());
         }
     }
-    if !ports.iter().any(missing) {
+    if !ports.iter().any(|p| missing(p)) {
         return Ok(false);
     }
     let (services, _) = store.list("Service", None)?;
     let mut taken: BTreeSet<i64> =
         services.iter().filter(|s| ObjectKey::of(s) != key).flat_map(node_ports).collect();
-    taken.extend(ports.iter().filter_map(|p| p["nodePort"].as_i64()));
+    taken.extend(ports.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_i64)));
     let (start, end) = (i64::from(*NODE_PORT_RANGE.start()), i64::from(*NODE_PORT_RANGE.end()));
     for (i, port) in ports.iter_mut().enumerate().filter(|(_, p)| missing(p)) {
         // A random start, then the next free one: two writers rarely pick the same port.
@@ -50,13 +69,14 @@ pub fn allocate(store: &ObjectStore, service: &mut Value, current: Option<&Value
             ))
         })?;
         taken.insert(free);
-        port["nodePort"] = Value::from(free);
+        port.insert("nodePort".into(), Value::from(free));
     }
     Ok(true)
 }
 
-fn missing(port: &Value) -> bool {
-    port.get("nodePort").is_none_or(Value::is_null)
+/// No nodePort asked for: none, null or 0 (as Kubernetes reads 0).
+fn missing(port: &serde_json::Map<String, Value>) -> bool {
+    port.get("nodePort").is_none_or(|n| n.is_null() || n.as_i64() == Some(0))
 }
 
 fn node_ports(service: &Value) -> Vec<i64> {

@@ -168,3 +168,64 @@ async fn scale_changes_only_replicas_and_keeps_a_template_change() {
         .await;
     assert_eq!(code, 422);
 }
+
+const SERVICES: &str = "/api/v1/namespaces/default/services";
+
+fn service(name: &str, type_: &str, ports: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+           "spec": {"type": type_, "selector": {"app": name}, "ports": ports}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_are_allocated_kept_released_and_never_shared() {
+    let server = Server::start().await;
+    let node_port = |v: &Value| v["spec"]["ports"][0]["nodePort"].as_i64();
+    // Allocated from the range (0 reads as "allocate", as in Kubernetes).
+    let (code, web) = server
+        .send(
+            reqwest::Method::POST,
+            SERVICES,
+            Some(service("web", "NodePort", json!([{"port": 80, "nodePort": 0}]))),
+        )
+        .await;
+    assert_eq!(code, 201, "{web}");
+    let port = node_port(&web).expect("allocated");
+    assert!((30000..=32767).contains(&port), "{port}");
+    // Re-applied without nodePorts (a manifest), it keeps its port.
+    let mut again = service("web", "NodePort", json!([{"port": 80}]));
+    again["metadata"]["resourceVersion"] = web["metadata"]["resourceVersion"].clone();
+    let (code, kept) = server.send(reqwest::Method::PUT, &format!("{SERVICES}/web"), Some(again)).await;
+    assert_eq!((code, node_port(&kept)), (200, Some(port)), "{kept}");
+    // Taken by web: refused for another, nothing stored.
+    let (code, refused) = server
+        .send(
+            reqwest::Method::POST,
+            SERVICES,
+            Some(service("other", "NodePort", json!([{"port": 80, "nodePort": port}]))),
+        )
+        .await;
+    assert_eq!(code, 422, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap_or_default().contains("provided port is already allocated"),
+        "{refused}"
+    );
+    assert_eq!(server.send(reqwest::Method::GET, &format!("{SERVICES}/other"), None).await.0, 404);
+    // Malformed ports are refused, not a crash.
+    let (code, bad) =
+        server.send(reqwest::Method::POST, SERVICES, Some(service("bad", "NodePort", json!([5])))).await;
+    assert_eq!(code, 422, "{bad}");
+    // Back to ClusterIP, as read (its nodePort still in it): the port is let go, and free.
+    let mut cluster_ip = kept.clone();
+    cluster_ip["spec"]["type"] = json!("ClusterIP");
+    let (code, released) =
+        server.send(reqwest::Method::PUT, &format!("{SERVICES}/web"), Some(cluster_ip)).await;
+    assert_eq!((code, node_port(&released)), (200, None), "{released}");
+    let (code, other) = server
+        .send(
+            reqwest::Method::POST,
+            SERVICES,
+            Some(service("other", "NodePort", json!([{"port": 80, "nodePort": port}]))),
+        )
+        .await;
+    assert_eq!((code, node_port(&other)), (201, Some(port)), "{other}");
+}

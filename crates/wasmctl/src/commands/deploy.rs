@@ -47,6 +47,9 @@ pub struct Deploy {
 impl Deploy {
     pub async fn run(self, client: &Client, namespace: &str) -> anyhow::Result<()> {
         let name = self.deployment_name()?;
+        if self.node_port.is_some() && self.service_type.as_deref() == Some("ClusterIP") {
+            anyhow::bail!("--node-port is for a NodePort Service, not --service-type ClusterIP");
+        }
         let bytes = std::fs::read(&self.file).with_context(|| format!("reading {}", self.file.display()))?;
         let size = bytes.len();
         let module = client.upload_module(bytes).await.context("uploading the module")?;
