@@ -24,8 +24,10 @@ pub fn allocate(store: &ObjectStore, service: &mut Value, current: Option<&Value
         .unwrap_or_default();
     let node_port = service["spec"]["type"].as_str() == Some(NODE_PORT);
     let key = ObjectKey::of(service);
-    // Anything but a list of objects is for validation to refuse.
-    let Some(ports) = service["spec"]["ports"].as_array_mut() else { return Ok(false) };
+    // Anything but a list of objects is for validation to refuse. (Looked up without
+    // indexing: `value["x"]` on a mutable object inserts a null.)
+    let ports = service.get_mut("spec").and_then(|s| s.get_mut("ports")).and_then(Value::as_array_mut);
+    let Some(ports) = ports else { return Ok(false) };
     let Some(mut ports) = ports.iter_mut().map(Value::as_object_mut).collect::<Option<Vec<_>>>() else {
         return Ok(false);
     };
@@ -45,7 +47,7 @@ pub fn allocate(store: &ObjectStore, service: &mut Value, current: Option<&Value
         // The port of the same name (or, unnamed, the same number) keeps its nodePort.
         let same = |k: &&&Value| match port.get("name").filter(|n| !n.is_null()) {
             Some(name) => k["name"] == *name,
-            None => k["name"].is_null() && k["port"] == port["port"],
+            None => k["name"].is_null() && k.get("port") == port.get("port"),
         };
         if let Some(held) = kept.iter().find(same) {
             port.insert("nodePort".into(), held["nodePort"].clone());

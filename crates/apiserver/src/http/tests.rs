@@ -211,9 +211,16 @@ async fn node_ports_are_allocated_kept_released_and_never_shared() {
     );
     assert_eq!(server.send(reqwest::Method::GET, &format!("{SERVICES}/other"), None).await.0, 404);
     // Malformed ports are refused, not a crash.
-    let (code, bad) =
-        server.send(reqwest::Method::POST, SERVICES, Some(service("bad", "NodePort", json!([5])))).await;
-    assert_eq!(code, 422, "{bad}");
+    for ports in [json!([5]), json!([{"name": "no-port"}]), json!("eighty")] {
+        let (code, bad) =
+            server.send(reqwest::Method::POST, SERVICES, Some(service("bad", "NodePort", ports))).await;
+        assert_eq!(code, 422, "{bad}");
+    }
+    // A ClusterIP Service with no ports at all is stored as sent.
+    let plain = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "plain"},
+                       "spec": {"selector": {"app": "x"}}});
+    let (code, stored) = server.send(reqwest::Method::POST, SERVICES, Some(plain)).await;
+    assert_eq!((code, stored["spec"].get("ports")), (201, None), "{stored}");
     // Back to ClusterIP, as read (its nodePort still in it): the port is let go, and free.
     let mut cluster_ip = kept.clone();
     cluster_ip["spec"]["type"] = json!("ClusterIP");
