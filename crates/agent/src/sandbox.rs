@@ -156,6 +156,14 @@ impl Agent {
             Sandbox::Preparing { digest, .. } => {
                 ("Normal", "Pulling".to_string(), format!("Preparing module sha256:{digest}"))
             }
+            Sandbox::Cli { .. } if has_probes(pod) => (
+                "Warning",
+                "Started".to_string(),
+                format!(
+                    "Started sandbox on node {}; its probes are not run: a cli component answers no HTTP",
+                    self.config.node_name
+                ),
+            ),
             _ => (
                 "Normal",
                 "Started".to_string(),
@@ -250,4 +258,11 @@ impl Agent {
         let event = wasmkube_api::Event::about(involved, type_, reason, message, &source, &now(), uid);
         Write::record_event(&event).inspect_err(|e| tracing::warn!("event not recorded: {e}")).ok()
     }
+}
+
+/// Whether `pod`'s container asks for any probe.
+fn has_probes(pod: &Pod) -> bool {
+    pod.spec.containers.first().is_some_and(|c| {
+        c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+    })
 }

@@ -203,3 +203,25 @@ async fn trapping_requests_are_counted_reported_and_a_pod_that_keeps_trapping_ba
     assert!(last.is_some_and(|m| m.contains("requests in a row trapped")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_pods_probes_are_not_run_and_it_says_so() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let client = node.client();
+    let digest = client.upload_module(std::fs::read(example("ticker"))?).await?.metadata.name;
+    let probes = json!({"readinessProbe": get("/ready", json!({}))});
+    client.post_path(DEPLOYMENTS, &deployment("ticking", &digest, probes)).await?;
+    let started = eventually(Duration::from_secs(20), "the Started event", || async {
+        let events: Vec<Event> = node.client().list(Some("default")).await.ok()?;
+        events.into_iter().find(|e| e.reason == "Started")
+    })
+    .await?;
+    assert_eq!(started.type_, "Warning", "{started:?}");
+    assert!(started.message.contains("probes are not run"), "{}", started.message);
+    // And it runs: Ready as a cli pod is, probes or not.
+    eventually(Duration::from_secs(20), "the ticker Ready", || async {
+        pod_of(&node, "ticking").await.filter(Pod::is_ready)
+    })
+    .await?;
+    Ok(())
+}
