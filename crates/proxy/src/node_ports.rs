@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use wasmkube_cache::{Kind, Object, SharedCache};
+use wasmkube_cache::{Kind, Object, SharedCache, Update};
 
 use crate::ServiceName;
 use crate::server::{ProxyState, route};
@@ -37,8 +37,15 @@ pub async fn serve_node_ports(
     let routes: PortMap = Arc::default();
     // Each open listener's stop switch (dropped: the listener stops).
     let mut open: BTreeMap<u16, tokio::sync::watch::Sender<bool>> = BTreeMap::new();
+    // The NodePort Services, by key: a change to any other Service costs a lookup, not a
+    // pass over them all (the control plane writes Services by the thousand).
+    let mut node_ports: HashMap<String, (ServiceName, Vec<u16>)> =
+        changes.list(Kind::Service).iter().filter_map(|(key, object)| node_port_entry(key, object)).collect();
     loop {
-        let wanted = wanted_ports(&changes.list(Kind::Service));
+        let wanted: HashMap<u16, ServiceName> = node_ports
+            .values()
+            .flat_map(|(name, ports)| ports.iter().map(move |port| (*port, name.clone())))
+            .collect();
         *routes.write().unwrap_or_else(|p| p.into_inner()) = wanted.clone();
         open.retain(|port, _| wanted.contains_key(port));
         let mut failing = false;
@@ -58,38 +65,66 @@ pub async fn serve_node_ports(
                 }
             }
         }
-        tokio::select! {
-            _ = &mut shutdown => return,
-            changed = changes.changed() => if changed.is_none() { return },
-            // A port another process held is tried again now and then.
-            _ = tokio::time::sleep(REBIND_EVERY), if failing => {}
+        // Until a change moves a nodePort (or a port that could not be bound is due again).
+        let mut moved = false;
+        while !moved {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                updates = changes.changed() => {
+                    let Some(updates) = updates else { return };
+                    for update in updates {
+                        moved |= note(&mut node_ports, &changes, update);
+                    }
+                }
+                // A port another process held is tried again now and then.
+                _ = tokio::time::sleep(REBIND_EVERY), if failing => moved = true,
+            }
         }
     }
 }
 
-/// Every nodePort of `services` (NodePort Services only), with the Service it reaches.
-fn wanted_ports(services: &[(String, Object)]) -> HashMap<u16, ServiceName> {
-    let mut wanted = HashMap::new();
-    for (_, object) in services {
-        let Object::Service(service) = object else { continue };
-        if !service.spec.is_node_port() {
-            continue;
+/// Applies one change to the NodePort Services; true if a nodePort moved.
+fn note(
+    node_ports: &mut HashMap<String, (ServiceName, Vec<u16>)>,
+    changes: &wasmkube_cache::Subscription,
+    update: Update,
+) -> bool {
+    match update {
+        Update::Reset => {
+            *node_ports = changes
+                .list(Kind::Service)
+                .iter()
+                .filter_map(|(key, object)| node_port_entry(key, object))
+                .collect();
+            true
         }
-        let name = ServiceName {
-            namespace: service
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| wasmkube_api::DEFAULT_NAMESPACE.into()),
-            name: service.metadata.name.clone(),
-        };
-        for port in service.spec.ports.iter().filter_map(|p| p.node_port) {
-            if let Ok(port) = u16::try_from(port) {
-                wanted.insert(port, name.clone());
+        Update::Changed { key, object, .. } => {
+            let entry = object.as_ref().and_then(|o| node_port_entry(&key, o)).map(|(_, e)| e);
+            match entry {
+                Some(entry) => node_ports.insert(key, entry.clone()).is_none_or(|before| before != entry),
+                None => node_ports.remove(&key).is_some(),
             }
         }
     }
-    wanted
+}
+
+/// A NodePort Service's name and nodePorts (`None` for any other).
+fn node_port_entry(key: &str, object: &Object) -> Option<(String, (ServiceName, Vec<u16>))> {
+    let Object::Service(service) = object else { return None };
+    if !service.spec.is_node_port() {
+        return None;
+    }
+    let name = ServiceName {
+        namespace: service
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| wasmkube_api::DEFAULT_NAMESPACE.into()),
+        name: service.metadata.name.clone(),
+    };
+    let ports =
+        service.spec.ports.iter().filter_map(|p| p.node_port).filter_map(|p| u16::try_from(p).ok()).collect();
+    Some((key.to_string(), (name, ports)))
 }
 
 /// Serves `listener` (nodePort `port`) until its stop switch is set or dropped.

@@ -99,8 +99,12 @@ impl ServiceEntry {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        // The counts as of now, read once: other requests change them meanwhile, and a sort
+        // whose keys move under it has no total order (Rust's sort may panic on that; it did,
+        // over 10,000 endpoints under load).
+        let outstanding: Vec<usize> = self.endpoints.iter().map(Endpoint::outstanding).collect();
         // Stable sort keeps the rotation among equals.
-        order.sort_by_key(|&i| self.endpoints[i].outstanding());
+        order.sort_by_key(|&i| outstanding[i]);
         order
     }
 }
