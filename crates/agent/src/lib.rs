@@ -397,7 +397,13 @@ impl Agent {
                     let backoff = start.saturating_mul(1 << (*restarts).min(16)).min(max);
                     let last = pod.traps().1.unwrap_or_default();
                     let why = format!("{} requests in a row trapped: {last}", pod.traps_in_a_row());
-                    *crashed = Some((at + backoff, why.clone()));
+                    let ended = wasmkube_api::Terminated {
+                        exit_code: 1,
+                        reason: Some("Error".into()),
+                        message: Some(why.clone()),
+                        finished_at: Some(now()),
+                    };
+                    *crashed = Some((at + backoff, ended));
                     crashed_now.push((key.clone(), backoff, why));
                 }
                 None => {}
@@ -405,42 +411,20 @@ impl Agent {
         }
         let (mut writes, mut changed) = (Vec::new(), Changes::new());
         for (key, backoff, why) in crashed_now {
-            // This node's proxy stops serving it at once; the status tells the others.
-            if let Some(Sandbox::Http { uid, pod, .. }) = self.running.get(&key) {
-                let local =
-                    wasmkube_runtime::LocalPod { uid: uid.clone(), http: None, logs: pod.logs().clone() };
-                self.registry.insert(key.clone(), local);
-            }
-            tracing::info!(pod = %key, ?backoff, "{why}: backing off");
-            if let Some(p) = pods.get(&key)
-                && self.event_budget.take()
-            {
-                writes.extend(self.event(
-                    p,
-                    "Warning",
-                    "BackOff",
-                    format!("Back-off {backoff:?} restarting: {why}"),
-                ));
-            }
+            writes.extend(self.back_off(pods, &key, backoff, &why));
             changed.insert(key);
         }
         for key in recovered {
             let Some(pod) = pods.get(&key) else { continue };
             let Some(Sandbox::Http { restarts, crashed, .. }) = self.running.get(&key) else { continue };
-            let (restarts, why) =
-                (restarts.saturating_add(1), crashed.clone().map(|c| c.1).unwrap_or_default());
+            let (restarts, ended) = (restarts.saturating_add(1), crashed.clone().map(|c| c.1));
             self.registry.remove(&key);
             self.running.remove(&key);
             let (mut sandbox, started) = self.start(pod, 0);
             writes.extend(started);
             if let Sandbox::Http { restarts: r, last_state, .. } = &mut sandbox {
                 *r = restarts;
-                *last_state = Some(wasmkube_api::Terminated {
-                    exit_code: 1,
-                    reason: Some("Error".into()),
-                    message: Some(why),
-                    finished_at: Some(now()),
-                });
+                *last_state = ended;
             }
             self.running.insert(key.clone(), sandbox);
             changed.insert(key);
@@ -454,14 +438,18 @@ impl Agent {
     /// `Killing` events. Returns the events to record.
     fn restart_unhealthy(&mut self, pods: &Reflector<Pod>, keys: &Changes) -> Vec<Write> {
         let mut writes = Vec::new();
+        let config = self.runtime.config();
+        let (start, max) = (config.crash_backoff, config.crash_backoff_max.max(config.crash_backoff));
         for key in keys {
-            let Some(Sandbox::Http { prober: Some(prober), restarts, .. }) = self.running.get(key) else {
+            let Some(Sandbox::Http { prober: Some(prober), restarts, crashed: None, .. }) =
+                self.running.get(key)
+            else {
                 continue;
             };
             let Some(why) = prober.state.failed() else { continue };
             let Some(pod) = pods.get(key) else { continue };
+            let earlier = *restarts;
             let restarts = restarts.saturating_add(1);
-            tracing::info!(pod = %key, restarts, "{why}: restarting its instance");
             // Within the node's event budget, as every event of the agent's.
             if self.event_budget.take() {
                 writes.extend(self.event(pod, "Warning", "Unhealthy", why.clone()));
@@ -469,22 +457,50 @@ impl Agent {
                 let killing = format!("Container {container} failed a probe, will be restarted");
                 writes.extend(self.event(pod, "Normal", "Killing", killing));
             }
+            let ended = wasmkube_api::Terminated {
+                exit_code: 137,
+                reason: Some("Unhealthy".into()),
+                message: Some(why.clone()),
+                finished_at: Some(now()),
+            };
+            if earlier > 0 {
+                // Restarted before and unhealthy again: crashing, as the kubelet backs off a
+                // container that keeps failing (10 s, doubling to 5 min).
+                let backoff = start.saturating_mul(1 << (earlier - 1).min(16)).min(max);
+                if let Some(Sandbox::Http { crashed, .. }) = self.running.get_mut(key) {
+                    *crashed = Some((Instant::now() + backoff, ended));
+                }
+                writes.extend(self.back_off(pods, key, backoff, &why));
+                continue;
+            }
+            tracing::info!(pod = %key, restarts, "{why}: restarting its instance");
             self.registry.remove(key);
             self.running.remove(key);
             let (mut sandbox, started) = self.start(pod, 0);
             writes.extend(started);
             if let Sandbox::Http { restarts: r, last_state, .. } = &mut sandbox {
                 *r = restarts;
-                *last_state = Some(wasmkube_api::Terminated {
-                    exit_code: 137,
-                    reason: Some("Unhealthy".into()),
-                    message: Some(why),
-                    finished_at: Some(now()),
-                });
+                *last_state = Some(ended);
             }
             self.running.insert(key.clone(), sandbox);
         }
         writes
+    }
+
+    /// Takes a crashing http pod out of rotation for `backoff`: this node's proxy stops
+    /// serving it at once (its status tells the others); a `BackOff` event within the
+    /// event budget.
+    fn back_off(&mut self, pods: &Reflector<Pod>, key: &str, backoff: Duration, why: &str) -> Option<Write> {
+        if let Some(Sandbox::Http { uid, pod, .. }) = self.running.get(key) {
+            let local = wasmkube_runtime::LocalPod { uid: uid.clone(), http: None, logs: pod.logs().clone() };
+            self.registry.insert(key.to_string(), local);
+        }
+        tracing::info!(pod = %key, ?backoff, "{why}: backing off");
+        let pod = pods.get(key)?;
+        if !self.event_budget.take() {
+            return None;
+        }
+        self.event(pod, "Warning", "BackOff", format!("Back-off {backoff:?} restarting: {why}"))
     }
 
     /// Makes `writes` in a few batch entries (`Objects::write_many`), waiting at most

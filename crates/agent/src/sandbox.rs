@@ -23,9 +23,10 @@ pub(crate) enum Sandbox {
         /// Traps already reported in an event, and when the last such event was.
         traps_reported: u64,
         trap_event_at: Option<Instant>,
-        /// Its requests kept trapping: out of rotation (CrashLoopBackOff, with why) until
-        /// then, when a fresh instance takes over.
-        crashed: Option<(Instant, String)>,
+        /// It is crashing (its requests kept trapping, or it failed its liveness probe
+        /// again): out of rotation (CrashLoopBackOff) until then, when a fresh instance
+        /// takes over; how it ended becomes its last state.
+        crashed: Option<(Instant, wasmkube_api::Terminated)>,
     },
     Cli {
         uid: String,

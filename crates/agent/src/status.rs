@@ -15,10 +15,12 @@ pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
             status.conditions = vec![Condition::new("Ready", ready)];
             status.restart_count = *restarts;
             status.last_state = last_state.clone().map(|t| wasmkube_api::LastState { terminated: Some(t) });
-            if let Some((_, why)) = crashed {
+            if let Some((_, ended)) = crashed {
                 status.conditions = vec![Condition::new("Ready", false)];
                 status.reason = Some("CrashLoopBackOff".into());
-                status.message = Some(why.clone());
+                status.message = ended.message.clone();
+                // How it ended shows now, as the kubelet shows a crashed container's.
+                status.last_state = Some(wasmkube_api::LastState { terminated: Some(ended.clone()) });
             }
         }
         Sandbox::Cli { pod, started, .. } => {

@@ -105,6 +105,24 @@ async fn readiness_routes_liveness_restarts_and_startup_holds_back() -> anyhow::
         row.split_whitespace().nth(3).and_then(|r| r.parse::<u32>().ok()).is_some_and(|r| r >= 1),
         "{listed}"
     );
+    // Unhealthy again after its restart: crashing, as the kubelet backs off such a container
+    // (the node's 10 s back-off): out of rotation, CrashLoopBackOff, a BackOff event.
+    let crashing = eventually(Duration::from_secs(20), "sick backing off", || async {
+        let pod = pod_of(&node, "sick").await?;
+        (pod.status.as_ref()?.reason.as_deref() == Some("CrashLoopBackOff")).then_some(pod)
+    })
+    .await?;
+    assert!(!crashing.is_ready(), "{:?}", crashing.status);
+    assert_eq!(
+        crashing.status.as_ref().map(|s| s.restart_count),
+        Some(1),
+        "not restarted while it backs off"
+    );
+    let events: Vec<Event> = client.list(Some("default")).await?;
+    assert!(
+        events.iter().any(|e| e.reason == "BackOff" && e.involved_object.name == sick.metadata.name),
+        "{events:#?}"
+    );
 
     // Its startup probe never passes: restarted, and its readiness probe never ran.
     let slow = eventually(Duration::from_secs(20), "slow-start restarted", || async {
