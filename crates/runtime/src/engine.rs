@@ -154,6 +154,7 @@ fn engine_config(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<Conf
         pool.max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX));
         pool.linear_memory_keep_resident(KEEP_RESIDENT);
         pool.table_keep_resident(KEEP_RESIDENT);
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Ok(c)

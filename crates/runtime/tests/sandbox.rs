@@ -61,6 +61,20 @@ async fn serves_each_request_with_a_fresh_instance_and_captures_logs() {
 }
 
 #[tokio::test]
+async fn no_instance_sees_what_an_earlier_one_left_in_memory() {
+    // Slots are reused and reset (dirty pages found with PAGEMAP_SCAN where the kernel has
+    // it, memset or returned to the OS): statics start from their initial values and fresh
+    // heap pages are zero, beyond the part kept resident too.
+    let (_rt, pod) = http_pod(RuntimeConfig::default(), "misbehave", 64 << 20);
+    for _ in 0..4 {
+        for (path, want) in [("/count", "count 1\n"), ("/residue?mb=3", "residue 0\n")] {
+            let resp = pod.handle(get(path)).await.expect("served");
+            assert_eq!(body_of(resp).await, want, "{path}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn memory_past_the_limit_traps_and_the_pod_keeps_serving() {
     let (_rt, pod) = http_pod(RuntimeConfig::default(), "misbehave", 16 << 20);
     let err = pod.handle(get("/grow?mb=64")).await.expect_err("must trap");

@@ -1,7 +1,9 @@
 //! An http pod that misbehaves on request, to show (and test) that the sandbox holds:
 //! `/spin` loops forever (cut off at the request deadline), `/grow?mb=N` allocates N MiB
 //! (trapping past the pod's memory limit), `/status/N` answers with status N (for probes),
-//! anything else answers `ok`.
+//! `/residue?mb=N` reports how many bytes of a fresh N MiB allocation are not zero and then
+//! dirties them (a fresh instance must never see a previous one's memory), `/count` bumps a
+//! static counter (a fresh instance always answers 1), anything else answers `ok`.
 
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -22,6 +24,10 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
                 chunks.push(vec![1u8; 1 << 20]);
             }
             format!("grew {} MiB\n", chunks.len())
+        } else if let Some(mb) = path.strip_prefix("/residue?mb=") {
+            residue(mb.parse().unwrap_or(1))
+        } else if path.starts_with("/count") {
+            format!("count {}\n", COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
         } else if let Some(code) = path.strip_prefix("/status/") {
             status = code.parse().unwrap_or(500);
             format!("status {status}\n")
@@ -37,6 +43,27 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
         }
         let _ = OutgoingBody::finish(body, None);
     }
+}
+
+static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Non-zero bytes in a fresh, uninitialised allocation of `mb` MiB, which it then dirties.
+fn residue(mb: usize) -> String {
+    let Ok(layout) = std::alloc::Layout::from_size_align(mb << 20, 1 << 16) else {
+        return "bad size\n".into();
+    };
+    // SAFETY: the layout is non-zero in size; the bytes are only read as integers and
+    // written, never taken as initialised values of another type.
+    let nonzero = unsafe {
+        let p = std::alloc::alloc(layout);
+        if p.is_null() {
+            return "out of memory\n".into();
+        }
+        let n = (0..layout.size()).filter(|&i| std::ptr::read_volatile(p.add(i)) != 0).count();
+        std::ptr::write_bytes(p, 0xAA, layout.size());
+        n
+    };
+    format!("residue {nonzero}\n")
 }
 
 #[allow(clippy::empty_loop, reason = "the point is to never return")]
