@@ -387,14 +387,17 @@ impl Agent {
         let at = Instant::now();
         let config = self.runtime.config();
         let (start, max) = (config.crash_backoff, config.crash_backoff_max.max(config.crash_backoff));
+        let reset = config.crash_backoff_reset;
         let (mut crashed_now, mut recovered) = (Vec::new(), Vec::new());
         for (key, sandbox) in self.running.iter_mut() {
-            let Sandbox::Http { pod, crashed, restarts, .. } = sandbox else { continue };
+            let Sandbox::Http { pod, crashed, streak, up_since, .. } = sandbox else { continue };
             match crashed {
-                Some((until, _)) if at >= *until => recovered.push(key.clone()),
+                Some(c) if at >= c.0 => recovered.push(key.clone()),
                 Some(_) => {}
                 None if pod.traps_in_a_row() >= CRASH_AFTER_TRAPS => {
-                    let backoff = start.saturating_mul(1 << (*restarts).min(16)).min(max);
+                    let earlier = streak_at(*streak, *up_since, at, reset);
+                    *streak = earlier.saturating_add(1);
+                    let backoff = start.saturating_mul(1 << earlier.min(16)).min(max);
                     let last = pod.traps().1.unwrap_or_default();
                     let why = format!("{} requests in a row trapped: {last}", pod.traps_in_a_row());
                     let ended = wasmkube_api::Terminated {
@@ -403,7 +406,7 @@ impl Agent {
                         message: Some(why.clone()),
                         finished_at: Some(now()),
                     };
-                    *crashed = Some((at + backoff, ended));
+                    *crashed = Some(Box::new((at + backoff, ended)));
                     crashed_now.push((key.clone(), backoff, why));
                 }
                 None => {}
@@ -416,14 +419,17 @@ impl Agent {
         }
         for key in recovered {
             let Some(pod) = pods.get(&key) else { continue };
-            let Some(Sandbox::Http { restarts, crashed, .. }) = self.running.get(&key) else { continue };
-            let (restarts, ended) = (restarts.saturating_add(1), crashed.clone().map(|c| c.1));
+            let Some(Sandbox::Http { restarts, streak, crashed, .. }) = self.running.get(&key) else {
+                continue;
+            };
+            let (restarts, streak, ended) =
+                (restarts.saturating_add(1), *streak, crashed.clone().map(|c| Box::new(c.1)));
             self.registry.remove(&key);
             self.running.remove(&key);
             let (mut sandbox, started) = self.start(pod, 0);
             writes.extend(started);
-            if let Sandbox::Http { restarts: r, last_state, .. } = &mut sandbox {
-                *r = restarts;
+            if let Sandbox::Http { restarts: r, streak: s, last_state, .. } = &mut sandbox {
+                (*r, *s) = (restarts, streak);
                 *last_state = ended;
             }
             self.running.insert(key.clone(), sandbox);
@@ -440,15 +446,17 @@ impl Agent {
         let mut writes = Vec::new();
         let config = self.runtime.config();
         let (start, max) = (config.crash_backoff, config.crash_backoff_max.max(config.crash_backoff));
+        let reset = config.crash_backoff_reset;
         for key in keys {
-            let Some(Sandbox::Http { prober: Some(prober), restarts, crashed: None, .. }) =
-                self.running.get(key)
+            let Some(Sandbox::Http {
+                prober: Some(prober), restarts, streak, up_since, crashed: None, ..
+            }) = self.running.get(key)
             else {
                 continue;
             };
             let Some(why) = prober.state.failed() else { continue };
             let Some(pod) = pods.get(key) else { continue };
-            let earlier = *restarts;
+            let earlier = streak_at(*streak, *up_since, Instant::now(), reset);
             let restarts = restarts.saturating_add(1);
             // Within the node's event budget, as every event of the agent's.
             if self.event_budget.take() {
@@ -467,8 +475,9 @@ impl Agent {
                 // Restarted before and unhealthy again: crashing, as the kubelet backs off a
                 // container that keeps failing (10 s, doubling to 5 min).
                 let backoff = start.saturating_mul(1 << (earlier - 1).min(16)).min(max);
-                if let Some(Sandbox::Http { crashed, .. }) = self.running.get_mut(key) {
-                    *crashed = Some((Instant::now() + backoff, ended));
+                if let Some(Sandbox::Http { crashed, streak, .. }) = self.running.get_mut(key) {
+                    *crashed = Some(Box::new((Instant::now() + backoff, ended)));
+                    *streak = earlier.saturating_add(1);
                 }
                 writes.extend(self.back_off(pods, key, backoff, &why));
                 continue;
@@ -478,9 +487,9 @@ impl Agent {
             self.running.remove(key);
             let (mut sandbox, started) = self.start(pod, 0);
             writes.extend(started);
-            if let Sandbox::Http { restarts: r, last_state, .. } = &mut sandbox {
-                *r = restarts;
-                *last_state = Some(ended);
+            if let Sandbox::Http { restarts: r, streak: s, last_state, .. } = &mut sandbox {
+                (*r, *s) = (restarts, earlier.saturating_add(1));
+                *last_state = Some(Box::new(ended));
             }
             self.running.insert(key.clone(), sandbox);
         }
@@ -652,6 +661,13 @@ fn pod_key(p: &Pod) -> String {
         p.metadata.namespace.as_deref().unwrap_or(wasmkube_api::DEFAULT_NAMESPACE),
         p.metadata.name
     )
+}
+
+/// A crash streak at `at` of a pod whose instance has been up since `up_since`: an instance
+/// that ran for `reset` ends the streak, as the kubelet forgets a container's back-off after
+/// 10 minutes of running.
+fn streak_at(streak: u32, up_since: Instant, at: Instant, reset: Duration) -> u32 {
+    if at.saturating_duration_since(up_since) >= reset { 0 } else { streak }
 }
 
 fn now() -> String {

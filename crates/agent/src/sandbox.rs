@@ -19,14 +19,19 @@ pub(crate) enum Sandbox {
         prober: Option<crate::probe::Prober>,
         /// Instances restarted for failing their liveness probe, and how the last one ended.
         restarts: u32,
-        last_state: Option<wasmkube_api::Terminated>,
+        /// Restarts in the current crash streak, which sets the back-off; a streak ends when
+        /// an instance has run for the node's back-off reset (Kubernetes: 10 min).
+        streak: u32,
+        /// When the current instance started.
+        up_since: Instant,
+        last_state: Option<Box<wasmkube_api::Terminated>>,
         /// Traps already reported in an event, and when the last such event was.
         traps_reported: u64,
         trap_event_at: Option<Instant>,
         /// It is crashing (its requests kept trapping, or it failed its liveness probe
         /// again): out of rotation (CrashLoopBackOff) until then, when a fresh instance
         /// takes over; how it ended becomes its last state.
-        crashed: Option<(Instant, wasmkube_api::Terminated)>,
+        crashed: Option<Box<(Instant, wasmkube_api::Terminated)>>,
     },
     Cli {
         uid: String,
@@ -193,6 +198,8 @@ impl Agent {
                     started,
                     prober,
                     restarts: 0,
+                    streak: 0,
+                    up_since: Instant::now(),
                     last_state: None,
                     traps_reported: 0,
                     trap_event_at: None,

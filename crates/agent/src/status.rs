@@ -14,8 +14,8 @@ pub(crate) fn of(sandbox: &Sandbox, node: &str) -> PodStatus {
             let ready = prober.as_ref().is_none_or(|p| p.state.is_ready());
             status.conditions = vec![Condition::new("Ready", ready)];
             status.restart_count = *restarts;
-            status.last_state = last_state.clone().map(|t| wasmkube_api::LastState { terminated: Some(t) });
-            if let Some((_, ended)) = crashed {
+            status.last_state = last_state.clone().map(|t| wasmkube_api::LastState { terminated: Some(*t) });
+            if let Some((_, ended)) = crashed.as_deref() {
                 status.conditions = vec![Condition::new("Ready", false)];
                 status.reason = Some("CrashLoopBackOff".into());
                 status.message = ended.message.clone();

@@ -80,13 +80,14 @@ pub struct Flags {
     /// it alike on every node.
     #[arg(long, default_value = "1s", value_parser = parse_grace)]
     pub node_grace: std::time::Duration,
-    /// A cli pod that ended is started again after this, doubling with each restart up to
+    /// A cli pod that ended (or an http pod whose requests keep trapping, or that fails its
+    /// liveness probe again) is started again after this, doubling with each restart up to
     /// --crash-backoff-max (CrashLoopBackOff, as Kubernetes' 10s to 5m).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub crash_backoff: std::time::Duration,
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub crash_backoff_max: std::time::Duration,
-    /// A cli pod that ran this long has its back-off start over.
+    /// A pod that ran this long has its back-off start over.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub crash_backoff_reset: std::time::Duration,
 }

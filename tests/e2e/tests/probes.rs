@@ -162,7 +162,7 @@ async fn probes_a_wasm_pod_cannot_run_are_refused_with_the_field() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trapping_requests_are_counted_reported_and_a_pod_that_keeps_trapping_backs_off() -> anyhow::Result<()>
 {
-    let node = Wasmlet::start(&["--crash-backoff", "2s"])?;
+    let node = Wasmlet::start(&["--crash-backoff", "2s", "--crash-backoff-reset", "5s"])?;
     let client = node.client();
     let digest = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
     let limits = json!({"resources": {"limits": {"memory": "16Mi"}}});
@@ -219,6 +219,44 @@ async fn trapping_requests_are_counted_reported_and_a_pod_that_keeps_trapping_ba
     }
     let last = back.status.and_then(|s| s.last_state).and_then(|l| l.terminated).and_then(|t| t.message);
     assert!(last.is_some_and(|m| m.contains("requests in a row trapped")));
+    // Crashing again at once doubles the back-off; an instance that has run for the node's
+    // back-off reset (5 s here) starts the doubling over.
+    let backoffs = |wait: &'static str| {
+        let client = client.clone();
+        async move {
+            let events: Vec<Event> = client.list(Some("default")).await.ok()?;
+            let n: u32 = events
+                .iter()
+                .filter(|e| e.reason == "BackOff" && e.message.starts_with(&format!("Back-off {wait} ")))
+                .map(|e| e.count)
+                .sum();
+            Some(n)
+        }
+    };
+    let crash = || async {
+        for _ in 0..10 {
+            if proxy_get(&node.proxy, "trappy", "/grow?mb=64", &[]).await.status == 503 {
+                break;
+            }
+        }
+    };
+    crash().await;
+    eventually(Duration::from_secs(5), "a 4 s back-off", || async {
+        backoffs("4s").await.filter(|n| *n >= 1)
+    })
+    .await?;
+    let twos = backoffs("2s").await.unwrap_or(0);
+    eventually(Duration::from_secs(15), "trappy restarted again", || async {
+        let pod = pod_of(&node, "trappy").await?;
+        (pod.status.as_ref()?.restart_count >= 2 && pod.is_ready()).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    crash().await;
+    eventually(Duration::from_secs(5), "a 2 s back-off once more", || async {
+        backoffs("2s").await.filter(|n| *n > twos)
+    })
+    .await?;
     Ok(())
 }
 
