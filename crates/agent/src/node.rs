@@ -51,11 +51,13 @@ impl Heartbeat {
             capacity: [
                 ("pods".to_string(), self.config.max_pods.to_string()),
                 ("memory".to_string(), memory_total()),
+                ("cpu".to_string(), cores()),
             ]
             .into(),
             allocatable: [
                 ("pods".to_string(), self.config.max_pods.to_string()),
                 ("memory".to_string(), memory),
+                ("cpu".to_string(), cores()),
             ]
             .into(),
             conditions: vec![ready],
@@ -146,6 +148,11 @@ pub(crate) fn allocatable_memory(config: &AgentConfig) -> String {
         Some(bytes) => format!("{}Ki", bytes >> 10),
         None => memory_total(),
     }
+}
+
+/// The machine's cores as a CPU quantity (`2`): what pods' CPU requests may add up to.
+fn cores() -> String {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).to_string()
 }
 
 /// Total memory of the machine as a quantity, from /proc/meminfo (Linux); "0" when unknown.

@@ -71,6 +71,11 @@ impl Node {
         self.allocatable("memory").and_then(|m| crate::parse_memory(m).ok()).unwrap_or(0)
     }
 
+    /// CPU pods may reserve here, in millicores (0 when unknown).
+    pub fn allocatable_cpu_millis(&self) -> u64 {
+        self.allocatable("cpu").and_then(|c| crate::parse_cpu(c).ok()).unwrap_or(0)
+    }
+
     /// An allocatable resource, or its capacity when the node reports no allocatable.
     fn allocatable(&self, resource: &str) -> Option<&str> {
         let status = self.status.as_ref()?;

@@ -111,6 +111,13 @@ impl Container {
         limits.get("cpu").and_then(|q| parse_cpu(q).ok())
     }
 
+    /// The CPU the scheduler reserves for it, in millicores: `requests.cpu`, or the limit
+    /// when only a limit is set (as Kubernetes defaults it), else 0.
+    pub fn cpu_request_millis(&self) -> u64 {
+        let requested = self.resources.as_ref().and_then(|r| r.requests.get("cpu"));
+        requested.and_then(|q| parse_cpu(q).ok()).or_else(|| self.cpu_limit_millis()).unwrap_or(0)
+    }
+
     /// The module digest (hex) this container runs, if the image names one.
     pub fn module_digest(&self) -> Option<&str> {
         self.image.strip_prefix("sha256:")
@@ -209,6 +216,11 @@ impl Pod {
     /// The memory the scheduler reserves for this pod, in bytes.
     pub fn memory_request(&self) -> u64 {
         self.spec.containers.iter().map(Container::memory_request).fold(0, u64::saturating_add)
+    }
+
+    /// The CPU the scheduler reserves for this pod, in millicores.
+    pub fn cpu_request_millis(&self) -> u64 {
+        self.spec.containers.iter().map(Container::cpu_request_millis).fold(0, u64::saturating_add)
     }
 
     /// The uid of the Deployment that owns it, if one does.

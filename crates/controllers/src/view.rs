@@ -47,7 +47,7 @@ pub struct ClusterView {
     unbound: BTreeSet<String>,
     indexed: HashMap<String, Indexed>,
     /// Memory requested by the pods bound to each node.
-    memory_by_node: HashMap<String, u64>,
+    requested_by_node: HashMap<String, wasmkube_scheduler::Requests>,
     /// How many of each owner's pods are bound to each node (kept as pods change, so
     /// spreading a Deployment of 10,000 replicas costs O(nodes), not a pass over its pods).
     spread_by_owner: HashMap<String, HashMap<String, usize>>,
@@ -62,7 +62,7 @@ pub struct ClusterView {
 struct Indexed {
     owner: Option<String>,
     node: Option<String>,
-    memory: u64,
+    requested: wasmkube_scheduler::Requests,
 }
 
 impl ClusterView {
@@ -81,7 +81,7 @@ impl ClusterView {
             by_node: HashMap::new(),
             unbound: BTreeSet::new(),
             indexed: HashMap::new(),
-            memory_by_node: HashMap::new(),
+            requested_by_node: HashMap::new(),
             spread_by_owner: HashMap::new(),
             assumed: HashMap::new(),
         };
@@ -208,8 +208,8 @@ impl ClusterView {
         self.by_node
             .iter()
             .map(|(node, pods)| {
-                let memory = self.memory_by_node.get(node).copied().unwrap_or(0);
-                (node.clone(), wasmkube_scheduler::NodeUsage { pods: pods.len(), memory })
+                let requested = self.requested_by_node.get(node).copied().unwrap_or_default();
+                (node.clone(), wasmkube_scheduler::NodeUsage { pods: pods.len(), requested })
             })
             .collect()
     }
@@ -260,7 +260,7 @@ impl ClusterView {
             if let (Some(pod), Some(old)) = (pod, self.indexed.get(&key))
                 && old.owner.as_deref() == pod.owner_uid()
                 && old.node == pod.spec.node_name
-                && old.memory == pod.memory_request()
+                && old.requested == wasmkube_scheduler::Requests::of(pod)
             {
                 if let Some(owner) = old.owner.as_deref() {
                     self.mark_owner(owner, dirty);
@@ -283,7 +283,7 @@ impl ClusterView {
         let key = key.to_string();
         let owner = pod.owner_uid().map(str::to_string);
         let node = pod.spec.node_name.clone();
-        let memory = pod.memory_request();
+        let requested = wasmkube_scheduler::Requests::of(pod);
         if let Some(owner) = &owner {
             self.by_owner.entry(owner.clone()).or_default().insert(key.clone());
             self.mark_owner(owner, dirty);
@@ -294,14 +294,14 @@ impl ClusterView {
         match &node {
             Some(node) => {
                 self.by_node.entry(node.clone()).or_default().insert(key.clone());
-                let sum = self.memory_by_node.entry(node.clone()).or_default();
-                *sum = sum.saturating_add(memory);
+                let sum = self.requested_by_node.entry(node.clone()).or_default();
+                *sum = sum.plus(requested);
             }
             None => {
                 self.unbound.insert(key.clone());
             }
         }
-        self.indexed.insert(key, Indexed { owner, node, memory });
+        self.indexed.insert(key, Indexed { owner, node, requested });
     }
 
     fn unindex(&mut self, key: &str, old: &Indexed, dirty: &mut Dirty) {
@@ -335,8 +335,8 @@ impl ClusterView {
                         self.by_node.remove(node);
                     }
                 }
-                if let Some(memory) = self.memory_by_node.get_mut(node) {
-                    *memory = memory.saturating_sub(old.memory);
+                if let Some(sum) = self.requested_by_node.get_mut(node) {
+                    *sum = sum.minus(old.requested);
                 }
             }
             None => {
@@ -397,7 +397,13 @@ mod tests {
                "metadata": {"name": name, "namespace": "default", "uid": name,
                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": owner}]},
                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
-                        "resources": {"requests": {"memory": memory}}}]}})
+                        "resources": {"requests": {"memory": memory, "cpu": "100m"}}}]}})
+    }
+
+    /// A node's usage with `pods` of `pod`'s pods on it (100m each) and `memory` bytes.
+    fn used(pods: usize, memory: u64) -> wasmkube_scheduler::NodeUsage {
+        let requested = wasmkube_scheduler::Requests { memory, cpu: 100 * pods as u64 };
+        wasmkube_scheduler::NodeUsage { pods, requested }
     }
 
     #[tokio::test]
@@ -409,7 +415,7 @@ mod tests {
         let (mut view, first) = ClusterView::open(&SharedCache::new(s.store.clone()).expect("list"));
         assert_eq!(first.deployments.len(), 1);
         assert_eq!(view.unbound_pods().len(), 1);
-        assert_eq!(view.usage()["n1"], wasmkube_scheduler::NodeUsage { pods: 1, memory: 100 << 20 });
+        assert_eq!(view.usage()["n1"], used(1, 100 << 20));
 
         // p2 is bound, p1 deleted: usage moves, and the owner is queued.
         let mut bound = pod("p2", "d1", Some("n2"), "50Mi");
@@ -421,7 +427,7 @@ mod tests {
         assert!(view.unbound_pods().is_empty());
         let usage = view.usage();
         assert!(!usage.contains_key("n1"), "n1 holds nothing now: {usage:?}");
-        assert_eq!(usage["n2"], wasmkube_scheduler::NodeUsage { pods: 1, memory: 50 << 20 });
+        assert_eq!(usage["n2"], used(1, 50 << 20));
         let d = view.deployment("default/d").cloned().expect("deployment");
         assert_eq!(view.owned_pods(&d).count(), 1);
         assert_eq!(view.spread(["d1"])["d1"], HashMap::from([("n2".to_string(), 1)]));
@@ -439,7 +445,7 @@ mod tests {
         view.assume(typed(pod("p2", "d1", Some("n1"), "50Mi")), now + std::time::Duration::from_secs(30));
         view.assume(typed(pod("p3", "d1", Some("n2"), "1Mi")), now + std::time::Duration::from_secs(1));
         assert_eq!(view.owned_pods(&d).count(), 3, "assumed pods are counted for their owner");
-        assert_eq!(view.usage()["n1"], wasmkube_scheduler::NodeUsage { pods: 2, memory: 150 << 20 });
+        assert_eq!(view.usage()["n1"], used(2, 150 << 20));
         assert!(view.pods_on("n1").is_empty(), "but never acted on as stored pods");
 
         // p1 is stored: counted once, no longer assumed.
@@ -453,7 +459,7 @@ mod tests {
         let work = view.expire_assumed(now + std::time::Duration::from_secs(2));
         assert!(work.deployments.contains("default/d"));
         assert_eq!((view.owned_pods(&d).count(), view.assumed()), (1, 0));
-        assert_eq!(view.usage()["n1"], wasmkube_scheduler::NodeUsage { pods: 1, memory: 100 << 20 });
+        assert_eq!(view.usage()["n1"], used(1, 100 << 20));
         assert!(!view.usage().contains_key("n2"));
     }
 

@@ -12,6 +12,7 @@ pub enum Unfit {
     Selector,
     TooManyPods,
     Memory,
+    Cpu,
 }
 
 impl std::fmt::Display for Unfit {
@@ -22,6 +23,7 @@ impl std::fmt::Display for Unfit {
             Unfit::Selector => "node(s) didn't match node selector",
             Unfit::TooManyPods => "Too many pods",
             Unfit::Memory => "Insufficient memory",
+            Unfit::Cpu => "Insufficient cpu",
         })
     }
 }
@@ -40,9 +42,13 @@ pub(crate) fn check(pod: &Pod, node: &Node, usage: NodeUsage) -> Option<Unfit> {
     if usage.pods >= node.pod_capacity() {
         return Some(Unfit::TooManyPods);
     }
-    let request = pod.memory_request();
-    if request > 0 && usage.memory.saturating_add(request) > node.allocatable_memory() {
+    let request = crate::Requests::of(pod);
+    let after = usage.requested.plus(request);
+    if request.memory > 0 && after.memory > node.allocatable_memory() {
         return Some(Unfit::Memory);
+    }
+    if request.cpu > 0 && after.cpu > node.allocatable_cpu_millis() {
+        return Some(Unfit::Cpu);
     }
     None
 }

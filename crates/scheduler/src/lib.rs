@@ -4,9 +4,9 @@
 //! commit the bindings through Raft.
 //!
 //! Feasible: Ready, not cordoned, matching the pod's `nodeSelector`, a free pod slot, and room
-//! for the pod's memory request within the node's allocatable memory. Ranked: fewest
-//! replicas of the same owner in the pod's topology domain, then on the node (spread), then
-//! least allocated. A pod that fits nowhere gets Kubernetes' explanation:
+//! for the pod's memory and CPU requests within the node's allocatable memory and CPU.
+//! Ranked: fewest replicas of the same owner in the pod's topology domain, then on the node
+//! (spread), then least allocated (slots, memory or CPU, whichever is fullest). A pod that fits nowhere gets Kubernetes' explanation:
 //! `0/3 nodes are available: 2 Insufficient memory, 1 node(s) didn't match node selector.`
 
 mod feasible;
@@ -22,23 +22,41 @@ pub use feasible::Unfit;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unschedulable(pub String);
 
+/// What a pod asks the scheduler to reserve for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// Bytes.
+    pub memory: u64,
+    /// Millicores.
+    pub cpu: u64,
+}
+
+impl Requests {
+    pub fn of(pod: &Pod) -> Self {
+        Requests { memory: pod.memory_request(), cpu: pod.cpu_request_millis() }
+    }
+
+    pub fn plus(self, other: Requests) -> Self {
+        Requests { memory: self.memory.saturating_add(other.memory), cpu: self.cpu.saturating_add(other.cpu) }
+    }
+
+    pub fn minus(self, other: Requests) -> Self {
+        Requests { memory: self.memory.saturating_sub(other.memory), cpu: self.cpu.saturating_sub(other.cpu) }
+    }
+}
+
 /// What is placed on one node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodeUsage {
     pub pods: usize,
-    /// Sum of the placed pods' memory requests, in bytes.
-    pub memory: u64,
+    /// Sum of the placed pods' requests.
+    pub requested: Requests,
 }
 
 impl NodeUsage {
     pub fn add(&mut self, pod: &Pod) {
         self.pods += 1;
-        self.memory = self.memory.saturating_add(pod.memory_request());
-    }
-
-    pub fn remove(&mut self, pod_memory: u64) {
-        self.pods = self.pods.saturating_sub(1);
-        self.memory = self.memory.saturating_sub(pod_memory);
+        self.requested = self.requested.plus(Requests::of(pod));
     }
 }
 

@@ -10,7 +10,8 @@ use crate::{NodeUsage, Spread};
 pub(crate) struct Score {
     in_domain: usize,
     on_node: usize,
-    /// Per mille of the node's memory and pod slots in use after placing the pod (the larger).
+    /// Per mille of the node's pod slots, memory and CPU in use after placing the pod (the
+    /// largest).
     allocated: u64,
     name: String,
 }
@@ -33,7 +34,9 @@ pub(crate) fn score(pod: &Pod, node: &Node, usage: NodeUsage, nodes: &[Node], sp
         .max()
         .unwrap_or(0);
     let permille = |used: u64, total: u64| used.saturating_mul(1000).checked_div(total).unwrap_or(0);
-    let memory = permille(usage.memory.saturating_add(pod.memory_request()), node.allocatable_memory());
+    let after = usage.requested.plus(crate::Requests::of(pod));
+    let memory = permille(after.memory, node.allocatable_memory());
+    let cpu = permille(after.cpu, node.allocatable_cpu_millis());
     let slots = permille(usage.pods as u64 + 1, node.pod_capacity() as u64);
-    Score { in_domain, on_node: on(node), allocated: memory.max(slots), name }
+    Score { in_domain, on_node: on(node), allocated: memory.max(cpu).max(slots), name }
 }

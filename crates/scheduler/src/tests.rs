@@ -16,6 +16,7 @@ fn node(name: &str, memory: &str, slots: usize, labels: &[(&str, &str)]) -> Node
             allocatable: [
                 ("pods".to_string(), slots.to_string()),
                 ("memory".to_string(), memory.to_string()),
+                ("cpu".to_string(), "2".to_string()),
             ]
             .into(),
             conditions: vec![Condition::new("Ready", true)],
@@ -67,6 +68,26 @@ fn memory_requests_fill_nodes_and_the_rest_is_explained() {
 }
 
 #[test]
+fn cpu_requests_fill_nodes_too_and_a_limit_alone_counts_as_the_request() {
+    let nodes = [node("a", "1Gi", 110, &[]), node("b", "1Gi", 110, &[]), node("c", "1Gi", 110, &[])];
+    let mut s = Scheduler::new(&nodes, Usage::new(), Spread::new());
+    let mut p = pod(None, &[]);
+    let limits = [("cpu".to_string(), "700m".to_string())].into();
+    p.spec.containers[0].resources = Some(ResourceRequirements { requests: BTreeMap::new(), limits });
+    // 700m each: two fit in a node's 2 cores, a third does not.
+    let mut placed: Vec<String> = (0..6).map(|_| s.place(&p).expect("fits")).collect();
+    placed.sort();
+    assert_eq!(placed, ["a", "a", "b", "b", "c", "c"]);
+    assert_eq!(s.place(&p), Err(Unschedulable("0/3 nodes are available: 3 Insufficient cpu.".into())));
+    // A pod that requests no CPU still fits (as Kubernetes' BestEffort pods do).
+    assert!(s.place(&pod(None, &[])).is_ok());
+    // 500m: the 600m left on each node still take one.
+    let requests = [("cpu".to_string(), "500m".to_string())].into();
+    p.spec.containers[0].resources = Some(ResourceRequirements { requests, limits: BTreeMap::new() });
+    assert!(s.place(&p).is_ok());
+}
+
+#[test]
 fn every_reason_is_counted_in_kubernetes_words() {
     let mut cordoned = node("b", "1Gi", 110, &[]);
     cordoned.spec.unschedulable = true;
@@ -106,8 +127,8 @@ fn replicas_spread_then_the_emptiest_node_fills_first() {
     let nodes = [node("a", "1Gi", 110, &[]), node("b", "1Gi", 110, &[]), node("c", "1Gi", 110, &[])];
     // a rejoined empty; b and c hold two replicas each and other pods.
     let usage: Usage = [
-        ("b".to_string(), NodeUsage { pods: 30, memory: 0 }),
-        ("c".to_string(), NodeUsage { pods: 10, memory: 0 }),
+        ("b".to_string(), NodeUsage { pods: 30, ..NodeUsage::default() }),
+        ("c".to_string(), NodeUsage { pods: 10, ..NodeUsage::default() }),
     ]
     .into();
     let spread: Spread = [("d-uid".to_string(), [("b".to_string(), 2), ("c".to_string(), 2)].into())].into();

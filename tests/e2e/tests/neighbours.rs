@@ -117,3 +117,33 @@ async fn bad_cpu_limits_and_deadlines_are_refused_and_nothing_is_stored() -> any
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_requests_are_scheduled_within_the_nodes_cores() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let client = node.client();
+    let digest = client.upload_module(std::fs::read(example("hello_http"))?).await?.metadata.name;
+    // Three quarters of the machine each: one fits, the second waits with Kubernetes' reason.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let request = format!("{}m", cores * 750);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "big"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "big"}},
+                 "template": {"metadata": {"labels": {"app": "big"}},
+                              "spec": {"containers": [{"name": "app", "image": format!("sha256:{digest}"),
+                                                       "resources": {"requests": {"cpu": request}}}]}}}
+    });
+    client.post_path(DEPLOYMENTS, &deployment).await?;
+    let nodes: Vec<wasmkube_api::Node> = client.list(None).await?;
+    assert_eq!(nodes[0].allocatable_cpu_millis(), cores * 1000, "the node offers its cores");
+    let event = eventually(Duration::from_secs(30), "a FailedScheduling event", || async {
+        let events: Vec<wasmkube_api::Event> = node.client().list(Some("default")).await.ok()?;
+        events.into_iter().find(|e| e.reason == "FailedScheduling")
+    })
+    .await?;
+    assert!(event.message.contains("1 Insufficient cpu"), "{}", event.message);
+    let pods: Vec<Pod> = client.list(Some("default")).await?;
+    let bound = pods.iter().filter(|p| p.spec.node_name.is_some()).count();
+    assert_eq!((pods.len(), bound), (2, 1), "one placed, one pending");
+    Ok(())
+}
