@@ -501,7 +501,13 @@ impl Agent {
     /// event budget.
     fn back_off(&mut self, pods: &Reflector<Pod>, key: &str, backoff: Duration, why: &str) -> Option<Write> {
         if let Some(Sandbox::Http { uid, pod, .. }) = self.running.get(key) {
-            let local = wasmkube_runtime::LocalPod { uid: uid.clone(), http: None, logs: pod.logs().clone() };
+            let local = wasmkube_runtime::LocalPod {
+                uid: uid.clone(),
+                http: None,
+                meter: None,
+                logs: pod.logs().clone(),
+                container: String::new(),
+            };
             self.registry.insert(key.to_string(), local);
         }
         tracing::info!(pod = %key, ?backoff, "{why}: backing off");

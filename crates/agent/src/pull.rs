@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
-use wasmkube_raft::{ClusterHandle, Member, PEER_BLOBS_PATH, PEER_FROM_HEADER};
+use wasmkube_raft::{ClusterHandle, Member, PEER_BLOBS_PATH, peer_get};
 use wasmkube_store::BlobStore;
 
 /// A module copy that takes longer than this has failed (the next member is asked).
@@ -75,26 +75,8 @@ impl BlobPuller {
 
     async fn fetch(&self, member: &Member, digest: &str) -> Result<Vec<u8>, String> {
         let url = format!("{}{PEER_BLOBS_PATH}/{digest}", member.url.trim_end_matches('/'));
-        let mut response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.peer_token)
-            .header(PEER_FROM_HEADER, self.cluster.node_id().to_string())
-            .timeout(FETCH_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-            if bytes.len() + chunk.len() > self.max_bytes {
-                return Err(format!("larger than the {} byte module limit", self.max_bytes));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
+        let me = self.cluster.node_id();
+        peer_get(&self.http, &url, &self.peer_token, me, FETCH_TIMEOUT, self.max_bytes).await
     }
 }
 

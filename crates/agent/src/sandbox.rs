@@ -150,11 +150,13 @@ impl Agent {
                 LogBuffer::new(0)
             }
         };
-        let http = match &sandbox {
-            Sandbox::Http { pod, .. } => Some(pod.clone()),
-            _ => None,
+        let (http, meter) = match &sandbox {
+            Sandbox::Http { pod, .. } => (Some(pod.clone()), None),
+            Sandbox::Cli { pod, .. } => (None, Some(pod.meter().clone())),
+            _ => (None, None),
         };
-        self.registry.insert(key.clone(), LocalPod { uid, http, logs });
+        let container = pod.spec.containers.first().map(|c| c.name.clone()).unwrap_or_default();
+        self.registry.insert(key.clone(), LocalPod { uid, http, meter, logs, container });
         let (type_, reason, message) = match &sandbox {
             Sandbox::Failed { reason, message, .. } | Sandbox::Rejected { reason, message, .. } => {
                 ("Warning", reason.clone(), message.clone())

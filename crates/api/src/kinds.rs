@@ -41,6 +41,12 @@ pub const KINDS: &[KindInfo] = &[
     KindInfo { kind: "Event", api_version: "v1", plural: "events", namespaced: true },
     KindInfo { kind: "Deployment", api_version: "apps/v1", plural: "deployments", namespaced: true },
     KindInfo { kind: "Module", api_version: "wasmkube.io/v1", plural: "modules", namespaced: false },
+    KindInfo {
+        kind: "HorizontalPodAutoscaler",
+        api_version: "autoscaling/v2",
+        plural: "horizontalpodautoscalers",
+        namespaced: true,
+    },
 ];
 
 /// Looks a kind up by its `Kind` name.
@@ -61,6 +67,7 @@ pub(crate) mod info {
     pub const EVENT: &KindInfo = &KINDS[3];
     pub const DEPLOYMENT: &KindInfo = &KINDS[4];
     pub const MODULE: &KindInfo = &KINDS[5];
+    pub const HPA: &KindInfo = &KINDS[6];
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! network, no clocks except through values handed in. Unsupported fields are rejected on
 //! deserialisation (`deny_unknown_fields`) so a manifest never loses a field silently.
 
+mod autoscaling;
 mod kinds;
 pub mod lifecycle;
 mod meta;
+pub mod metrics;
 mod module;
 mod node;
 mod pod;
@@ -17,11 +19,17 @@ mod status;
 mod validation;
 mod workload;
 
+pub use autoscaling::{
+    Behavior, HorizontalPodAutoscaler, HpaSpec, HpaStatus, MetricIdentifier, MetricSpec, MetricStatus,
+    MetricTarget, MetricValueStatus, PodsMetricSource, PodsMetricStatus, ResourceMetricSource,
+    ResourceMetricStatus, SCALE_TO_ZERO_AFTER, ScaleTargetRef, ScalingPolicy, ScalingRules, Target,
+};
 pub use kinds::{KINDS, KindInfo, find_kind, find_kind_by_plural};
 pub use meta::{
     Condition, LabelSelector, ListMeta, ObjectList, ObjectMeta, ObjectReference, OwnerReference, WatchEvent,
     condition_is_true, labels_match,
 };
+pub use metrics::{ContainerMetrics, NodeMetrics, PodMetrics};
 pub use module::{Module, ModuleSpec, ModuleWorld};
 pub use node::{Node, NodeAddress, NodeSpec, NodeStatus};
 pub use pod::{

@@ -138,6 +138,7 @@ pub fn validate_object(kind: &KindInfo, body: Value) -> Result<Value, Validation
         "Node" => normalise::<Node>(body),
         "Event" => normalise::<Event>(body),
         "Module" => normalise::<Module>(body),
+        "HorizontalPodAutoscaler" => normalise::<crate::HorizontalPodAutoscaler>(body),
         other => Err(ValidationError::new("kind", format!("unknown kind {other:?}"))),
     }
 }

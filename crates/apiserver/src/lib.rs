@@ -7,6 +7,7 @@
 //!   status and scale subresources, module upload, cluster membership).
 
 pub mod http;
+pub mod metrics;
 mod objects;
 #[cfg(test)]
 mod testing;

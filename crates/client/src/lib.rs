@@ -110,6 +110,11 @@ impl Client {
         self.json(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
+    /// PUT a JSON body to any API path; returns the JSON answer.
+    pub async fn put_path(&self, path: &str, body: &Value) -> Result<Value> {
+        self.json(self.request(reqwest::Method::PUT, path).json(body)).await
+    }
+
     /// DELETE any API path.
     pub async fn delete_path(&self, path: &str) -> Result<()> {
         self.send(self.request(reqwest::Method::DELETE, path)).await.map(drop)

@@ -8,6 +8,8 @@
 //! node that is not leader decides nothing (and holds no view).
 
 mod actions;
+mod autoscale;
+pub mod autoscaler;
 mod deployment;
 mod events;
 mod faults;

@@ -8,6 +8,7 @@
 //! in-process; pods on other nodes through their node's proxy (one hop at most). The proxy
 //! never changes cluster state.
 
+mod activate;
 mod cache;
 mod node_ports;
 mod outlier;
@@ -15,6 +16,7 @@ mod remote;
 mod server;
 mod table;
 
+pub use activate::{Activator, HOLD_FOR, MAX_HELD};
 pub use cache::{Affected, RouteCache};
 pub use node_ports::serve_node_ports;
 pub use remote::{TARGET_POD_HEADER, TARGET_SERVICE_HEADER};

@@ -33,6 +33,11 @@ pub struct ProxyState {
     remote: Remote,
     /// Nodes that just failed a request, tried last for a while.
     ejections: Arc<Ejections>,
+    /// Starts the pods of a Service scaled to zero (see `activate`); requests held for it,
+    /// and the table's version, bumped at every rebuild, that they wait on.
+    pub(crate) activator: Option<Arc<dyn crate::Activator>>,
+    pub(crate) held: Arc<tokio::sync::Semaphore>,
+    pub(crate) version: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl ProxyState {
@@ -43,7 +48,16 @@ impl ProxyState {
             node: HeaderValue::from_str(node_name).unwrap_or(HeaderValue::from_static("unknown")),
             remote: Remote::new()?,
             ejections: Arc::default(),
+            activator: None,
+            held: Arc::new(tokio::sync::Semaphore::new(crate::MAX_HELD)),
+            version: Arc::new(tokio::sync::watch::channel(0).0),
         })
+    }
+
+    /// Holds requests for Services scaled to zero while `activator` starts their pods.
+    pub fn with_activator(mut self, activator: Arc<dyn crate::Activator>) -> Self {
+        self.activator = Some(activator);
+        self
     }
 
     /// `entry`'s endpoints in the order to try them: fewest outstanding first, those on
@@ -61,7 +75,7 @@ impl ProxyState {
         order
     }
 
-    fn lookup(&self, name: &ServiceName) -> Option<Arc<ServiceEntry>> {
+    pub(crate) fn lookup(&self, name: &ServiceName) -> Option<Arc<ServiceEntry>> {
         self.read().lookup(name)
     }
 
@@ -100,6 +114,7 @@ impl ProxyState {
                     table.set(name, entry);
                 }
             }
+            self.version.send_modify(|v| *v += 1);
             stale = Stale::default();
             let rebuilt_at = tokio::time::Instant::now();
             // Rebuilding costs the size of the entries rebuilt (10,000 endpoints for a big
@@ -220,9 +235,15 @@ async fn proxy(State(state): State<ProxyState>, req: Request) -> Response {
 /// Serves `req` for `service`: from one of its pods, chosen here, or — when another node's
 /// proxy chose it — from the pod named in the request.
 pub(crate) async fn route(state: &ProxyState, service: &ServiceName, req: Request) -> Response {
-    let Some(entry) = state.lookup(service) else {
+    let Some(mut entry) = state.lookup(service) else {
         return error(StatusCode::NOT_FOUND, format!("service {} not found", display(service)));
     };
+    // No pod ready: scaled to zero, perhaps; held while the first one starts.
+    if entry.endpoints.is_empty()
+        && let Some(ready) = crate::activate::wait_for_pods(state, service).await
+    {
+        entry = ready;
+    }
     // Sent on by another node's proxy to one of this node's pods: serve exactly that pod,
     // and never send it on again.
     match req.headers().get(TARGET_POD_HEADER).cloned() {

@@ -25,7 +25,7 @@ pub use faults::{FaultPlan, Faults};
 pub use handle::{ClusterHandle, LeaderState, Member, Membership, MembershipChange, ProposeError};
 pub use peers::{
     PEER_BLOBS_PATH, PEER_FROM_HEADER, PEER_MESSAGES_PATH, PEER_SNAPSHOTS_PATH, PeerTransport,
-    authorize_peer, peer_client, peer_router,
+    authorize_peer, peer_client, peer_get, peer_router,
 };
 pub use raft::prelude::Message;
 pub use transport::{NoPeers, Report, Reports, Transport};

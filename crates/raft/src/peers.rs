@@ -60,6 +60,39 @@ pub fn peer_client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("building the peer HTTP client: {e}"))
 }
 
+/// GETs `url` from a member with the peer `token` (as member `from`), within `timeout`,
+/// reading at most `max_bytes` of its body (more is an error, not a truncation).
+pub async fn peer_get(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    from: u64,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<Vec<u8>, String> {
+    let get = async {
+        let mut response = http
+            .get(url)
+            .bearer_auth(token)
+            .header(PEER_FROM_HEADER, from.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("answered {}", response.status()));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if bytes.len() + chunk.len() > max_bytes {
+                return Err(format!("larger than the {max_bytes} byte limit"));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    };
+    tokio::time::timeout(timeout, get).await.unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
 #[derive(Clone)]
 pub struct PeerTransport {
     inner: Arc<Inner>,

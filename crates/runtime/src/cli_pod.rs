@@ -31,6 +31,7 @@ pub struct CliPod {
     state: watch::Receiver<CliPodState>,
     task: JoinHandle<()>,
     logs: LogBuffer,
+    meter: crate::metrics::Meter,
 }
 
 impl CliPod {
@@ -51,9 +52,19 @@ impl CliPod {
         let (tx, state) = watch::channel(CliPodState::default());
         let policy = restart_policy.to_string();
         let task_logs = logs.clone();
-        let task =
-            tokio::spawn(async move { supervise(runtime, command, spec, task_logs, &policy, tx).await });
-        Ok(CliPod { state, task, logs })
+        let cpu =
+            crate::CpuBudget::new(spec.cpu_limit_millis.unwrap_or(runtime.config().default_cpu_limit_millis));
+        let meter = crate::metrics::Meter { cpu, memory: Arc::default() };
+        let task_meter = meter.clone();
+        let task = tokio::spawn(async move {
+            supervise(runtime, command, spec, task_logs, &policy, tx, task_meter).await
+        });
+        Ok(CliPod { state, task, logs, meter })
+    }
+
+    /// What its instance uses, for the node's metrics.
+    pub fn meter(&self) -> &crate::metrics::Meter {
+        &self.meter
     }
 
     pub fn state(&self) -> watch::Receiver<CliPodState> {
@@ -79,21 +90,20 @@ async fn supervise(
     logs: LogBuffer,
     policy: &str,
     state: watch::Sender<CliPodState>,
+    meter: crate::metrics::Meter,
 ) {
     let (start, max, stable) = {
         let c = runtime.config();
         (c.crash_backoff, c.crash_backoff_max.max(c.crash_backoff), c.crash_backoff_reset)
     };
     let mut backoff = start;
-    let cpu =
-        crate::CpuBudget::new(spec.cpu_limit_millis.unwrap_or(runtime.config().default_cpu_limit_millis));
     loop {
         state.send_modify(|s| {
             s.running = true;
             s.backing_off = false;
         });
         let started = Instant::now();
-        let outcome = run_once(&runtime, &command, &spec, &logs, &cpu).await;
+        let outcome = run_once(&runtime, &command, &spec, &logs, &meter).await;
         let succeeded = outcome.is_ok();
         let message = match outcome {
             Ok(()) => "exit code 0".to_string(),
@@ -131,10 +141,11 @@ async fn run_once(
     command: &CommandPre<HostState>,
     spec: &SandboxSpec,
     logs: &LogBuffer,
-    cpu: &Arc<crate::CpuBudget>,
+    meter: &crate::metrics::Meter,
 ) -> Result<(), String> {
-    let mut store =
-        Store::new(&runtime.engine, HostState::new(spec, logs, 16, runtime.config().service_proxy));
+    let cpu = &meter.cpu;
+    let host = HostState::new(spec, logs, 16, runtime.config().service_proxy, meter.memory.clone());
+    let mut store = Store::new(&runtime.engine, host);
     store.limiter(|s| &mut s.limits);
     // Long-running: time slices within the pod's CPU limit, and no deadline.
     let usage = crate::cpu::slice(&mut store, runtime, cpu.clone(), None);

@@ -2,9 +2,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{RequestOptions, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -14,17 +16,80 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: PodLimits,
     hooks: ServicesOnly,
+}
+
+/// An instance's limits (its pod's memory limit, a bound on instances), counting the linear
+/// memory it holds into its pod's total while it lives.
+pub(crate) struct PodLimits {
+    limits: StoreLimits,
+    /// Bytes of linear memory this store holds, and its pod's total across its stores.
+    held: u64,
+    pod_total: Arc<AtomicU64>,
+}
+
+impl ResourceLimiter for PodLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grows = self.limits.memory_growing(current, desired, maximum)?;
+        if grows {
+            let more = desired.saturating_sub(current) as u64;
+            self.held = self.held.saturating_add(more);
+            self.pod_total.fetch_add(more, Ordering::Relaxed);
+        }
+        Ok(grows)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl Drop for PodLimits {
+    fn drop(&mut self) {
+        self.pod_total.fetch_sub(self.held, Ordering::Relaxed);
+    }
 }
 
 impl HostState {
     /// `service_proxy`: where a pod's requests to Services go (this node's proxy).
+    /// `memory`: its pod's linear memory in use, which this store's memory counts into.
     pub(crate) fn new(
         spec: &SandboxSpec,
         logs: &LogBuffer,
         max_instances: usize,
         service_proxy: Option<SocketAddr>,
+        memory: Arc<AtomicU64>,
     ) -> Self {
         let mut wasi = WasiCtx::builder();
         // No preopened directories, no sockets: a pod sees only what is granted here.
@@ -40,7 +105,7 @@ impl HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits,
+            limits: PodLimits { limits, held: 0, pod_total: memory },
             hooks: ServicesOnly { proxy: service_proxy },
         }
     }

@@ -59,8 +59,16 @@ pub struct HttpPod {
     traps_in_a_row: std::sync::atomic::AtomicU32,
     /// The CPU its instances may use, and have used.
     cpu: Arc<CpuBudget>,
+    /// Linear memory its live instances hold, in bytes.
+    memory: Arc<AtomicU64>,
     /// How long one request may run.
     timeout: Duration,
+    /// When it was made: request times below are nanoseconds since then.
+    born: Instant,
+    /// Sum of the answered requests' times to answer, and of the start times of those in
+    /// flight: with `outstanding`, the time-weighted concurrency (see `sample`).
+    answered_ns: AtomicU64,
+    started_ns: AtomicU64,
 }
 
 impl HttpPod {
@@ -81,7 +89,11 @@ impl HttpPod {
         let timeout = spec.request_timeout.unwrap_or(runtime.config.request_timeout);
         Ok(HttpPod {
             cpu,
+            memory: Arc::default(),
             timeout,
+            born: Instant::now(),
+            answered_ns: AtomicU64::new(0),
+            started_ns: AtomicU64::new(0),
             runtime,
             proxy,
             spec,
@@ -117,6 +129,32 @@ impl HttpPod {
         (self.served.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 
+    /// Its counters now, for the node's metrics.
+    pub fn sample(&self) -> crate::metrics::Sample {
+        let at = Instant::now();
+        let now_ns = self.nanos_since_born(at);
+        // Read in flight last, so a request that ends between the reads is counted once.
+        let started = self.started_ns.load(Ordering::Acquire);
+        let answered = self.answered_ns.load(Ordering::Acquire);
+        let in_flight = self.outstanding.load(Ordering::Acquire) as u64;
+        let (served, failed) = self.counters();
+        // In flight, each request has been busy since it started: now × n − Σ starts.
+        let busy = answered.saturating_add((now_ns.saturating_mul(in_flight)).saturating_sub(started));
+        crate::metrics::Sample {
+            at,
+            cpu: self.cpu.used(),
+            memory: self.memory.load(Ordering::Relaxed),
+            requests: served.saturating_add(failed),
+            answered_ns: answered,
+            busy_ns: busy,
+            in_flight: in_flight as usize,
+        }
+    }
+
+    fn nanos_since_born(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     pub fn logs(&self) -> &LogBuffer {
         &self.logs
     }
@@ -125,7 +163,13 @@ impl HttpPod {
     fn new_store(&self) -> (Store<HostState>, Arc<std::sync::Mutex<cpu::Usage>>, Instant) {
         let mut store = Store::new(
             &self.runtime.engine,
-            HostState::new(&self.spec, &self.logs, INSTANCES_PER_STORE, self.runtime.config().service_proxy),
+            HostState::new(
+                &self.spec,
+                &self.logs,
+                INSTANCES_PER_STORE,
+                self.runtime.config().service_proxy,
+                self.memory.clone(),
+            ),
         );
         store.limiter(|s| &mut s.limits);
         // A guest running past a tick yields to the scheduler, so one busy instance never holds
@@ -206,7 +250,7 @@ impl HttpPod {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let _outstanding = Outstanding::enter(&self.outstanding);
+        let _in_flight = InFlight::enter(self);
         let result = self.invoke(req, admission).await;
         match &result {
             Err(RequestError::Trap(message)) => {
@@ -325,17 +369,29 @@ pub struct Admission {
     instance: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-struct Outstanding<'a>(&'a AtomicUsize);
+/// A request in flight, from its start until it is answered (or fails): counted in
+/// `outstanding`, and its time in the pod's concurrency (`HttpPod::sample`).
+struct InFlight<'a> {
+    pod: &'a HttpPod,
+    started_ns: u64,
+}
 
-impl<'a> Outstanding<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Outstanding(counter)
+impl<'a> InFlight<'a> {
+    fn enter(pod: &'a HttpPod) -> Self {
+        let started_ns = pod.nanos_since_born(Instant::now());
+        pod.started_ns.fetch_add(started_ns, Ordering::AcqRel);
+        pod.outstanding.fetch_add(1, Ordering::AcqRel);
+        InFlight { pod, started_ns }
     }
 }
 
-impl Drop for Outstanding<'_> {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let took = self.pod.nanos_since_born(Instant::now()).saturating_sub(self.started_ns);
+        // Answered first, then out of flight: a sample in between counts it twice rather
+        // than not at all (a few nanoseconds of one request).
+        self.pod.answered_ns.fetch_add(took, Ordering::AcqRel);
+        self.pod.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.pod.started_ns.fetch_sub(self.started_ns, Ordering::AcqRel);
     }
 }

@@ -14,6 +14,7 @@ mod engine;
 mod host;
 mod http_pod;
 mod logs;
+pub mod metrics;
 mod modules;
 mod registry;
 

@@ -14,7 +14,11 @@ pub struct LocalPod {
     pub uid: String,
     /// Present for http-world pods that are serving.
     pub http: Option<Arc<HttpPod>>,
+    /// What a cli pod's instance uses (an http pod's is in `http`).
+    pub meter: Option<crate::metrics::Meter>,
     pub logs: LogBuffer,
+    /// Its container's name (for its metrics).
+    pub container: String,
 }
 
 #[derive(Clone)]
@@ -43,6 +47,12 @@ impl SandboxRegistry {
 
     pub fn get(&self, key: &str) -> Option<LocalPod> {
         self.pods.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    /// Every local pod, by `namespace/name`.
+    pub fn list(&self) -> Vec<(String, LocalPod)> {
+        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        pods.iter().map(|(key, pod)| (key.clone(), pod.clone())).collect()
     }
 
     /// Changes whenever a pod is added or removed.

@@ -11,8 +11,9 @@ pub fn kind_of(word: &str) -> anyhow::Result<&'static KindInfo> {
         "svc" | "service" | "services" => "Service",
         "ev" | "event" | "events" => "Event",
         "mod" | "module" | "modules" => "Module",
+        "hpa" | "horizontalpodautoscaler" | "horizontalpodautoscalers" => "HorizontalPodAutoscaler",
         other => bail!(
-            "unknown resource type {other:?}; use nodes, pods, deployments, services, events or modules"
+            "unknown resource type {other:?}; use nodes, pods, deployments, services, events, modules or hpa"
         ),
     };
     find_kind(kind).ok_or_else(|| anyhow::anyhow!("kind {kind} is not registered"))

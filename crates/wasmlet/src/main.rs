@@ -1,5 +1,6 @@
 //! `wasmlet`, the node daemon: parses flags, builds the parts, runs them until a signal.
 
+mod activate;
 mod bootstrap;
 mod cluster;
 mod leave;

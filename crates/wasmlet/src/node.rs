@@ -173,7 +173,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             cluster::sync_peers(transport.clone(), cluster.clone(), seeds.clone(), stopped())
         }));
     }
-    let proxy = ProxyState::new(&node_name).map_err(anyhow::Error::msg)?;
+    let proxy = ProxyState::new(&node_name)
+        .map_err(anyhow::Error::msg)?
+        .with_activator(std::sync::Arc::new(crate::activate::ScaleFromZero::new(objects.clone())));
     {
         let (proxy, cache, registry, stopped) =
             (proxy.clone(), cache.clone(), registry.clone(), stopped.clone());
@@ -187,6 +189,34 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         let address = flags.node_port_address.unwrap_or(proxy_addr.ip());
         tasks.spawn(supervisor.clone().run("node-ports", move || {
             wasmkube_proxy::serve_node_ports(proxy.clone(), cache.clone(), address, stopped())
+        }));
+    }
+
+    // Every pod's usage, sampled for the metrics API and the autoscaler.
+    let sampler = wasmkube_runtime::metrics::Sampler::new(registry.clone());
+    {
+        let (sampler, stopped) = (sampler.clone(), stopped.clone());
+        tasks.spawn(supervisor.clone().run("metrics", move || {
+            let (sampler, stopped) = (sampler.clone(), stopped());
+            async move {
+                tokio::select! {
+                    () = sampler.run() => {}
+                    () = stopped => {}
+                }
+            }
+        }));
+    }
+    let metrics = wasmkube_apiserver::metrics::MetricsSource::new(
+        cluster.clone(),
+        store.clone(),
+        sampler,
+        peer_http.clone(),
+        identity.peer_token.clone(),
+    );
+    {
+        let (objects, metrics, stopped) = (objects.clone(), metrics.clone(), stopped.clone());
+        tasks.spawn(supervisor.clone().run("autoscaler", move || {
+            wasmkube_controllers::autoscaler::run(objects.clone(), metrics.clone(), stopped())
         }));
     }
 
@@ -205,6 +235,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         faults,
         max_module_bytes: flags.max_module_mib << 20,
         peer_http,
+        metrics,
         panic_switches: panic_switches(),
     });
     let api_server =

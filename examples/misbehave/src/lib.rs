@@ -3,7 +3,9 @@
 //! (trapping past the pod's memory limit), `/status/N` answers with status N (for probes),
 //! `/residue?mb=N` reports how many bytes of a fresh N MiB allocation are not zero and then
 //! dirties them (a fresh instance must never see a previous one's memory), `/count` bumps a
-//! static counter (a fresh instance always answers 1), anything else answers `ok`.
+//! static counter (a fresh instance always answers 1), `/sleep?ms=N` answers after N ms
+//! (waiting in the host, using no CPU: a request of known length), anything else answers
+//! `ok`.
 
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -26,6 +28,10 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
             format!("grew {} MiB\n", chunks.len())
         } else if let Some(mb) = path.strip_prefix("/residue?mb=") {
             residue(mb.parse().unwrap_or(1))
+        } else if let Some(ms) = path.strip_prefix("/sleep?ms=") {
+            let ms: u64 = ms.parse().unwrap_or(100);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            format!("slept {ms} ms\n")
         } else if path.starts_with("/count") {
             format!("count {}\n", COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
         } else if let Some(code) = path.strip_prefix("/status/") {

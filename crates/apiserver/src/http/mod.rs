@@ -7,6 +7,7 @@
 mod cluster;
 mod errors;
 mod logs;
+mod metrics;
 mod modules;
 mod node_ports;
 mod objects;
@@ -54,6 +55,8 @@ pub struct ApiParts {
     pub max_module_bytes: usize,
     /// The node's pooled client for requests to other members (relays to the leader).
     pub peer_http: reqwest::Client,
+    /// Resource metrics: this node's, and every member's on demand.
+    pub metrics: crate::metrics::MetricsSource,
     /// Tasks a debug build can be asked to panic (`PUT /debug/v1/panic {"task": name}`), each
     /// with the switch that makes it panic at its next step.
     pub panic_switches: Vec<(&'static str, fn())>,
@@ -87,6 +90,12 @@ pub fn router(state: ApiState) -> Router {
                 )
             }),
         )
+        .route("/apis/metrics.k8s.io/v1beta1", get(metrics::discovery))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes/{name}", get(metrics::node))
+        .route("/apis/metrics.k8s.io/v1beta1/pods", get(metrics::all_pods))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods", get(metrics::pods))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}", get(metrics::pod))
         .route("/api/{version}/{plural}", objects.clone())
         .route("/api/{version}/{plural}/{name}", objects.clone())
         .route("/api/{version}/namespaces/{ns}/{plural}", objects.clone())
@@ -118,6 +127,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(on_leader(&state, Router::new().route("/cluster/v1/join", post(cluster::join))))
         // Members copy module bytes from each other with the peer token.
         .route(&format!("{}/{{digest}}", wasmkube_raft::PEER_BLOBS_PATH), get(modules::serve_blob))
+        .route(crate::metrics::PEER_METRICS_PATH, get(metrics::peer_report))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(limit_head))
         .with_state(state)

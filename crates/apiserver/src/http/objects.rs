@@ -135,8 +135,36 @@ fn list(state: &ApiState, target: &Target, query: &HashMap<String, String>) -> R
     .into_response())
 }
 
+/// What an object names must be there: an autoscaler's Deployment (refused otherwise, and
+/// nothing stored), and its idle window must be a duration.
+fn check_references(state: &ApiState, target: &Target, object: &Value) -> Result<(), ApiError> {
+    if target.kind.kind != "HorizontalPodAutoscaler" {
+        return Ok(());
+    }
+    let ns = target.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let invalid = |field: &str, message: String| {
+        ApiError::invalid(format!(
+            "HorizontalPodAutoscaler.autoscaling {name:?} is invalid: {field}: {message}"
+        ))
+    };
+    let deployment = object.pointer("/spec/scaleTargetRef/name").and_then(Value::as_str).unwrap_or_default();
+    if state.parts().store.get(&ObjectKey::new("Deployment", Some(ns), deployment))?.is_none() {
+        return Err(invalid("spec.scaleTargetRef.name", format!("deployment {ns}/{deployment} not found")));
+    }
+    let annotation =
+        format!("/metadata/annotations/{}", wasmkube_api::SCALE_TO_ZERO_AFTER.replace('/', "~1"));
+    if let Some(idle) = object.pointer(&annotation).and_then(Value::as_str)
+        && humantime::parse_duration(idle).is_err()
+    {
+        let field = format!("metadata.annotations[{}]", wasmkube_api::SCALE_TO_ZERO_AFTER);
+        return Err(invalid(&field, format!("{idle:?} is not a duration (examples: 60s, 5m)")));
+    }
+    Ok(())
+}
+
 /// `a=b,c=d` equality selectors.
-fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, ApiError> {
+pub(super) fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, ApiError> {
     s.split(',')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -199,6 +227,7 @@ async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Respo
         )));
     }
     let mut object = admit(target, body)?;
+    check_references(state, target, &object)?;
     let meta = &mut object["metadata"];
     if meta.get("resourceVersion").is_some() {
         return Err(ApiError::bad_request(
@@ -217,6 +246,7 @@ async fn create(state: &ApiState, target: &Target, body: &Bytes) -> Result<Respo
 
 async fn update(state: &ApiState, target: &Target, body: &Bytes) -> Result<Response, ApiError> {
     let object = admit(target, body)?;
+    check_references(state, target, &object)?;
     let precondition = revision_in(&object)?;
     let updated = write_allocating(state, target, object, |object| {
         Write::update_json(target.kind, object, precondition)

@@ -28,13 +28,22 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let node = OneVoter::start(&dir.path().join("db")).await;
         let (cluster, store) = (node.cluster.clone(), node.store.clone());
+        let sandboxes = SandboxRegistry::default();
+        let metrics = crate::metrics::MetricsSource::new(
+            cluster.clone(),
+            store.clone(),
+            wasmkube_runtime::metrics::Sampler::new(sandboxes.clone()),
+            reqwest::Client::new(),
+            "peer".into(),
+        );
         let state = ApiState::new(ApiParts {
             objects: Objects::new(cluster.clone()),
             cluster,
             store,
+            metrics,
             blobs: Arc::new(BlobStore::open(&dir.path().join("modules")).expect("blobs")),
             runtime: Runtime::new(RuntimeConfig::default()).expect("runtime"),
-            sandboxes: SandboxRegistry::default(),
+            sandboxes,
             admin_token: TOKEN.into(),
             peer_token: "peer".into(),
             voters: 3,

@@ -95,6 +95,47 @@ fn ready_condition(v: &Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
+/// An autoscaler's metrics as kubectl shows them: `current/target` per metric
+/// (`cpu: 35%/50%`, `concurrency: 4200m/10`), `<unknown>` before the first reading.
+fn hpa_targets(h: &Value) -> String {
+    let empty = Vec::new();
+    let specs = h["spec"]["metrics"].as_array().unwrap_or(&empty);
+    let current = h["status"]["currentMetrics"].as_array().unwrap_or(&empty);
+    let read = |kind: &str, name: &str| {
+        current.iter().find(|c| {
+            let block = &c[kind.to_ascii_lowercase().as_str()];
+            block["name"].as_str() == Some(name) || block["metric"]["name"].as_str() == Some(name)
+        })
+    };
+    let shown: Vec<String> = if specs.is_empty() {
+        let now =
+            read("Resource", "cpu").and_then(|c| c["resource"]["current"]["averageUtilization"].as_u64());
+        vec![format!("cpu: {}/80%", now.map_or("<unknown>".into(), |u| format!("{u}%")))]
+    } else {
+        specs
+            .iter()
+            .map(|m| {
+                let kind = m["type"].as_str().unwrap_or("");
+                let block = &m[kind.to_ascii_lowercase().as_str()];
+                let name = block["name"].as_str().or(block["metric"]["name"].as_str()).unwrap_or("?");
+                let name = name.trim_start_matches("wasmkube.dev/");
+                let now = read(kind, name).map(|c| &c[kind.to_ascii_lowercase().as_str()]["current"]);
+                match block["target"]["averageUtilization"].as_u64() {
+                    Some(t) => {
+                        let u = now.and_then(|c| c["averageUtilization"].as_u64());
+                        format!("{name}: {}/{t}%", u.map_or("<unknown>".into(), |u| format!("{u}%")))
+                    }
+                    None => {
+                        let v = now.and_then(|c| c["averageValue"].as_str()).unwrap_or("<unknown>");
+                        format!("{name}: {v}/{}", s(&block["target"]["averageValue"]))
+                    }
+                }
+            })
+            .collect()
+    };
+    shown.join(", ")
+}
+
 /// The table columns of each kind, as kubectl shows them.
 pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let rows = |f: &dyn Fn(&Value) -> Vec<String>| items.iter().map(f).collect::<Vec<_>>();
@@ -128,6 +169,20 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
                     st["updatedReplicas"].as_u64().unwrap_or(0).to_string(),
                     st["availableReplicas"].as_u64().unwrap_or(0).to_string(),
                     created(d),
+                ]
+            }),
+        ),
+        "HorizontalPodAutoscaler" => (
+            vec!["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"],
+            rows(&|h| {
+                vec![
+                    s(&h["metadata"]["name"]),
+                    format!("Deployment/{}", s(&h["spec"]["scaleTargetRef"]["name"])),
+                    hpa_targets(h),
+                    h["spec"]["minReplicas"].as_u64().unwrap_or(1).to_string(),
+                    s(&h["spec"]["maxReplicas"]),
+                    h["status"]["currentReplicas"].as_u64().unwrap_or(0).to_string(),
+                    created(h),
                 ]
             }),
         ),

@@ -1,3 +1,4 @@
+pub mod autoscale;
 pub mod cluster;
 pub mod cordon;
 pub mod delete;
@@ -7,3 +8,4 @@ pub mod get;
 pub mod logs;
 pub mod node;
 pub mod scale;
+pub mod top;

@@ -1,0 +1,349 @@
+//! The HorizontalPodAutoscaler controller, on the leader. Every second it reads every
+//! autoscaler, gathers the pods' metrics from every member (once per pass, and only while
+//! some autoscaler exists), and sets each target Deployment's replicas as `autoscale`
+//! decides, recording a `SuccessfulRescale` event and the autoscaler's status (current and
+//! desired replicas, the metrics read, and the AbleToScale, ScalingActive and
+//! ScalingLimited conditions kubectl shows).
+//!
+//! Scale to zero: with `minReplicas: 0`, a Deployment none of whose pods has had a request
+//! for the idle window (`autoscaling.wasmkube.dev/scale-to-zero-after`, default 60 s, as
+//! Knative's) goes to 0 replicas. At zero there is nothing to measure; the next request
+//! brings it back (a proxy that holds it scales the Deployment to 1), and from there the
+//! metrics take over again, the idle clock started afresh.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmkube_api::metrics::{CONCURRENCY, REQUESTS_PER_SECOND};
+use wasmkube_api::{
+    Condition, DEFAULT_NAMESPACE, Deployment, Event, HorizontalPodAutoscaler, HpaStatus, ObjectReference,
+    Pod, PodMetrics, Resource, labels_match,
+};
+use wasmkube_apiserver::metrics::MetricsSource;
+use wasmkube_apiserver::{Objects, Write};
+use wasmkube_store::{ObjectKey, ObjectStore};
+
+use crate::autoscale::{History, PodView, decide, recommend};
+
+/// How often every autoscaler is evaluated.
+pub const PERIOD: Duration = Duration::from_secs(1);
+/// An autoscaler's status is written when its replicas or conditions change, and its
+/// figures at most this often otherwise (not one Raft write per autoscaler per second).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How long a Deployment with `minReplicas: 0` must have had no request to go to zero,
+/// unless its autoscaler says (`SCALE_TO_ZERO_AFTER`).
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+const SOURCE: &str = "horizontal-pod-autoscaler";
+
+/// What the leader remembers of one autoscaler between passes.
+struct Tracked {
+    history: History,
+    /// When one of its pods last had a request.
+    active_at: Instant,
+    /// The replicas at the last pass (a rise from zero restarts the idle clock).
+    replicas: u32,
+    /// The last status written, and when.
+    written: Option<(HpaStatus, Instant)>,
+}
+
+/// Runs the autoscalers while this node leads, until `shutdown` resolves.
+pub async fn run(objects: Objects, metrics: MetricsSource, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let leader = objects.cluster().leader();
+    let mut tracked: HashMap<String, Tracked> = HashMap::new();
+    let mut every = tokio::time::interval(PERIOD);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = every.tick() => {}
+        }
+        if !leader.borrow().is_leader {
+            // A new leader starts from what it reads (as Kubernetes' controller does).
+            tracked.clear();
+            continue;
+        }
+        for write in pass(objects.store(), &metrics, &mut tracked).await {
+            if let Err(e) = objects.write(write).await {
+                // A conflict (the Deployment changed meanwhile) is retried next pass.
+                tracing::debug!("autoscaler write: {e}");
+            }
+        }
+    }
+}
+
+async fn pass(
+    store: &ObjectStore,
+    metrics: &MetricsSource,
+    tracked: &mut HashMap<String, Tracked>,
+) -> Vec<Write> {
+    let autoscalers: Vec<HorizontalPodAutoscaler> = match store.list("HorizontalPodAutoscaler", None) {
+        Ok((items, _)) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
+        Err(e) => {
+            tracing::warn!("autoscaler: reading autoscalers: {e}");
+            return Vec::new();
+        }
+    };
+    tracked.retain(|uid, _| autoscalers.iter().any(|h| h.metadata.uid.as_deref() == Some(uid)));
+    if autoscalers.is_empty() {
+        return Vec::new();
+    }
+    let (reports, missing) = metrics.scrape().await;
+    if !missing.is_empty() {
+        tracing::debug!(?missing, "autoscaler: members without metrics this pass");
+    }
+    let by_pod: HashMap<(String, String), PodMetrics> = reports
+        .into_iter()
+        .flat_map(|r| r.pods)
+        .map(|p| ((p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone()), p))
+        .collect();
+    let now = Instant::now();
+    let mut writes = Vec::new();
+    for hpa in &autoscalers {
+        let uid = hpa.metadata.uid.clone().unwrap_or_default();
+        let state = tracked.entry(uid).or_insert_with(|| Tracked {
+            history: History::default(),
+            active_at: now,
+            replicas: u32::MAX,
+            written: None,
+        });
+        writes.extend(evaluate(hpa, store, &by_pod, state, now));
+    }
+    writes
+}
+
+/// The idle window of an autoscaler (its annotation, else the default).
+pub fn idle_window(hpa: &HorizontalPodAutoscaler) -> Duration {
+    hpa.metadata
+        .annotations
+        .get(wasmkube_api::SCALE_TO_ZERO_AFTER)
+        .and_then(|v| humantime::parse_duration(v).ok())
+        .unwrap_or(DEFAULT_IDLE)
+}
+
+fn evaluate(
+    hpa: &HorizontalPodAutoscaler,
+    store: &ObjectStore,
+    metrics: &HashMap<(String, String), PodMetrics>,
+    state: &mut Tracked,
+    now: Instant,
+) -> Vec<Write> {
+    let ns = hpa.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let target = &hpa.spec.scale_target_ref.name;
+    let previous = hpa.status.clone().unwrap_or_default();
+    let mut conditions = Conditions { previous: &previous.conditions, now: timestamp(), list: Vec::new() };
+    let deployment: Option<Deployment> = store
+        .get(&ObjectKey::new("Deployment", Some(&ns), target))
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_value(v).ok());
+    let Some(deployment) = deployment else {
+        conditions.set("AbleToScale", false, "FailedGetScale", format!("deployment {ns}/{target} not found"));
+        let status = HpaStatus { conditions: conditions.list, ..previous.clone() };
+        return status_write(hpa, state, status, now).into_iter().collect();
+    };
+    let current = deployment.spec.replicas;
+    conditions.set("AbleToScale", true, "ReadyForNewScale", "recommended size matches current size".into());
+
+    let pods: Vec<Pod> = match store.list("Pod", Some(&ns)) {
+        Ok((items, _)) => items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value::<Pod>(v).ok())
+            .filter(|p| p.owner_uid() == deployment.metadata.uid.as_deref() && !p.is_terminal())
+            .filter(|p| labels_match(&deployment.spec.selector.match_labels, &p.metadata.labels))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let views: Vec<PodView> = pods
+        .iter()
+        .map(|p| PodView {
+            name: &p.metadata.name,
+            ready: p.is_ready(),
+            metrics: metrics
+                .get(&(ns.clone(), p.metadata.name.clone()))
+                .filter(|m| m.metadata.uid == p.metadata.uid),
+            cpu_request: p.cpu_request_millis(),
+            memory_request: p.memory_request(),
+        })
+        .collect();
+
+    // Idle: no request in flight or answered on any pod.
+    let busy = views.iter().filter_map(|v| v.metrics).any(|m| {
+        m.usage(REQUESTS_PER_SECOND).is_some_and(|r| r > 0.0) || m.usage(CONCURRENCY).is_some_and(|c| c > 0.0)
+    });
+    if busy || (state.replicas == 0 && current > 0) || state.replicas == u32::MAX {
+        state.active_at = now;
+    }
+    state.replicas = current;
+    let idle_for = now.saturating_duration_since(state.active_at);
+    let min = hpa.spec.min();
+
+    let targets = hpa.spec.targets().unwrap_or_default();
+    let mut current_metrics = Vec::new();
+    let (mut recommended, mut failures): (Option<u32>, Vec<String>) = (None, Vec::new());
+    for target in &targets {
+        match recommend(target, current, &views) {
+            Ok(r) => {
+                recommended = Some(recommended.map_or(r.replicas, |m| m.max(r.replicas)));
+                current_metrics.push(r.status);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+
+    let (desired, why, limit) = if current == 0 {
+        let reason = if min == 0 { "ScaledToZero" } else { "ScalingDisabled" };
+        let message = if min == 0 {
+            "scaled to zero while idle; the next request scales it up".to_string()
+        } else {
+            "scaling is disabled since the replica count of the target is zero".to_string()
+        };
+        conditions.set("ScalingActive", false, reason, message);
+        (0, String::new(), None)
+    } else if min == 0 && idle_for >= idle_window(hpa) {
+        let message = "no request for the idle window: scaled to zero; the next request scales it up";
+        conditions.set("ScalingActive", false, "ScaledToZero", message.into());
+        state.history = History::default();
+        (0, format!("no request for {}", humantime::format_duration(idle_window(hpa))), None)
+    } else {
+        let floor = min.max(1);
+        let recommended = match (recommended, failures.is_empty()) {
+            (Some(r), true) => {
+                conditions.set(
+                    "ScalingActive",
+                    true,
+                    "ValidMetricFound",
+                    "the HPA was able to successfully calculate a replica count".into(),
+                );
+                r
+            }
+            // Some metrics failed: scale up on the others, never down on them.
+            (Some(r), false) => {
+                conditions.set("ScalingActive", true, "ValidMetricFound", failures.join("; "));
+                r.max(current)
+            }
+            (None, _) => {
+                let message =
+                    if failures.is_empty() { "no metrics".to_string() } else { failures.join("; ") };
+                conditions.set("ScalingActive", false, "FailedGetPodsMetric", message);
+                current
+            }
+        };
+        let (desired, limit) = decide(&hpa.spec, current, recommended, floor, &mut state.history, now);
+        let why = if desired > current { "above target" } else { "below target" };
+        (desired, format!("{} {why}", metric_names(&targets)), limit)
+    };
+    match limit {
+        Some(limit) => conditions.set(
+            "ScalingLimited",
+            true,
+            limit.reason(),
+            "the desired replica count is held back by the bounds or the scaling policies".into(),
+        ),
+        None => conditions.set(
+            "ScalingLimited",
+            false,
+            "DesiredWithinRange",
+            "the desired count is within the acceptable range".into(),
+        ),
+    }
+
+    let mut writes = Vec::new();
+    let mut last_scale_time = previous.last_scale_time.clone();
+    if desired != current {
+        let mut scaled = deployment.clone();
+        scaled.spec.replicas = desired;
+        match Write::update(&scaled) {
+            Ok(write) => writes.push(write),
+            Err(e) => tracing::warn!("autoscaler: scaling {ns}/{target}: {e}"),
+        }
+        tracing::info!(hpa = %hpa.metadata.name, from = current, to = desired, "{why}");
+        writes.extend(rescaled_event(hpa, desired, &why));
+        last_scale_time = Some(timestamp());
+        state.replicas = desired;
+    }
+    let status = HpaStatus {
+        observed_generation: hpa.metadata.generation,
+        last_scale_time,
+        current_replicas: pods.len() as u32,
+        desired_replicas: desired,
+        current_metrics,
+        conditions: conditions.list,
+    };
+    writes.extend(status_write(hpa, state, status, now));
+    writes
+}
+
+fn metric_names(targets: &[wasmkube_api::Target]) -> String {
+    let names: Vec<String> = targets
+        .iter()
+        .map(|t| match t {
+            wasmkube_api::Target::Utilization { resource, .. } => format!("{resource} resource utilization"),
+            wasmkube_api::Target::AverageValue { metric, .. } => {
+                format!("{} metric", metric.trim_start_matches("wasmkube.dev/"))
+            }
+        })
+        .collect();
+    names.join(", ")
+}
+
+/// The status, when it differs from the last one written in more than its figures, or its
+/// figures are older than `STATUS_EVERY`.
+fn status_write(
+    hpa: &HorizontalPodAutoscaler,
+    state: &mut Tracked,
+    status: HpaStatus,
+    now: Instant,
+) -> Option<Write> {
+    let same_but_figures = |a: &HpaStatus, b: &HpaStatus| {
+        let strip = |s: &HpaStatus| HpaStatus { current_metrics: Vec::new(), ..s.clone() };
+        strip(a) == strip(b)
+    };
+    if let Some((written, at)) = &state.written
+        && (written == &status
+            || (same_but_figures(written, &status) && now.saturating_duration_since(*at) < STATUS_EVERY))
+    {
+        return None;
+    }
+    state.written = Some((status.clone(), now));
+    let ns = hpa.metadata.namespace.as_deref();
+    Some(Write::update_status::<HorizontalPodAutoscaler, _>(ns, &hpa.metadata.name, &status, None))
+}
+
+fn rescaled_event(hpa: &HorizontalPodAutoscaler, replicas: u32, why: &str) -> Option<Write> {
+    let involved = ObjectReference {
+        kind: HorizontalPodAutoscaler::KIND.kind.into(),
+        namespace: hpa.metadata.namespace.clone(),
+        name: hpa.metadata.name.clone(),
+        uid: hpa.metadata.uid.clone(),
+    };
+    let message = format!("New size: {replicas}; reason: {why}");
+    let uid = uuid::Uuid::new_v4().to_string();
+    let event = Event::about(involved, "Normal", "SuccessfulRescale", message, SOURCE, &timestamp(), uid);
+    Write::record_event(&event).ok()
+}
+
+/// Conditions as kubectl reads them, each keeping its transition time while its status holds.
+struct Conditions<'a> {
+    previous: &'a [Condition],
+    now: String,
+    list: Vec<Condition>,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: String) {
+        let mut c = Condition::new(type_, ok);
+        c.reason = Some(reason.into());
+        c.message = Some(message);
+        let held = self.previous.iter().find(|p| p.type_ == type_ && p.status == c.status);
+        c.last_transition_time =
+            held.and_then(|p| p.last_transition_time.clone()).or_else(|| Some(self.now.clone()));
+        self.list.retain(|p| p.type_ != type_);
+        self.list.push(c);
+    }
+}
+
+fn timestamp() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
