@@ -7,8 +7,11 @@
 //! - the control plane next to etcd, and failover (`cluster`);
 //! - 10,000 replicas on 3 nodes, and one node holding 10,000 pods (`scale`);
 //! - neighbours: a pod's p99 beside looping and memory-bombing requests (`neighbours`);
-//! - self-healing: kill -9 and SIGTERM of a node, and of the leader's, under load (`healing`).
+//! - self-healing: kill -9 and SIGTERM of a node, and of the leader's, under load (`healing`);
+//! - autoscaling: a load step to new pods serving, the first request after scale to zero
+//!   next to a warm one (`autoscale`).
 
+mod autoscale;
 mod bare;
 mod cluster;
 mod healing;
@@ -50,6 +53,8 @@ enum Mode {
     Neighbours,
     /// Only the self-healing figures (kill -9 and SIGTERM of a node, and of the leader's, under load).
     Healing,
+    /// Only the autoscaling figures (load step to new pods serving; first request after scale to zero).
+    Autoscale,
 }
 
 #[tokio::main]
@@ -61,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Scale) => return scale::run(&flags.wasm, flags.seconds, flags.connections).await,
         Some(Mode::Healing) => return healing::run().await,
         Some(Mode::Neighbours) => return neighbours::run(flags.seconds).await,
+        Some(Mode::Autoscale) => return autoscale::run().await,
         None => {}
     }
     let bytes = std::fs::read(&flags.wasm)
@@ -72,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     throughput(&flags, &node).await?;
     drop(node);
     neighbours::run(flags.seconds).await?;
+    autoscale::run().await?;
     cluster::run(flags.seconds).await?;
     scale::run(&flags.wasm, flags.seconds, flags.connections).await?;
     healing::run().await

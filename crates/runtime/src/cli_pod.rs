@@ -54,7 +54,7 @@ impl CliPod {
         let task_logs = logs.clone();
         let cpu =
             crate::CpuBudget::new(spec.cpu_limit_millis.unwrap_or(runtime.config().default_cpu_limit_millis));
-        let meter = crate::metrics::Meter { cpu, memory: Arc::default() };
+        let meter = crate::metrics::Meter { cpu, memory: Arc::default(), since: std::time::Instant::now() };
         let task_meter = meter.clone();
         let task = tokio::spawn(async move {
             supervise(runtime, command, spec, task_logs, &policy, tx, task_meter).await

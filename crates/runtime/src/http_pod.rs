@@ -142,6 +142,7 @@ impl HttpPod {
         let busy = answered.saturating_add((now_ns.saturating_mul(in_flight)).saturating_sub(started));
         crate::metrics::Sample {
             at,
+            since: self.born,
             cpu: self.cpu.used(),
             memory: self.memory.load(Ordering::Relaxed),
             requests: served.saturating_add(failed),

@@ -1,7 +1,7 @@
 //! Pod metrics at their source. Every pod keeps counters that only grow (CPU time run,
 //! requests answered, the time they took, the time-weighted requests in flight) and its
 //! linear memory in use; the node samples them every `SAMPLE_EVERY` and reports usage as
-//! rates over the last `WINDOW`, as the kubelet's resource metrics do (over 2 s rather than
+//! rates over the last `WINDOW`, as the kubelet's resource metrics do (over 1 s rather than
 //! 15 s: a wasm pod starts in microseconds, so an autoscaler can afford to react fast).
 //!
 //! Concurrency is time-weighted, as Knative's: the busy time of all requests (answered or
@@ -23,13 +23,14 @@ pub const SAMPLE_IDLE: Duration = Duration::from_secs(5);
 /// Metrics read within this long keep the sampling at `SAMPLE_EVERY`.
 const DEMAND_LASTS: Duration = Duration::from_secs(30);
 /// The window usage is reported over.
-pub const WINDOW: Duration = Duration::from_secs(2);
+pub const WINDOW: Duration = Duration::from_secs(1);
 
 /// What a pod's instances use, for pods that serve no requests (cli pods).
 #[derive(Clone)]
 pub struct Meter {
     pub(crate) cpu: Arc<CpuBudget>,
     pub(crate) memory: Arc<AtomicU64>,
+    pub(crate) since: Instant,
 }
 
 impl Meter {
@@ -38,6 +39,7 @@ impl Meter {
             at: Instant::now(),
             cpu: self.cpu.used(),
             memory: self.memory.load(Ordering::Relaxed),
+            since: self.since,
             ..Sample::default()
         }
     }
@@ -47,6 +49,8 @@ impl Meter {
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub at: Instant,
+    /// When its counters started (at zero).
+    pub since: Instant,
     /// CPU time its instances have run.
     pub cpu: Duration,
     /// Linear memory its live instances hold, in bytes.
@@ -62,8 +66,10 @@ pub struct Sample {
 
 impl Default for Sample {
     fn default() -> Self {
+        let now = Instant::now();
         Sample {
-            at: Instant::now(),
+            at: now,
+            since: now,
             cpu: Duration::ZERO,
             memory: 0,
             requests: 0,
@@ -219,11 +225,17 @@ impl Sampler {
             .iter()
             .map(|(key, seen)| {
                 let (uid, sample) = (&seen.uid, &seen.sample);
-                let old = base.and_then(|b| b.pods.get(key)).filter(|old| old.uid == *uid);
+                // The same pod, and the same counters (not restarted since).
+                let old = base
+                    .and_then(|b| b.pods.get(key))
+                    .filter(|old| old.uid == *uid && old.sample.since == sample.since);
                 let rates = match old {
                     Some(old) => Rates::between(&old.sample, sample),
-                    // New since: what it has used of its counters, over its life so far.
-                    None => Rates { memory: sample.memory, in_flight: sample.in_flight, ..Rates::default() },
+                    // New since: its usage over its life so far (its counters started at zero).
+                    None => {
+                        let born = Sample { at: sample.since, since: sample.since, ..Sample::default() };
+                        Rates::between(&born, sample)
+                    }
                 };
                 PodRates {
                     key: key.clone(),
