@@ -8,25 +8,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wasmkube_api::{Deployment, Pod};
-use wasmkube_fleet::{Wasmlet, example};
+use wasmkube_fleet::{Wasmlet, deploy_example};
 
 const ROUNDS: usize = 5;
-const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
 const HPAS: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
 
 pub async fn run() -> anyhow::Result<()> {
     let node = Wasmlet::start(&[])?;
     let client = node.client();
-    let digest = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
     for name in ["step", "cold"] {
-        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "app", "image": format!("sha256:{digest}")}]}}}});
-        client.post_path(DEPLOYMENTS, &deployment).await?;
-        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                             "spec": {"selector": {"app": name}}});
-        client.post_path("/api/v1/namespaces/default/services", &service).await?;
+        deploy_example(&node, "misbehave", name, 1).await?;
     }
     let hpa = |name: &str, min: u32, extra: serde_json::Value| {
         let mut h = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},

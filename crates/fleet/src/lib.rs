@@ -315,6 +315,22 @@ pub async fn start_cluster(names: &[&str], extra: &[&str]) -> anyhow::Result<Vec
     Ok(nodes)
 }
 
+/// Uploads example `module` and runs it as Deployment `name` (label `app: name`, container
+/// `app`) of `replicas`, behind a Service of the same name.
+pub async fn deploy_example(node: &Wasmlet, module: &str, name: &str, replicas: u32) -> anyhow::Result<()> {
+    let client = node.client();
+    let digest = client.upload_module(std::fs::read(example(module))?).await?.metadata.name;
+    let deployment = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "app", "image": format!("sha256:{digest}")}]}}}});
+    client.post_path("/apis/apps/v1/namespaces/default/deployments", &deployment).await?;
+    let service = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                                     "spec": {"selector": {"app": name}}});
+    client.post_path("/api/v1/namespaces/default/services", &service).await?;
+    Ok(())
+}
+
 /// Sets `node`'s injected network faults (debug builds): `{"partitionedFrom": [ids]}`, or
 /// `{}` to heal.
 pub async fn set_faults(node: &Wasmlet, plan: serde_json::Value) -> anyhow::Result<()> {

@@ -9,23 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasmkube_api::{Deployment, Event, HorizontalPodAutoscaler};
-use wasmkube_e2e::{Wasmlet, eventually, example, start_cluster};
+use wasmkube_e2e::{Wasmlet, deploy_example, eventually, start_cluster};
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
 const HPAS: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
 
 async fn deploy_sleeper(node: &Wasmlet, name: &str, replicas: u32) -> anyhow::Result<()> {
-    let client = node.client();
-    let digest = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
-    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "app", "image": format!("sha256:{digest}")}]}}}});
-    client.post_path(DEPLOYMENTS, &deployment).await?;
-    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                         "spec": {"selector": {"app": name}}});
-    client.post_path("/api/v1/namespaces/default/services", &service).await?;
-    Ok(())
+    deploy_example(node, "misbehave", name, replicas).await
 }
 
 async fn replicas(node: &Wasmlet, name: &str) -> Option<u32> {
