@@ -159,7 +159,7 @@ pub struct Sampler {
     registry: SandboxRegistry,
     past: Mutex<VecDeque<Snapshot>>,
     started: Instant,
-    /// When metrics were last read, in milliseconds since `started`.
+    /// When metrics were last read, in milliseconds since `started` (`u64::MAX`: never).
     read_at_ms: AtomicU64,
 }
 
@@ -169,7 +169,7 @@ impl Sampler {
             registry,
             past: Mutex::new(VecDeque::new()),
             started: Instant::now(),
-            read_at_ms: AtomicU64::new(0),
+            read_at_ms: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -177,8 +177,9 @@ impl Sampler {
     /// as long as the task runs.
     pub async fn run(self: Arc<Self>) {
         loop {
-            let read_at = Duration::from_millis(self.read_at_ms.load(Ordering::Relaxed));
-            let demanded = self.started.elapsed().saturating_sub(read_at) < DEMAND_LASTS;
+            let read_at = self.read_at_ms.load(Ordering::Relaxed);
+            let demanded = read_at != u64::MAX
+                && self.started.elapsed().saturating_sub(Duration::from_millis(read_at)) < DEMAND_LASTS;
             let now = self.take();
             {
                 let mut past = self.past.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,7 +217,7 @@ impl Sampler {
         let now = self.take();
         let ms =
             u64::try_from(now.at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
-        self.read_at_ms.store(ms.max(1), Ordering::Relaxed);
+        self.read_at_ms.store(ms.min(u64::MAX - 1), Ordering::Relaxed);
         let past = self.past.lock().unwrap_or_else(|p| p.into_inner());
         // The newest snapshot at least WINDOW old, else the oldest there is.
         let base = past.iter().rev().find(|s| s.at + WINDOW <= now.at).or_else(|| past.front());
