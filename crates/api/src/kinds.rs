@@ -47,6 +47,7 @@ pub const KINDS: &[KindInfo] = &[
         plural: "horizontalpodautoscalers",
         namespaced: true,
     },
+    KindInfo { kind: "ReplicaSet", api_version: "apps/v1", plural: "replicasets", namespaced: true },
 ];
 
 /// Looks a kind up by its `Kind` name.
@@ -68,6 +69,7 @@ pub(crate) mod info {
     pub const DEPLOYMENT: &KindInfo = &KINDS[4];
     pub const MODULE: &KindInfo = &KINDS[5];
     pub const HPA: &KindInfo = &KINDS[6];
+    pub const REPLICA_SET: &KindInfo = &KINDS[7];
 }
 
 #[cfg(test)]

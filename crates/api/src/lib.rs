@@ -14,6 +14,7 @@ mod node;
 mod pod;
 mod probe;
 mod quantity;
+mod replicaset;
 mod service_name;
 mod status;
 mod validation;
@@ -38,6 +39,7 @@ pub use pod::{
 };
 pub use probe::{HttpGetAction, HttpHeader, Probe, ProbeKind};
 pub use quantity::{parse_cpu, parse_memory};
+pub use replicaset::{REVISION_ANNOTATION, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
 pub use service_name::{ServiceName, parse_cluster_host, parse_host};
 pub use status::Status;
 pub use validation::{ValidationError, validate_object, validate_typed};

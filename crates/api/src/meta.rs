@@ -88,6 +88,9 @@ pub struct Condition {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+    /// When its reason or message last changed (Deployments' conditions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<String>,
 }
@@ -100,6 +103,7 @@ impl Condition {
             reason: None,
             message: None,
             last_transition_time: None,
+            last_update_time: None,
             last_heartbeat_time: None,
         }
     }

@@ -139,6 +139,7 @@ pub fn validate_object(kind: &KindInfo, body: Value) -> Result<Value, Validation
         "Event" => normalise::<Event>(body),
         "Module" => normalise::<Module>(body),
         "HorizontalPodAutoscaler" => normalise::<crate::HorizontalPodAutoscaler>(body),
+        "ReplicaSet" => normalise::<crate::ReplicaSet>(body),
         other => Err(ValidationError::new("kind", format!("unknown kind {other:?}"))),
     }
 }

@@ -33,6 +33,9 @@ pub struct DeploymentSpec {
     pub template: PodTemplateSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<DeploymentStrategy>,
+    /// Old revisions (ReplicaSets with no pods) kept for `rollout undo` (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -94,6 +97,11 @@ pub struct DeploymentStatus {
     pub ready_replicas: u32,
     #[serde(default)]
     pub available_replicas: u32,
+    #[serde(default)]
+    pub unavailable_replicas: u32,
+    /// Available and Progressing, as kubectl's `rollout status` reads them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::Condition>,
 }
 
 impl Resource for Deployment {

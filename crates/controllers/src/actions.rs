@@ -1,7 +1,7 @@
 //! What a plan asks for, and the context (clock, randomness) plans are made with.
 
 use rand::Rng;
-use wasmkube_api::{DeploymentStatus, Event, NodeStatus, ObjectReference, Pod};
+use wasmkube_api::{DeploymentStatus, Event, NodeStatus, ObjectReference, Pod, ReplicaSet, ReplicaSetStatus};
 
 /// One write the controllers want committed.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,20 @@ pub enum Action {
     UpdateNodeStatus {
         name: String,
         status: Box<NodeStatus>,
+        resource_version: u64,
+    },
+    /// A Deployment's revisions (see `revisions`).
+    CreateReplicaSet(Box<ReplicaSet>),
+    /// Its metadata and spec, if it is still at the version it was read at.
+    UpdateReplicaSet(Box<ReplicaSet>),
+    UpdateReplicaSetStatus {
+        namespace: String,
+        name: String,
+        status: ReplicaSetStatus,
+    },
+    DeleteReplicaSet {
+        namespace: String,
+        name: String,
         resource_version: u64,
     },
     RecordEvent(Box<Event>),

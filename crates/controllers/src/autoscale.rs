@@ -190,6 +190,20 @@ pub struct History {
     scalings: VecDeque<(Instant, i64)>,
 }
 
+impl History {
+    /// A scaling that took effect (recorded once its write succeeded, so a write that lost
+    /// a race does not count against the rate policies).
+    pub fn scaled(&mut self, now: Instant, change: i64) {
+        self.scalings.push_back((now, change));
+    }
+
+    /// Starts the history of an autoscaler first seen at `replicas`: as Kubernetes' does,
+    /// so a new leader does not scale down at once past the stabilization window.
+    pub fn seed(&mut self, now: Instant, replicas: u32) {
+        self.recommendations.push_back((now, replicas));
+    }
+}
+
 /// Kubernetes' default scale-up rules: double, or add 4 pods, per 15 s (whichever is more),
 /// at once.
 pub fn default_scale_up() -> ScalingRules {
@@ -229,7 +243,8 @@ fn rules(given: Option<&ScalingRules>, default: ScalingRules) -> ScalingRules {
 }
 
 /// The replicas to set, from `current` and the metrics' `recommended`, within
-/// `[floor, spec.maxReplicas]`; records the recommendation and any scaling in `history`.
+/// `[floor, spec.maxReplicas]`; records the recommendation in `history` (the scaling is
+/// recorded by `History::scaled` once it took effect).
 pub fn decide(
     spec: &HpaSpec,
     current: u32,
@@ -286,9 +301,6 @@ pub fn decide(
     if replicas < floor {
         (replicas, limit) = (floor, Some(Held::TooFewReplicas));
     }
-    if replicas != current {
-        history.scalings.push_back((now, i64::from(replicas) - i64::from(current)));
-    }
     // Scalings older than the longest period matter no more.
     let longest = up.policies.iter().chain(&down.policies).map(|p| p.period_seconds).max().unwrap_or(0);
     while history
@@ -302,7 +314,8 @@ pub fn decide(
 }
 
 /// The most (scaling up) or fewest (down) replicas the policies allow now: each policy from
-/// the replicas at the start of its period; `Max` takes the policy that allows the biggest
+/// the replicas at the start of its period (now less every change made within it, up or
+/// down, as Kubernetes counts); `Max` takes the policy that allows the biggest
 /// change, `Min` the smallest, `Disabled` none.
 fn rate_limit(
     rules: &ScalingRules,
@@ -321,7 +334,6 @@ fn rate_limit(
             .iter()
             .filter(|(at, _)| now.saturating_duration_since(*at) <= period)
             .map(|(_, change)| *change)
-            .filter(|change| (*change > 0) == up)
             .sum();
         let start = (i64::from(current) - moved).max(0) as f64;
         let value = f64::from(p.value);
@@ -426,6 +438,7 @@ mod tests {
         let (mut h, t0) = (History::default(), Instant::now());
         // From 1, Kubernetes' defaults allow max(2 × 1, 1 + 4) = 5 per 15 s.
         assert_eq!(decide(&spec(1, 50, None), 1, 40, 1, &mut h, t0), (5, Some(Held::ScaleUpLimit)));
+        h.scaled(t0, 4);
         // Within the same 15 s the period started at 1: still 5.
         assert_eq!(
             decide(&spec(1, 50, None), 5, 40, 1, &mut h, t0 + Duration::from_secs(5)),
@@ -439,6 +452,15 @@ mod tests {
         // The maximum caps it.
         let mut h = History::default();
         assert_eq!(decide(&spec(1, 3, None), 2, 4, 1, &mut h, t0), (3, Some(Held::TooManyReplicas)));
+        // Changes either way count: after 10 -> 5 in this period it started at 10, so 20.
+        let mut h = History::default();
+        h.scaled(t0, -5);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(decide(&spec(1, 50, None), 5, 40, 1, &mut h, later), (20, Some(Held::ScaleUpLimit)));
+        // A history seeded with the replicas found (a new leader) holds them for the window.
+        let mut h = History::default();
+        h.seed(t0, 5);
+        assert_eq!(decide(&spec(1, 10, None), 5, 1, 1, &mut h, later).0, 5);
     }
 
     #[test]

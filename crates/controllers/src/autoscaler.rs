@@ -64,20 +64,31 @@ pub async fn run(objects: Objects, metrics: MetricsSource, shutdown: impl Future
             tracked.clear();
             continue;
         }
-        for write in pass(objects.store(), &metrics, &mut tracked).await {
-            if let Err(e) = objects.write(write).await {
+        for (write, scaling) in pass(objects.store(), &metrics, &mut tracked).await {
+            match objects.write(write).await {
+                Ok(_) => {
+                    if let Some((uid, change, replicas)) = scaling
+                        && let Some(state) = tracked.get_mut(&uid)
+                    {
+                        state.history.scaled(Instant::now(), change);
+                        state.replicas = replicas;
+                    }
+                }
                 // A conflict (the Deployment changed meanwhile) is retried next pass.
-                tracing::debug!("autoscaler write: {e}");
+                Err(e) => tracing::debug!("autoscaler write: {e}"),
             }
         }
     }
 }
 
+/// A write, and when it scales a Deployment: the autoscaler's uid, the change, the new count.
+type Planned = (Write, Option<(String, i64, u32)>);
+
 async fn pass(
     store: &ObjectStore,
     metrics: &MetricsSource,
     tracked: &mut HashMap<String, Tracked>,
-) -> Vec<Write> {
+) -> Vec<Planned> {
     let autoscalers: Vec<HorizontalPodAutoscaler> = match store.list("HorizontalPodAutoscaler", None) {
         Ok((items, _)) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
         Err(e) => {
@@ -108,7 +119,7 @@ async fn pass(
             replicas: u32::MAX,
             written: None,
         });
-        writes.extend(evaluate(hpa, store, &by_pod, state, now));
+        writes.extend(evaluate(hpa, store, &by_pod, !missing.is_empty(), state, now));
     }
     writes
 }
@@ -122,13 +133,15 @@ pub fn idle_window(hpa: &HorizontalPodAutoscaler) -> Duration {
         .unwrap_or(DEFAULT_IDLE)
 }
 
+/// `partial`: some member's metrics are missing this pass.
 fn evaluate(
     hpa: &HorizontalPodAutoscaler,
     store: &ObjectStore,
     metrics: &HashMap<(String, String), PodMetrics>,
+    partial: bool,
     state: &mut Tracked,
     now: Instant,
-) -> Vec<Write> {
+) -> Vec<Planned> {
     let ns = hpa.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let target = &hpa.spec.scale_target_ref.name;
     let previous = hpa.status.clone().unwrap_or_default();
@@ -141,7 +154,7 @@ fn evaluate(
     let Some(deployment) = deployment else {
         conditions.set("AbleToScale", false, "FailedGetScale", format!("deployment {ns}/{target} not found"));
         let status = HpaStatus { conditions: conditions.list, ..previous.clone() };
-        return status_write(hpa, state, status, now).into_iter().collect();
+        return status_write(hpa, state, status, now).into_iter().map(|w| (w, None)).collect();
     };
     let current = deployment.spec.replicas;
     conditions.set("AbleToScale", true, "ReadyForNewScale", "recommended size matches current size".into());
@@ -160,19 +173,29 @@ fn evaluate(
         .map(|p| PodView {
             name: &p.metadata.name,
             ready: p.is_ready(),
+            // Measured over a whole window, else not yet: a pod younger than the window
+            // would count the load it took over from the others a second time.
             metrics: metrics
                 .get(&(ns.clone(), p.metadata.name.clone()))
-                .filter(|m| m.metadata.uid == p.metadata.uid),
+                .filter(|m| m.metadata.uid == p.metadata.uid && window_of(m) >= FULL_WINDOW),
             cpu_request: p.cpu_request_millis(),
             memory_request: p.memory_request(),
         })
         .collect();
 
-    // Idle: no request in flight or answered on any pod.
-    let busy = views.iter().filter_map(|v| v.metrics).any(|m| {
-        m.usage(REQUESTS_PER_SECOND).is_some_and(|r| r > 0.0) || m.usage(CONCURRENCY).is_some_and(|c| c > 0.0)
+    // Idle: no request in flight or answered on any pod — known, not assumed: a pod whose
+    // node did not answer this time, or one not measured yet, may be busy.
+    let busy = views.iter().any(|v| match v.metrics {
+        Some(m) => {
+            m.usage(REQUESTS_PER_SECOND).is_some_and(|r| r > 0.0)
+                || m.usage(CONCURRENCY).is_some_and(|c| c > 0.0)
+        }
+        None => v.ready,
     });
-    if busy || (state.replicas == 0 && current > 0) || state.replicas == u32::MAX {
+    if state.replicas == u32::MAX {
+        state.history.seed(now, current);
+    }
+    if busy || partial || (state.replicas == 0 && current > 0) || state.replicas == u32::MAX {
         state.active_at = now;
     }
     state.replicas = current;
@@ -201,7 +224,7 @@ fn evaluate(
         };
         conditions.set("ScalingActive", false, reason, message);
         (0, String::new(), None)
-    } else if min == 0 && idle_for >= idle_window(hpa) {
+    } else if min == 0 && idle_for >= idle_window(hpa) && !scale_down_disabled(hpa) {
         let message = "no request for the idle window: scaled to zero; the next request scales it up";
         conditions.set("ScalingActive", false, "ScaledToZero", message.into());
         state.history = History::default();
@@ -249,19 +272,21 @@ fn evaluate(
         ),
     }
 
-    let mut writes = Vec::new();
+    let mut writes: Vec<Planned> = Vec::new();
     let mut last_scale_time = previous.last_scale_time.clone();
     if desired != current {
         let mut scaled = deployment.clone();
         scaled.spec.replicas = desired;
         match Write::update(&scaled) {
-            Ok(write) => writes.push(write),
+            Ok(write) => {
+                let uid = hpa.metadata.uid.clone().unwrap_or_default();
+                writes.push((write, Some((uid, i64::from(desired) - i64::from(current), desired))));
+            }
             Err(e) => tracing::warn!("autoscaler: scaling {ns}/{target}: {e}"),
         }
         tracing::info!(hpa = %hpa.metadata.name, from = current, to = desired, "{why}");
-        writes.extend(rescaled_event(hpa, desired, &why));
+        writes.extend(rescaled_event(hpa, desired, &why).map(|w| (w, None)));
         last_scale_time = Some(timestamp());
-        state.replicas = desired;
     }
     let status = HpaStatus {
         observed_generation: hpa.metadata.generation,
@@ -271,8 +296,22 @@ fn evaluate(
         current_metrics,
         conditions: conditions.list,
     };
-    writes.extend(status_write(hpa, state, status, now));
+    writes.extend(status_write(hpa, state, status, now).map(|w| (w, None)));
     writes
+}
+
+/// A pod's metrics cover a whole window (the nodes measure over 1 s) from this long.
+const FULL_WINDOW: Duration = Duration::from_millis(900);
+
+/// The window a pod's figures cover (`"1.004s"`).
+fn window_of(m: &PodMetrics) -> Duration {
+    let seconds = m.window.strip_suffix('s').and_then(|s| s.parse::<f64>().ok());
+    seconds.and_then(|s| Duration::try_from_secs_f64(s).ok()).unwrap_or(Duration::ZERO)
+}
+
+fn scale_down_disabled(hpa: &HorizontalPodAutoscaler) -> bool {
+    let down = hpa.spec.behavior.as_ref().and_then(|b| b.scale_down.as_ref());
+    down.and_then(|r| r.select_policy.as_deref()) == Some("Disabled")
 }
 
 fn metric_names(targets: &[wasmkube_api::Target]) -> String {

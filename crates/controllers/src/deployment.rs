@@ -3,8 +3,8 @@
 
 use rand::Rng;
 use wasmkube_api::{
-    DEPLOYMENT_LABEL, Deployment, DeploymentStatus, ObjectMeta, ObjectReference, OwnerReference, Pod,
-    TEMPLATE_HASH_LABEL,
+    Condition, DEPLOYMENT_LABEL, Deployment, DeploymentStatus, ObjectMeta, ObjectReference, OwnerReference,
+    Pod, TEMPLATE_HASH_LABEL,
 };
 
 use crate::actions::{Action, PlanContext, event_for};
@@ -40,12 +40,14 @@ fn owned_by<'a>(d: &Deployment, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<
 
 /// Plans one Deployment against the pods that exist (borrowed: a Deployment of 10,000
 /// replicas is planned without copying them).
+/// `hash` is the pod-template-hash of its template (`revisions::current_hash`).
 pub fn plan_deployment<'a, R: Rng>(
     d: &Deployment,
+    hash: &str,
     pods: impl IntoIterator<Item = &'a Pod>,
     ctx: &mut PlanContext<R>,
 ) -> Vec<Action> {
-    let hash = template_hash(d);
+    let hash = hash.to_string();
     // A pod that ended (its node refused it, as the kubelet's OutOfmemory) is not a replica:
     // it is deleted and replaced, as a ReplicaSet counts only active pods.
     let (ended, owned): (Vec<&Pod>, Vec<&Pod>) = owned_by(d, pods).into_iter().partition(|p| p.is_terminal());
@@ -65,6 +67,7 @@ pub fn plan_deployment<'a, R: Rng>(
     // Retire old-template pods: unready ones at once, ready ones while enough stay available.
     let ready = owned.iter().filter(|p| p.is_ready()).count();
     let mut removable_ready = ready.saturating_sub(want.saturating_sub(max_unavailable));
+    let old_left = old.len();
     for p in sorted_for_deletion(old).into_iter().take(BURST_REPLICAS) {
         if !p.is_ready() {
             actions.push(delete(p));
@@ -96,12 +99,35 @@ pub fn plan_deployment<'a, R: Rng>(
     // The status counts stored pods only, not the ones still on their way (assumed by the
     // view, without a resourceVersion yet).
     let stored = |pods: &[&Pod]| pods.iter().filter(|p| p.metadata.resource_version.is_some()).count() as u32;
+    let updated = stored(&current);
+    let current_ready = current.iter().filter(|p| p.is_ready()).count() as u32;
+    let previous = d.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let rs_name = format!("{}-{hash}", d.metadata.name);
+    // As the deployment controller words them (kubectl's `rollout status` reads them).
+    let done = old_left == 0 && updated == want as u32 && current_ready == want as u32;
+    let progressing = if done {
+        ("NewReplicaSetAvailable", format!("ReplicaSet {rs_name:?} has successfully progressed."))
+    } else {
+        ("ReplicaSetUpdated", format!("ReplicaSet {rs_name:?} is progressing."))
+    };
+    let available = ready >= want.saturating_sub(max_unavailable);
+    let availability = if available {
+        ("MinimumReplicasAvailable", "Deployment has minimum availability.")
+    } else {
+        ("MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+    };
+    let conditions = vec![
+        condition(previous, "Available", available, availability.0, availability.1.into(), &ctx.now),
+        condition(previous, "Progressing", true, progressing.0, progressing.1, &ctx.now),
+    ];
     let status = DeploymentStatus {
         observed_generation: d.metadata.generation.unwrap_or(0),
         replicas: stored(&owned),
-        updated_replicas: stored(&current),
+        updated_replicas: updated,
         ready_replicas: ready as u32,
         available_replicas: ready as u32,
+        unavailable_replicas: (want as u32).saturating_sub(ready as u32),
+        conditions,
     };
     if d.status.as_ref() != Some(&status) {
         actions.push(Action::UpdateDeploymentStatus {
@@ -111,6 +137,28 @@ pub fn plan_deployment<'a, R: Rng>(
         });
     }
     actions
+}
+
+/// A condition, keeping its times while it says the same: the transition time while its
+/// status holds, the update time while its reason and message do too.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: &str,
+) -> Condition {
+    let mut c = Condition::new(type_, ok);
+    c.reason = Some(reason.into());
+    c.message = Some(message);
+    let before = previous.iter().find(|p| p.type_ == type_);
+    let held = before.filter(|p| p.status == c.status);
+    c.last_transition_time =
+        held.and_then(|p| p.last_transition_time.clone()).or_else(|| Some(now.to_string()));
+    let same = held.filter(|p| p.reason == c.reason && p.message == c.message);
+    c.last_update_time = same.and_then(|p| p.last_update_time.clone()).or_else(|| Some(now.to_string()));
+    c
 }
 
 /// Pods owned by a Deployment that no longer exists are deleted (garbage collection), a
@@ -174,6 +222,17 @@ fn delete(p: &Pod) -> Action {
     }
 }
 
+/// `d` as the controlling owner of what it makes (its pods, its ReplicaSets).
+pub(crate) fn owned_by_deployment(d: &Deployment) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: d.metadata.name.clone(),
+        uid: d.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+    }
+}
+
 fn reference(d: &Deployment) -> ObjectReference {
     ObjectReference {
         kind: "Deployment".into(),
@@ -188,7 +247,7 @@ fn new_pod<R: Rng>(d: &Deployment, hash: &str, ctx: &mut PlanContext<R>) -> Pod 
     let mut labels = template.metadata.labels.clone();
     labels.insert(TEMPLATE_HASH_LABEL.into(), hash.to_string());
     labels.insert(DEPLOYMENT_LABEL.into(), d.metadata.name.clone());
-    let name = format!("{}-{}-{}", d.metadata.name, &hash[..8], ctx.suffix(5));
+    let name = format!("{}-{}-{}", d.metadata.name, hash.get(..8).unwrap_or(hash), ctx.suffix(5));
     Pod {
         api_version: "v1".into(),
         kind: "Pod".into(),
@@ -197,13 +256,7 @@ fn new_pod<R: Rng>(d: &Deployment, hash: &str, ctx: &mut PlanContext<R>) -> Pod 
             labels,
             annotations: template.metadata.annotations.clone(),
             creation_timestamp: Some(ctx.now.clone()),
-            owner_references: vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: d.metadata.name.clone(),
-                uid: d.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(true),
-            }],
+            owner_references: vec![owned_by_deployment(d)],
             ..ObjectMeta::named(d.metadata.namespace.as_deref(), &name)
         },
         spec: template.spec.clone(),
@@ -212,7 +265,7 @@ fn new_pod<R: Rng>(d: &Deployment, hash: &str, ctx: &mut PlanContext<R>) -> Pod 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -222,7 +275,7 @@ mod tests {
         PlanContext { now: "2026-01-01T00:00:00Z".into(), rng: StdRng::seed_from_u64(7) }
     }
 
-    fn deployment(replicas: u32, image_char: char) -> Deployment {
+    pub(crate) fn deployment(replicas: u32, image_char: char) -> Deployment {
         let labels: std::collections::BTreeMap<String, String> =
             [("app".to_string(), "hello".to_string())].into();
         Deployment {
@@ -248,6 +301,7 @@ mod tests {
                     },
                 },
                 strategy: None,
+                revision_history_limit: None,
             },
             status: None,
         }
@@ -269,7 +323,7 @@ mod tests {
     #[test]
     fn creates_missing_replicas_owned_and_labelled() {
         let d = deployment(5, 'a');
-        let actions = plan_deployment(&d, &[], &mut ctx());
+        let actions = plan_deployment(&d, &template_hash(&d), &[], &mut ctx());
         assert_eq!(count(&actions), (5, 0));
         let Some(Action::CreatePod(p)) = actions.first() else { panic!("first action creates a pod") };
         assert_eq!(p.metadata.owner_references[0].uid, "d-uid");
@@ -284,11 +338,14 @@ mod tests {
     fn one_pass_creates_or_deletes_at_most_a_burst() {
         let mut c = ctx();
         let huge = deployment(wasmkube_api::MAX_REPLICAS, 'a');
-        assert_eq!(count(&plan_deployment(&huge, &[], &mut c)), (BURST_REPLICAS, 0));
+        assert_eq!(count(&plan_deployment(&huge, &template_hash(&huge), &[], &mut c)), (BURST_REPLICAS, 0));
         let big = deployment(2 * BURST_REPLICAS as u32, 'a');
         let pods: Vec<Pod> =
             (0..2 * BURST_REPLICAS).map(|i| existing(&big, true, &i.to_string(), &mut c)).collect();
-        assert_eq!(count(&plan_deployment(&deployment(0, 'a'), &pods, &mut c)), (0, BURST_REPLICAS));
+        assert_eq!(
+            count(&plan_deployment(&deployment(0, 'a'), &template_hash(&deployment(0, 'a')), &pods, &mut c)),
+            (0, BURST_REPLICAS)
+        );
     }
 
     #[test]
@@ -298,7 +355,7 @@ mod tests {
         let stored = existing(&d, true, "5", &mut c);
         let mut on_the_way = new_pod(&d, &template_hash(&d), &mut c);
         on_the_way.metadata.resource_version = None;
-        let actions = plan_deployment(&d, [&stored, &on_the_way], &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), [&stored, &on_the_way], &mut c);
         assert_eq!(count(&actions), (1, 0), "only the third replica is created");
         let status = actions.iter().find_map(|a| match a {
             Action::UpdateDeploymentStatus { status, .. } => Some(status.clone()),
@@ -322,7 +379,7 @@ mod tests {
             reason: Some("OutOfmemory".into()),
             ..Default::default()
         });
-        let actions = plan_deployment(&d, [&running, &refused], &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), [&running, &refused], &mut c);
         assert_eq!(count(&actions), (1, 1), "{actions:?}");
         let deleted = actions.iter().find_map(|a| match a {
             Action::DeletePod { name, .. } => Some(name.clone()),
@@ -365,20 +422,28 @@ mod tests {
             existing(&d, false, "2", &mut c),
             existing(&d, true, "3", &mut c),
         ];
-        let actions = plan_deployment(&d, &pods, &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), &pods, &mut c);
         assert_eq!(count(&actions), (0, 1));
         assert!(actions.iter().any(|a| matches!(a, Action::DeletePod { resource_version: 2, .. })));
 
         let mut settled = d.clone();
         let two = &pods[..1].iter().chain(&pods[2..]).cloned().collect::<Vec<_>>();
-        settled.status = Some(DeploymentStatus {
-            observed_generation: 1,
-            replicas: 2,
-            updated_replicas: 2,
-            ready_replicas: 2,
-            available_replicas: 2,
-        });
-        assert!(plan_deployment(&settled, two, &mut c).is_empty(), "a converged deployment needs nothing");
+        // The status a pass over the two reports, conditions and all, once written...
+        let reported = plan_deployment(&settled, &template_hash(&settled), two, &mut c).into_iter().find_map(
+            |a| match a {
+                Action::UpdateDeploymentStatus { status, .. } => Some(status),
+                _ => None,
+            },
+        );
+        let reported: DeploymentStatus = reported.expect("a status");
+        assert_eq!((reported.replicas, reported.updated_replicas, reported.available_replicas), (2, 2, 2));
+        let progressing = reported.conditions.iter().find(|c| c.type_ == "Progressing");
+        assert_eq!(progressing.and_then(|c| c.reason.as_deref()), Some("NewReplicaSetAvailable"));
+        settled.status = Some(reported);
+        assert!(
+            plan_deployment(&settled, &template_hash(&settled), two, &mut c).is_empty(),
+            "a converged deployment needs nothing"
+        );
     }
 
     #[test]
@@ -389,7 +454,7 @@ mod tests {
         let new = deployment(4, 'b');
         assert_ne!(template_hash(&old), template_hash(&new));
         // maxSurge 1, maxUnavailable 1: one new pod, one old pod retired.
-        assert_eq!(count(&plan_deployment(&new, &pods, &mut c)), (1, 1));
+        assert_eq!(count(&plan_deployment(&new, &template_hash(&new), &pods, &mut c)), (1, 1));
     }
 
     #[test]

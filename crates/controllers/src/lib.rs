@@ -15,6 +15,7 @@ mod events;
 mod faults;
 mod nodes;
 mod placement;
+pub mod revisions;
 mod runner;
 mod view;
 

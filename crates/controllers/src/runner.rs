@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use wasmkube_api::{Deployment, Event, Node, Pod, Resource};
+use wasmkube_api::{Deployment, Event, Node, Pod, ReplicaSet, Resource};
 use wasmkube_apiserver::{Objects, Write, WriteError};
 use wasmkube_cache::SharedCache;
 use wasmkube_raft::ProposeError;
@@ -20,6 +20,7 @@ use crate::deployment::{plan_deployment, plan_orphans};
 use crate::events::{EVENT_TTL, EventRecorder, plan_event_gc};
 use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
+use crate::revisions::{current_hash, plan_orphan_revisions, plan_revisions};
 use crate::view::{ClusterView, Dirty};
 
 /// Node lifecycle is judged at least this often (and four times per node grace), so a node
@@ -153,10 +154,23 @@ async fn reconcile(
     let on_unready: Vec<Pod> =
         nodes.iter().filter(|n| !n.is_ready()).flat_map(|n| view.pods_on(&n.metadata.name)).collect();
     let mut actions = plan_node_lifecycle(&nodes, &on_unready, clock, lost, now, &mut ctx);
+    let mut gone = false;
     for key in &work.deployments {
-        if let Some(d) = view.deployment(key) {
-            actions.extend(plan_deployment(d, view.owned_pods(d), &mut ctx));
+        match view.deployment(key) {
+            Some(d) => {
+                let sets = replica_sets_of(objects.store(), d);
+                let hash = current_hash(d, &sets);
+                let owned: Vec<&Pod> = view.owned_pods(d).collect();
+                actions.extend(plan_deployment(d, &hash, owned.iter().copied(), &mut ctx));
+                actions.extend(plan_revisions(d, &hash, &owned, &sets, &mut ctx));
+            }
+            None => gone = true,
         }
+    }
+    // A Deployment deleted: its revisions go with it.
+    if gone {
+        let alive = view.deployments().into_iter().filter_map(|d| d.metadata.uid).collect();
+        actions.extend(plan_orphan_revisions(&all_replica_sets(objects.store()), &alive));
     }
     let orphans: Vec<Pod> = view.without_owner(&work.pods).cloned().collect();
     if !orphans.is_empty() {
@@ -262,6 +276,27 @@ async fn reconcile(
     }
 }
 
+/// Every ReplicaSet (read from the store: they are few, and only the controllers write them).
+fn all_replica_sets(store: &wasmkube_store::ObjectStore) -> Vec<ReplicaSet> {
+    match store.list("ReplicaSet", None) {
+        Ok((items, _)) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
+        Err(e) => {
+            tracing::warn!("reading ReplicaSets: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// The ReplicaSets `d` owns.
+fn replica_sets_of(store: &wasmkube_store::ObjectStore, d: &Deployment) -> Vec<ReplicaSet> {
+    let Ok((items, _)) = store.list("ReplicaSet", d.metadata.namespace.as_deref()) else { return Vec::new() };
+    items
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<ReplicaSet>(v).ok())
+        .filter(|rs| rs.metadata.owner_references.iter().any(|o| Some(&o.uid) == d.metadata.uid.as_ref()))
+        .collect()
+}
+
 /// How long a pod asked for and not yet seen stored is counted as on its way.
 const ASSUME_FOR: Duration = Duration::from_secs(30);
 
@@ -297,6 +332,14 @@ fn write_of(action: Action) -> Result<Write, WriteError> {
         }
         Action::UpdateDeploymentStatus { namespace, name, status } => {
             Write::update_status::<Deployment, _>(Some(&namespace), &name, &status, None)
+        }
+        Action::CreateReplicaSet(rs) => Write::create(&*rs)?,
+        Action::UpdateReplicaSet(rs) => Write::update(&*rs)?,
+        Action::UpdateReplicaSetStatus { namespace, name, status } => {
+            Write::update_status::<ReplicaSet, _>(Some(&namespace), &name, &status, None)
+        }
+        Action::DeleteReplicaSet { namespace, name, resource_version } => {
+            Write::delete(ReplicaSet::KIND, Some(&namespace), &name, Some(resource_version))
         }
         Action::UpdateNodeStatus { name, status, resource_version } => {
             Write::update_status::<Node, _>(None, &name, &*status, Some(resource_version))

@@ -16,6 +16,9 @@ use crate::{ServiceEntry, ServiceName};
 pub const MAX_HELD: usize = 1000;
 /// The longest a request waits for the first pod.
 pub const HOLD_FOR: Duration = Duration::from_secs(10);
+/// A held request asks again this often (a wake that lost a race with the autoscaler
+/// scaling to zero, or whose write failed, is made again).
+const ASK_AGAIN: Duration = Duration::from_secs(1);
 
 /// Starts a Service's pods when they were scaled to zero.
 pub trait Activator: Send + Sync + 'static {
@@ -31,20 +34,33 @@ pub(crate) async fn wait_for_pods(
     service: &ServiceName,
 ) -> Option<Arc<ServiceEntry>> {
     let activator = state.activator.as_ref()?;
+    let deadline = tokio::time::Instant::now() + HOLD_FOR;
     let _held = state.held.clone().try_acquire_owned().ok()?;
     // Seen before asking, so a pod that turns ready at once is not missed.
     let mut table = state.version.subscribe();
-    if !activator.activate(service).await {
+    let ask =
+        |at: tokio::time::Instant| tokio::time::timeout_at(deadline.min(at), activator.activate(service));
+    if !ask(deadline).await.unwrap_or(false) {
         return None;
     }
-    let deadline = tokio::time::Instant::now() + HOLD_FOR;
+    let mut ask_at = tokio::time::Instant::now() + ASK_AGAIN;
     loop {
         if let Some(entry) = state.lookup(service).filter(|e| !e.endpoints.is_empty()) {
             return Some(entry);
         }
-        match tokio::time::timeout_at(deadline, table.changed()).await {
-            Ok(Ok(())) => {}
-            _ => return None,
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, table.changed()) => {
+                if !matches!(changed, Ok(Ok(()))) {
+                    return None;
+                }
+            }
+            () = tokio::time::sleep_until(ask_at) => {
+                let _ = ask(deadline).await;
+                ask_at = tokio::time::Instant::now() + ASK_AGAIN;
+            }
         }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct PodLimits {
     /// Bytes of linear memory this store holds, and its pod's total across its stores.
     held: u64,
     pod_total: Arc<AtomicU64>,
+    /// The growth last counted, taken back if it fails after all.
+    growing: u64,
 }
 
 impl ResourceLimiter for PodLimits {
@@ -41,11 +43,15 @@ impl ResourceLimiter for PodLimits {
             let more = desired.saturating_sub(current) as u64;
             self.held = self.held.saturating_add(more);
             self.pod_total.fetch_add(more, Ordering::Relaxed);
+            self.growing = more;
         }
         Ok(grows)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        let undone = std::mem::take(&mut self.growing).min(self.held);
+        self.held -= undone;
+        self.pod_total.fetch_sub(undone, Ordering::Relaxed);
         self.limits.memory_grow_failed(error)
     }
 
@@ -105,7 +111,7 @@ impl HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: PodLimits { limits, held: 0, pod_total: memory },
+            limits: PodLimits { limits, held: 0, pod_total: memory, growing: 0 },
             hooks: ServicesOnly { proxy: service_proxy },
         }
     }

@@ -65,10 +65,10 @@ pub struct HttpPod {
     timeout: Duration,
     /// When it was made: request times below are nanoseconds since then.
     born: Instant,
-    /// Sum of the answered requests' times to answer, and of the start times of those in
-    /// flight: with `outstanding`, the time-weighted concurrency (see `sample`).
+    /// Sum of the answered requests' times to answer (for their mean latency).
     answered_ns: AtomicU64,
-    started_ns: AtomicU64,
+    /// The time-weighted requests in flight (see `sample`).
+    busy: std::sync::Mutex<crate::metrics::Busy>,
 }
 
 impl HttpPod {
@@ -93,7 +93,7 @@ impl HttpPod {
             timeout,
             born: Instant::now(),
             answered_ns: AtomicU64::new(0),
-            started_ns: AtomicU64::new(0),
+            busy: std::sync::Mutex::default(),
             runtime,
             proxy,
             spec,
@@ -132,14 +132,9 @@ impl HttpPod {
     /// Its counters now, for the node's metrics.
     pub fn sample(&self) -> crate::metrics::Sample {
         let at = Instant::now();
-        let now_ns = self.nanos_since_born(at);
-        // Read in flight last, so a request that ends between the reads is counted once.
-        let started = self.started_ns.load(Ordering::Acquire);
-        let answered = self.answered_ns.load(Ordering::Acquire);
-        let in_flight = self.outstanding.load(Ordering::Acquire) as u64;
+        let (busy, in_flight) = self.busy_lock().read(self.nanos_since_born(at));
+        let answered = self.answered_ns.load(Ordering::Relaxed);
         let (served, failed) = self.counters();
-        // In flight, each request has been busy since it started: now × n − Σ starts.
-        let busy = answered.saturating_add((now_ns.saturating_mul(in_flight)).saturating_sub(started));
         crate::metrics::Sample {
             at,
             since: self.born,
@@ -150,6 +145,10 @@ impl HttpPod {
             busy_ns: busy,
             in_flight: in_flight as usize,
         }
+    }
+
+    fn busy_lock(&self) -> std::sync::MutexGuard<'_, crate::metrics::Busy> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn nanos_since_born(&self, at: Instant) -> u64 {
@@ -237,7 +236,9 @@ impl HttpPod {
         let mut admission = self.try_admit().ok_or_else(overloaded)?;
         admission.instance =
             Some(self.runtime.instance_slots.clone().try_acquire_owned().map_err(|_| overloaded())?);
-        let response = self.serve(admission, request).await?;
+        // Not counted as a request: probes are not traffic (an autoscaler would never see
+        // a probed pod idle).
+        let response = self.invoke(request, admission).await?;
         Ok(response.status().as_u16())
     }
 
@@ -380,19 +381,17 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     fn enter(pod: &'a HttpPod) -> Self {
         let started_ns = pod.nanos_since_born(Instant::now());
-        pod.started_ns.fetch_add(started_ns, Ordering::AcqRel);
-        pod.outstanding.fetch_add(1, Ordering::AcqRel);
+        pod.busy_lock().enter(started_ns);
+        pod.outstanding.fetch_add(1, Ordering::Relaxed);
         InFlight { pod, started_ns }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let took = self.pod.nanos_since_born(Instant::now()).saturating_sub(self.started_ns);
-        // Answered first, then out of flight: a sample in between counts it twice rather
-        // than not at all (a few nanoseconds of one request).
-        self.pod.answered_ns.fetch_add(took, Ordering::AcqRel);
-        self.pod.outstanding.fetch_sub(1, Ordering::AcqRel);
-        self.pod.started_ns.fetch_sub(self.started_ns, Ordering::AcqRel);
+        let now_ns = self.pod.nanos_since_born(Instant::now());
+        self.pod.busy_lock().leave(now_ns);
+        self.pod.answered_ns.fetch_add(now_ns.saturating_sub(self.started_ns), Ordering::Relaxed);
+        self.pod.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }

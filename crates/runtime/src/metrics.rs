@@ -45,6 +45,40 @@ impl Meter {
     }
 }
 
+/// Time-weighted requests in flight: the integral over time of how many were in flight,
+/// advanced at every start and end under one lock (a read sees one consistent state).
+#[derive(Debug, Default)]
+pub(crate) struct Busy {
+    in_flight: u64,
+    /// When it was last advanced, and the integral until then, in nanoseconds.
+    at_ns: u64,
+    busy_ns: u64,
+}
+
+impl Busy {
+    fn advance(&mut self, now_ns: u64) {
+        let elapsed = now_ns.saturating_sub(self.at_ns);
+        self.busy_ns = self.busy_ns.saturating_add(elapsed.saturating_mul(self.in_flight));
+        self.at_ns = self.at_ns.max(now_ns);
+    }
+
+    pub(crate) fn enter(&mut self, now_ns: u64) {
+        self.advance(now_ns);
+        self.in_flight += 1;
+    }
+
+    pub(crate) fn leave(&mut self, now_ns: u64) {
+        self.advance(now_ns);
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// The integral until `now_ns`, and the requests in flight.
+    pub(crate) fn read(&mut self, now_ns: u64) -> (u64, u64) {
+        self.advance(now_ns);
+        (self.busy_ns, self.in_flight)
+    }
+}
+
 /// A pod's counters at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -232,10 +266,15 @@ impl Sampler {
                     .filter(|old| old.uid == *uid && old.sample.since == sample.since);
                 let rates = match old {
                     Some(old) => Rates::between(&old.sample, sample),
-                    // New since: its usage over its life so far (its counters started at zero).
+                    // New since the window began: its counters were zero before it was born,
+                    // so it reports over the same window as the others (a young pod's life
+                    // so far, as a rate, would count the load it took over a second time).
                     None => {
-                        let born = Sample { at: sample.since, since: sample.since, ..Sample::default() };
-                        Rates::between(&born, sample)
+                        let start = base.map_or(sample.since, |b| b.at.min(sample.since));
+                        Rates::between(
+                            &Sample { at: start, since: sample.since, ..Sample::default() },
+                            sample,
+                        )
                     }
                 };
                 PodRates {
@@ -309,6 +348,44 @@ mod tests {
         assert_eq!(r.latency, Some(Duration::from_millis(50)));
         // Nothing ended: no latency, not a division by zero.
         assert_eq!(Rates::between(&new, &Sample { at: new.at, ..new }).latency, None);
+    }
+
+    #[test]
+    fn busy_time_only_grows_and_is_the_time_weighted_in_flight() {
+        let mut b = Busy::default();
+        b.enter(0);
+        b.enter(1_000);
+        assert_eq!(b.read(2_000), (3_000, 2), "one request for 2 µs, another for 1 µs");
+        b.leave(3_000);
+        assert_eq!(b.read(5_000), (7_000, 1));
+        // A clock read late by another thread never takes time back.
+        b.enter(4_000);
+        assert_eq!(b.read(5_000).0, 7_000);
+        // Many threads entering and leaving while one reads: the integral never falls.
+        let busy = std::sync::Arc::new(std::sync::Mutex::new(Busy::default()));
+        let start = Instant::now();
+        let ns = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let busy = busy.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        busy.lock().unwrap_or_else(|p| p.into_inner()).enter(ns());
+                        busy.lock().unwrap_or_else(|p| p.into_inner()).leave(ns());
+                    }
+                })
+            })
+            .collect();
+        let mut last = 0;
+        while workers.iter().any(|w| !w.is_finished()) {
+            let (now, in_flight) = busy.lock().unwrap_or_else(|p| p.into_inner()).read(ns());
+            assert!(now >= last && in_flight <= 4, "{now} after {last}, {in_flight} in flight");
+            last = now;
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        assert_eq!(busy.lock().unwrap_or_else(|p| p.into_inner()).read(ns()).1, 0);
     }
 
     #[test]

@@ -12,8 +12,9 @@ pub fn kind_of(word: &str) -> anyhow::Result<&'static KindInfo> {
         "ev" | "event" | "events" => "Event",
         "mod" | "module" | "modules" => "Module",
         "hpa" | "horizontalpodautoscaler" | "horizontalpodautoscalers" => "HorizontalPodAutoscaler",
+        "rs" | "replicaset" | "replicasets" => "ReplicaSet",
         other => bail!(
-            "unknown resource type {other:?}; use nodes, pods, deployments, services, events, modules or hpa"
+            "unknown resource type {other:?}; use nodes, pods, deployments, replicasets, services, events, modules or hpa"
         ),
     };
     find_kind(kind).ok_or_else(|| anyhow::anyhow!("kind {kind} is not registered"))

@@ -15,8 +15,9 @@ use wasmkube_apiserver::{Objects, Write};
 use wasmkube_store::ObjectKey;
 
 /// A Deployment woken this recently is not written again (a burst of first requests makes
-/// one write, not a hundred).
-const WOKEN_FOR: Duration = Duration::from_secs(2);
+/// one write, not a hundred; held requests ask again every second, so a wake that lost a
+/// race is made again).
+const WOKEN_FOR: Duration = Duration::from_millis(900);
 
 pub struct ScaleFromZero {
     objects: Objects,

@@ -218,10 +218,18 @@ async fn idle_goes_to_zero_and_the_first_requests_bring_it_back() -> anyhow::Res
 async fn a_deployment_scaled_to_zero_by_hand_is_not_woken() -> anyhow::Result<()> {
     let node = Wasmlet::start(&[])?;
     deploy_sleeper(&node, "manual", 0).await?;
+    // Even with an autoscaler, if its minimum is not 0 (Kubernetes: scaling disabled at 0).
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "manual"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "manual"}, "minReplicas": 1, "maxReplicas": 3}});
+    node.client().post_path(HPAS, &hpa).await?;
     let answer =
         reqwest::Client::new().get(format!("{}/", node.proxy)).header("host", "manual").send().await?;
     assert_eq!(answer.status(), 503, "no autoscaler with minReplicas 0: nothing to wait for");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(replicas(&node, "manual").await, Some(0));
+    let hpa: HorizontalPodAutoscaler = node.client().get(Some("default"), "manual").await?;
+    let active = hpa.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "ScalingActive"));
+    assert_eq!(active.and_then(|c| c.reason).as_deref(), Some("ScalingDisabled"));
     Ok(())
 }
 

@@ -38,6 +38,12 @@ pub async fn dispatch(
     if method == Method::POST || method == Method::PUT {
         check_content_type(&target, &headers)?;
     }
+    if target.kind.kind == "ReplicaSet" && method != Method::GET {
+        return Err(ApiError::method_not_allowed(
+            "ReplicaSets are a Deployment's revisions, kept by its controller: change the Deployment \
+             (or `wasmctl rollout undo`) instead",
+        ));
+    }
     if method == Method::GET && !is_watch(&query) && target.sub.as_deref() != Some("log") {
         consistent_read(&state, &query).await?;
     }

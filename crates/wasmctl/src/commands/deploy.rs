@@ -154,6 +154,7 @@ impl Deploy {
                     },
                 },
                 strategy: None,
+                revision_history_limit: None,
             },
             status: None,
         })

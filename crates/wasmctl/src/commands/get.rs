@@ -172,6 +172,19 @@ pub fn columns(kind: &str, items: &[Value]) -> (Vec<&'static str>, Vec<Vec<Strin
                 ]
             }),
         ),
+        "ReplicaSet" => (
+            vec!["NAME", "REVISION", "DESIRED", "CURRENT", "READY", "AGE"],
+            rows(&|r| {
+                vec![
+                    s(&r["metadata"]["name"]),
+                    s(&r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]),
+                    r["spec"]["replicas"].as_u64().unwrap_or(0).to_string(),
+                    r["status"]["replicas"].as_u64().unwrap_or(0).to_string(),
+                    r["status"]["readyReplicas"].as_u64().unwrap_or(0).to_string(),
+                    created(r),
+                ]
+            }),
+        ),
         "HorizontalPodAutoscaler" => (
             vec!["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"],
             rows(&|h| {

@@ -7,5 +7,6 @@ pub mod describe;
 pub mod get;
 pub mod logs;
 pub mod node;
+pub mod rollout;
 pub mod scale;
 pub mod top;

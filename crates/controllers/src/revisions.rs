@@ -1,0 +1,270 @@
+//! A Deployment's revisions, kept as ReplicaSets as Kubernetes keeps them: one per pod
+//! template the Deployment has run, named `<deployment>-<pod-template-hash>`, owned by it
+//! (by uid), numbered by `deployment.kubernetes.io/revision`. The newest template gets the
+//! next number; going back to an older template (`rollout undo`) renumbers its ReplicaSet
+//! as the newest, so its pods keep their hash and nothing restarts needlessly. Each
+//! ReplicaSet shows how many of the Deployment's pods run its template; old ones left with
+//! none are kept up to `revisionHistoryLimit` (10) for undo, the rest deleted.
+//!
+//! Which ReplicaSet runs the Deployment's template is decided by comparing the templates
+//! as this software reads them, not by hashing their serialized form: a new field that a
+//! later version defaults into every template changes both sides alike, so an upgrade does
+//! not make every Deployment a new revision (and restart every pod).
+
+use rand::Rng;
+use wasmkube_api::{
+    Deployment, LabelSelector, ObjectMeta, OwnerReference, Pod, REVISION_ANNOTATION, ReplicaSet,
+    ReplicaSetSpec, ReplicaSetStatus, TEMPLATE_HASH_LABEL,
+};
+
+use crate::actions::{Action, PlanContext};
+use crate::deployment::{owned_by_deployment, template_hash};
+
+/// Old revisions kept when the Deployment does not say.
+pub const REVISION_HISTORY: u32 = 10;
+
+/// The pod-template-hash of `d`'s template: its ReplicaSet's, else a new one.
+pub fn current_hash(d: &Deployment, sets: &[ReplicaSet]) -> String {
+    sets.iter()
+        .find(|rs| rs.runs(&d.spec.template))
+        .and_then(|rs| rs.template_hash())
+        .map(str::to_string)
+        .unwrap_or_else(|| template_hash(d))
+}
+
+/// The writes that keep `d`'s ReplicaSets (`sets`, those it owns) true to its pods (`owned`,
+/// on the way ones included) with `hash` the current template's.
+pub fn plan_revisions<R: Rng>(
+    d: &Deployment,
+    hash: &str,
+    owned: &[&Pod],
+    sets: &[ReplicaSet],
+    ctx: &mut PlanContext<R>,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let newest = sets.iter().map(ReplicaSet::revision).max().unwrap_or(0);
+    let counts = |h: &str| {
+        let of: Vec<&&Pod> = owned
+            .iter()
+            .filter(|p| p.metadata.resource_version.is_some())
+            .filter(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL).map(String::as_str) == Some(h))
+            .collect();
+        let ready = of.iter().filter(|p| p.is_ready()).count() as u32;
+        ReplicaSetStatus {
+            replicas: of.len() as u32,
+            ready_replicas: ready,
+            available_replicas: ready,
+            observed_generation: 1,
+        }
+    };
+    match sets.iter().find(|rs| rs.template_hash() == Some(hash)) {
+        None => {
+            let mut rs = new_replica_set(d, hash, newest + 1, ctx);
+            rs.status = Some(counts(hash));
+            actions.push(Action::CreateReplicaSet(Box::new(rs)));
+        }
+        // An older revision's template is current again: it becomes the newest.
+        Some(rs) if rs.revision() < newest => {
+            let mut renumbered = rs.clone();
+            renumbered.metadata.annotations.insert(REVISION_ANNOTATION.into(), (newest + 1).to_string());
+            renumbered.spec.replicas = d.spec.replicas;
+            actions.push(Action::UpdateReplicaSet(Box::new(renumbered)));
+        }
+        Some(_) => {}
+    }
+    for rs in sets {
+        let Some(h) = rs.template_hash() else { continue };
+        let status = counts(h);
+        let want = if h == hash { d.spec.replicas } else { status.replicas };
+        if rs.spec.replicas != want && !(h == hash && rs.revision() < newest) {
+            let mut scaled = rs.clone();
+            scaled.spec.replicas = want;
+            actions.push(Action::UpdateReplicaSet(Box::new(scaled)));
+        }
+        if rs.status.as_ref() != Some(&status) {
+            actions.push(Action::UpdateReplicaSetStatus {
+                namespace: rs.metadata.namespace.clone().unwrap_or_default(),
+                name: rs.metadata.name.clone(),
+                status,
+            });
+        }
+    }
+    // History: old revisions without pods beyond the limit go, oldest first.
+    let limit = d.spec.revision_history_limit.unwrap_or(REVISION_HISTORY) as usize;
+    let mut old: Vec<&ReplicaSet> =
+        sets.iter().filter(|rs| rs.template_hash() != Some(hash) && counts_nothing(rs, owned)).collect();
+    old.sort_by_key(|rs| std::cmp::Reverse(rs.revision()));
+    for rs in old.into_iter().skip(limit) {
+        actions.push(Action::DeleteReplicaSet {
+            namespace: rs.metadata.namespace.clone().unwrap_or_default(),
+            name: rs.metadata.name.clone(),
+            resource_version: rs.metadata.revision().unwrap_or(0),
+        });
+    }
+    actions
+}
+
+/// True when no pod of `owned` (stored or on its way) runs `rs`'s template.
+fn counts_nothing(rs: &ReplicaSet, owned: &[&Pod]) -> bool {
+    let hash = rs.template_hash();
+    !owned.iter().any(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL).map(String::as_str) == hash)
+}
+
+fn new_replica_set<R: Rng>(
+    d: &Deployment,
+    hash: &str,
+    revision: u64,
+    ctx: &mut PlanContext<R>,
+) -> ReplicaSet {
+    let mut template = d.spec.template.clone();
+    template.metadata.labels.insert(TEMPLATE_HASH_LABEL.into(), hash.to_string());
+    let mut selector = d.spec.selector.match_labels.clone();
+    selector.insert(TEMPLATE_HASH_LABEL.into(), hash.to_string());
+    ReplicaSet {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        metadata: ObjectMeta {
+            uid: Some(ctx.uid()),
+            labels: template.metadata.labels.clone(),
+            annotations: [(REVISION_ANNOTATION.to_string(), revision.to_string())].into(),
+            creation_timestamp: Some(ctx.now.clone()),
+            owner_references: vec![owned_by_deployment(d)],
+            ..ObjectMeta::named(d.metadata.namespace.as_deref(), &format!("{}-{hash}", d.metadata.name))
+        },
+        spec: ReplicaSetSpec {
+            replicas: d.spec.replicas,
+            selector: LabelSelector { match_labels: selector },
+            template,
+        },
+        status: None,
+    }
+}
+
+/// ReplicaSets whose owning Deployment is gone (uids of the live ones in `alive`): deleted.
+pub fn plan_orphan_revisions(sets: &[ReplicaSet], alive: &std::collections::HashSet<String>) -> Vec<Action> {
+    sets.iter()
+        .filter(|rs| {
+            let owners: Vec<&OwnerReference> =
+                rs.metadata.owner_references.iter().filter(|o| o.kind == "Deployment").collect();
+            !owners.is_empty() && !owners.iter().any(|o| alive.contains(&o.uid))
+        })
+        .map(|rs| Action::DeleteReplicaSet {
+            namespace: rs.metadata.namespace.clone().unwrap_or_default(),
+            name: rs.metadata.name.clone(),
+            resource_version: rs.metadata.revision().unwrap_or(0),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use wasmkube_api::{Condition, PodStatus};
+
+    use super::*;
+
+    fn ctx() -> PlanContext<StdRng> {
+        PlanContext { now: "2026-01-01T00:00:00Z".into(), rng: StdRng::seed_from_u64(7) }
+    }
+
+    fn deployment(image: char) -> Deployment {
+        crate::deployment::tests::deployment(2, image)
+    }
+
+    fn stored(action: &Action) -> ReplicaSet {
+        match action {
+            Action::CreateReplicaSet(rs) | Action::UpdateReplicaSet(rs) => {
+                let mut rs = (**rs).clone();
+                rs.metadata.resource_version = Some("1".into());
+                rs
+            }
+            other => panic!("not a ReplicaSet write: {other:?}"),
+        }
+    }
+
+    fn pod(hash: &str, ready: bool) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.resource_version = Some("1".into());
+        p.metadata.labels.insert(TEMPLATE_HASH_LABEL.into(), hash.into());
+        p.status =
+            Some(PodStatus { conditions: vec![Condition::new("Ready", ready)], ..PodStatus::default() });
+        p
+    }
+
+    #[test]
+    fn each_template_gets_the_next_revision_and_going_back_renumbers_the_old_one() {
+        let (a, b) = (deployment('a'), deployment('b'));
+        let hash_a = current_hash(&a, &[]);
+        let first = plan_revisions(&a, &hash_a, &[], &[], &mut ctx());
+        let rs_a = stored(&first[0]);
+        assert_eq!((rs_a.revision(), rs_a.metadata.name.clone()), (1, format!("hello-{hash_a}")));
+        assert_eq!(rs_a.metadata.owner_references[0].uid, "d-uid");
+        assert!(rs_a.runs(&a.spec.template));
+        // A new template: revision 2; the old one keeps its pods' count.
+        let hash_b = current_hash(&b, std::slice::from_ref(&rs_a));
+        assert_ne!(hash_a, hash_b);
+        let (pa, pb) = (pod(&hash_a, true), pod(&hash_b, false));
+        let second = plan_revisions(&b, &hash_b, &[&pa, &pb], std::slice::from_ref(&rs_a), &mut ctx());
+        let rs_b =
+            second.iter().find(|a| matches!(a, Action::CreateReplicaSet(_))).map(stored).expect("created");
+        assert_eq!(rs_b.revision(), 2);
+        let scaled = second.iter().find_map(|x| match x {
+            Action::UpdateReplicaSet(rs) if rs.metadata.name == rs_a.metadata.name => Some(rs.spec.replicas),
+            _ => None,
+        });
+        assert_eq!(scaled, Some(1), "the old revision shows the one pod it still has");
+        // Back to a's template (undo): its ReplicaSet, renumbered 3; the hash is a's again.
+        let sets = [rs_a.clone(), rs_b];
+        assert_eq!(current_hash(&a, &sets), hash_a);
+        let third = plan_revisions(&a, &hash_a, &[], &sets, &mut ctx());
+        let renumbered = third.iter().find(|x| matches!(x, Action::UpdateReplicaSet(_))).map(stored);
+        assert_eq!(
+            renumbered.map(|rs| (rs.metadata.name.clone(), rs.revision())),
+            Some((rs_a.metadata.name, 3))
+        );
+    }
+
+    #[test]
+    fn a_template_read_with_new_defaults_is_still_the_same_revision() {
+        // The stored ReplicaSet's template went through JSON; a field this software defaults
+        // (here: an empty env list) reads back equal, whatever the serialized form.
+        let d = deployment('a');
+        let rs = stored(&plan_revisions(&d, &current_hash(&d, &[]), &[], &[], &mut ctx())[0]);
+        let mut json = serde_json::to_value(&rs).expect("json");
+        json["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([]);
+        let reread: ReplicaSet = serde_json::from_value(json).expect("reads");
+        assert_eq!(current_hash(&d, &[reread]), current_hash(&d, &[rs]));
+    }
+
+    #[test]
+    fn old_revisions_beyond_the_limit_are_deleted_and_orphans_too() {
+        let mut d = deployment('z');
+        d.spec.revision_history_limit = Some(2);
+        let sets: Vec<ReplicaSet> = (1..=4u64)
+            .map(|r| {
+                let mut old = deployment(char::from(b'a' + r as u8));
+                old.metadata = d.metadata.clone();
+                stored(&plan_revisions(&old, &format!("h{r}"), &[], &[], &mut ctx())[0])
+            })
+            .map(|mut rs| {
+                let r = rs.metadata.name.trim_start_matches("hello-h").to_string();
+                rs.metadata.annotations.insert(REVISION_ANNOTATION.into(), r);
+                rs
+            })
+            .collect();
+        let actions = plan_revisions(&d, "hz", &[], &sets, &mut ctx());
+        let deleted: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteReplicaSet { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["hello-h2", "hello-h1"], "revisions 4 and 3 kept");
+        let alive: std::collections::HashSet<String> = ["other".to_string()].into();
+        assert_eq!(plan_orphan_revisions(&sets, &alive).len(), 4);
+        let alive: std::collections::HashSet<String> = ["d-uid".to_string()].into();
+        assert!(plan_orphan_revisions(&sets, &alive).is_empty());
+    }
+}

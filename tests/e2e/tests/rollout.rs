@@ -1,0 +1,83 @@
+//! Rollouts with the real binaries: a Deployment's revisions as ReplicaSets, a rolling update
+//! under load with no failed request, `rollout status`, `history` and `undo`.
+
+use std::time::Duration;
+
+use wasmkube_api::{Deployment, ReplicaSet};
+use wasmkube_e2e::{Wasmlet, deploy_example, eventually, example, steady_load};
+
+async fn revisions(node: &Wasmlet) -> Vec<(u64, String)> {
+    let mut sets: Vec<ReplicaSet> = node.client().list(Some("default")).await.unwrap_or_default();
+    sets.sort_by_key(ReplicaSet::revision);
+    sets.iter()
+        .map(|rs| {
+            (
+                rs.revision(),
+                rs.spec.template.spec.containers.first().map(|c| c.image.clone()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_under_load_fails_nothing_and_undo_brings_the_old_module_back() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let client = node.client();
+    deploy_example(&node, "hello_http", "web", 3).await?;
+    let other = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
+    node.wasmctl_ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    let first = eventually(Duration::from_secs(10), "revision 1", || async {
+        let r = revisions(&node).await;
+        (r.len() == 1).then_some(r)
+    })
+    .await?;
+    assert_eq!(first[0].0, 1);
+    let hello = first[0].1.clone();
+
+    // A new module under load: no request fails on the way.
+    let load = {
+        let proxy = node.proxy.clone();
+        tokio::spawn(async move { steady_load(&proxy, "web", 4, Duration::from_secs(6)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut d: Deployment = client.get(Some("default"), "web").await?;
+    d.spec.template.spec.containers[0].image = format!("sha256:{other}");
+    client.update(&d).await?;
+    let status = node.wasmctl_ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let load = load.await?;
+    assert!(load.failed.is_empty(), "failed during the rollout: {:?}", load.failed.first());
+    assert!(load.ok > 100, "{} requests", load.ok);
+    assert_eq!(revisions(&node).await, [(1, hello.clone()), (2, format!("sha256:{other}"))]);
+    let history = node.wasmctl_ok(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains("REVISION") && history.lines().count() == 4, "{history}");
+    let d: Deployment = client.get(Some("default"), "web").await?;
+    let progressing = d.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"));
+    assert_eq!(progressing.and_then(|c| c.reason.as_deref()), Some("NewReplicaSetAvailable"));
+
+    // Undo to a revision that does not exist: a clear error, nothing changed.
+    let out = node.wasmctl(&["rollout", "undo", "deployment/web", "--to-revision", "9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unable to find specified revision 9"));
+    // Undo: hello again, its revision renumbered 3, served by hello pods.
+    node.wasmctl_ok(&["rollout", "undo", "deployment/web"]);
+    node.wasmctl_ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    eventually(Duration::from_secs(20), "revision 3 is hello's", || async {
+        let r = revisions(&node).await;
+        (r == [(2, format!("sha256:{other}")), (3, hello.clone())]).then_some(())
+    })
+    .await?;
+    let answer = wasmkube_e2e::proxy_get(&node.proxy, "web", "/", &[]).await;
+    assert!(answer.body.contains("Hello from wasmkube"), "{}", answer.body);
+
+    // ReplicaSets are the controller's; and they go with their Deployment.
+    let refused =
+        client.post_path("/apis/apps/v1/namespaces/default/replicasets", &serde_json::json!({})).await;
+    assert_eq!(refused.err().and_then(|e| e.code()), Some(405));
+    node.wasmctl_ok(&["delete", "deployment", "web"]);
+    eventually(Duration::from_secs(20), "its ReplicaSets deleted", || async {
+        revisions(&node).await.is_empty().then_some(())
+    })
+    .await?;
+    Ok(())
+}
