@@ -221,9 +221,9 @@ mod tests {
         validate_object(kind, deployment(json!(crate::MAX_REPLICAS))).expect("the limit itself is fine");
 
         let mut unknown = deployment(json!(1));
-        unknown["spec"]["paused"] = json!(true);
+        unknown["spec"]["minReadySeconds"] = json!(true);
         let err = validate_object(kind, unknown).unwrap_err();
-        assert!(err.message.contains("unknown field `paused`"), "{err}");
+        assert!(err.message.contains("unknown field `minReadySeconds`"), "{err}");
 
         let mut bad_image = deployment(json!(1));
         bad_image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:latest");

@@ -36,6 +36,15 @@ pub struct DeploymentSpec {
     /// Old revisions (ReplicaSets with no pods) kept for `rollout undo` (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_history_limit: Option<u32>,
+    /// A rollout that makes no progress for this long has failed (default 600): its
+    /// Progressing condition says ProgressDeadlineExceeded, and unless the node is told not
+    /// to, the Deployment goes back to the revision before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<u32>,
+    /// A paused Deployment keeps running (and scaling) its current revision, but does not
+    /// roll out template changes until resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 fn one() -> u32 {
@@ -110,6 +119,9 @@ impl Resource for Deployment {
     fn validate(&self) -> Result<(), ValidationError> {
         check_name("metadata.name", &self.metadata.name)?;
         check_replicas("spec.replicas", self.spec.replicas)?;
+        if self.spec.progress_deadline_seconds == Some(0) {
+            return Err(ValidationError::new("spec.progressDeadlineSeconds", "must be at least 1".into()));
+        }
         let selector = &self.spec.selector.match_labels;
         if selector.is_empty() {
             return Err(ValidationError::new("spec.selector.matchLabels", "must not be empty".into()));

@@ -9,7 +9,8 @@
 //! - neighbours: a pod's p99 beside looping and memory-bombing requests (`neighbours`);
 //! - self-healing: kill -9 and SIGTERM of a node, and of the leader's, under load (`healing`);
 //! - autoscaling: a load step to new pods serving, the first request after scale to zero
-//!   next to a warm one (`autoscale`).
+//!   next to a warm one (`autoscale`);
+//! - rollouts: a rolling update of 100 pods under load, and its undo (`rollout`).
 
 mod autoscale;
 mod bare;
@@ -18,6 +19,7 @@ mod healing;
 mod load;
 mod neighbours;
 mod node;
+mod rollout;
 mod scale;
 
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ enum Mode {
     Healing,
     /// Only the autoscaling figures (load step to new pods serving; first request after scale to zero).
     Autoscale,
+    /// Only the rollout figures (a rolling update of 100 pods under load, and its undo).
+    Rollout,
 }
 
 #[tokio::main]
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Healing) => return healing::run().await,
         Some(Mode::Neighbours) => return neighbours::run(flags.seconds).await,
         Some(Mode::Autoscale) => return autoscale::run().await,
+        Some(Mode::Rollout) => return rollout::run().await,
         None => {}
     }
     let bytes = std::fs::read(&flags.wasm)
@@ -79,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     drop(node);
     neighbours::run(flags.seconds).await?;
     autoscale::run().await?;
+    rollout::run().await?;
     cluster::run(flags.seconds).await?;
     scale::run(&flags.wasm, flags.seconds, flags.connections).await?;
     healing::run().await

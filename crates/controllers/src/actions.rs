@@ -30,6 +30,9 @@ pub enum Action {
         status: Box<NodeStatus>,
         resource_version: u64,
     },
+    /// A Deployment's metadata and spec, if it is still at the version it was read at (an
+    /// automatic rollback).
+    UpdateDeployment(Box<wasmkube_api::Deployment>),
     /// A Deployment's revisions (see `revisions`).
     CreateReplicaSet(Box<ReplicaSet>),
     /// Its metadata and spec, if it is still at the version it was read at.

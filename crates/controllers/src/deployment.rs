@@ -103,12 +103,31 @@ pub fn plan_deployment<'a, R: Rng>(
     let current_ready = current.iter().filter(|p| p.is_ready()).count() as u32;
     let previous = d.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let rs_name = format!("{}-{hash}", d.metadata.name);
-    // As the deployment controller words them (kubectl's `rollout status` reads them).
+    // As the deployment controller words them (kubectl's `rollout status` reads them). The
+    // progress is in the message, so its update time is when the rollout last moved on.
     let done = old_left == 0 && updated == want as u32 && current_ready == want as u32;
-    let progressing = if done {
-        ("NewReplicaSetAvailable", format!("ReplicaSet {rs_name:?} has successfully progressed."))
+    let progress = format!("{current_ready} of {want} new pods available");
+    let before = previous.iter().find(|c| c.type_ == "Progressing");
+    let deadline = u64::from(d.spec.progress_deadline_seconds.unwrap_or(DEFAULT_PROGRESS_DEADLINE));
+    let stalled = before.is_some_and(|c| {
+        let same = c.message.as_deref().is_some_and(|m| m.ends_with(&format!("{progress}.")));
+        let timed_out = c.reason.as_deref() == Some("ProgressDeadlineExceeded");
+        same && (timed_out || older_than(c.last_update_time.as_deref(), &ctx.now, deadline))
+    });
+    let (progressing_ok, progressing) = if done {
+        (true, ("NewReplicaSetAvailable", format!("ReplicaSet {rs_name:?} has successfully progressed.")))
+    } else if d.spec.paused {
+        (true, ("DeploymentPaused", "Deployment is paused.".to_string()))
+    } else if stalled {
+        (
+            false,
+            (
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet {rs_name:?} has timed out progressing: {progress}."),
+            ),
+        )
     } else {
-        ("ReplicaSetUpdated", format!("ReplicaSet {rs_name:?} is progressing."))
+        (true, ("ReplicaSetUpdated", format!("ReplicaSet {rs_name:?} is progressing: {progress}.")))
     };
     let available = ready >= want.saturating_sub(max_unavailable);
     let availability = if available {
@@ -118,7 +137,7 @@ pub fn plan_deployment<'a, R: Rng>(
     };
     let conditions = vec![
         condition(previous, "Available", available, availability.0, availability.1.into(), &ctx.now),
-        condition(previous, "Progressing", true, progressing.0, progressing.1, &ctx.now),
+        condition(previous, "Progressing", progressing_ok, progressing.0, progressing.1, &ctx.now),
     ];
     let status = DeploymentStatus {
         observed_generation: d.metadata.generation.unwrap_or(0),
@@ -137,6 +156,19 @@ pub fn plan_deployment<'a, R: Rng>(
         });
     }
     actions
+}
+
+/// Kubernetes' default progress deadline, in seconds.
+pub const DEFAULT_PROGRESS_DEADLINE: u32 = 600;
+
+/// Whether RFC 3339 time `then` is more than `seconds` before `now` (never, unreadable).
+fn older_than(then: Option<&str>, now: &str, seconds: u64) -> bool {
+    let (Some(then), Ok(now)) =
+        (then.and_then(|t| humantime::parse_rfc3339(t).ok()), humantime::parse_rfc3339(now))
+    else {
+        return false;
+    };
+    now.duration_since(then).is_ok_and(|d| d.as_secs() > seconds)
 }
 
 /// A condition, keeping its times while it says the same: the transition time while its
@@ -301,7 +333,7 @@ pub(crate) mod tests {
                     },
                 },
                 strategy: None,
-                revision_history_limit: None,
+                ..Default::default()
             },
             status: None,
         }
@@ -444,6 +476,45 @@ pub(crate) mod tests {
             plan_deployment(&settled, &template_hash(&settled), two, &mut c).is_empty(),
             "a converged deployment needs nothing"
         );
+    }
+
+    #[test]
+    fn a_rollout_that_does_not_move_for_its_deadline_has_failed() {
+        let mut d = deployment(2, 'a');
+        d.spec.progress_deadline_seconds = Some(30);
+        let hash = template_hash(&d);
+        let mut c = ctx();
+        let pods = [existing(&d, false, "1", &mut c), existing(&d, false, "2", &mut c)];
+        let progressing = |d: &Deployment, pods: &[Pod], c: &mut PlanContext<StdRng>| {
+            let status = plan_deployment(d, &template_hash(d), pods, c).into_iter().find_map(|a| match a {
+                Action::UpdateDeploymentStatus { status, .. } => Some(status),
+                _ => None,
+            });
+            status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Progressing"))
+        };
+        // Since a minute ago at 0 of 2 (the context's clock is 2026-01-01T00:00:00Z).
+        let mut stuck = Condition::new("Progressing", true);
+        stuck.reason = Some("ReplicaSetUpdated".into());
+        stuck.message =
+            Some(format!("ReplicaSet \"hello-{hash}\" is progressing: 0 of 2 new pods available."));
+        stuck.last_update_time = Some("2025-12-31T23:59:00Z".into());
+        d.status = Some(DeploymentStatus { conditions: vec![stuck.clone()], ..Default::default() });
+        let failed = progressing(&d, &pods, &mut c).expect("a Progressing condition");
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_deref()),
+            ("False", Some("ProgressDeadlineExceeded"))
+        );
+        // Within its deadline, or having moved on since, it is still progressing.
+        stuck.last_update_time = Some("2025-12-31T23:59:45Z".into());
+        d.status = Some(DeploymentStatus { conditions: vec![stuck], ..Default::default() });
+        let fine = progressing(&d, &pods, &mut c).expect("a Progressing condition");
+        assert_eq!(fine.reason.as_deref(), Some("ReplicaSetUpdated"));
+        let moved = [existing(&d, true, "1", &mut c), existing(&d, false, "2", &mut c)];
+        if let Some(s) = d.status.as_mut() {
+            s.conditions[0].last_update_time = Some("2025-12-31T23:00:00Z".into());
+        }
+        let moved_on = progressing(&d, &moved, &mut c).expect("a Progressing condition");
+        assert_eq!(moved_on.reason.as_deref(), Some("ReplicaSetUpdated"), "1 of 2 now: progress");
     }
 
     #[test]

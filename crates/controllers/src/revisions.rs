@@ -33,15 +33,46 @@ pub fn current_hash(d: &Deployment, sets: &[ReplicaSet]) -> String {
 }
 
 /// The writes that keep `d`'s ReplicaSets (`sets`, those it owns) true to its pods (`owned`,
-/// on the way ones included) with `hash` the current template's.
+/// on the way ones included) with `hash` the current template's; and, when `rollback` and
+/// its rollout has passed its progress deadline, the Deployment back at the revision
+/// before (one whose pods were available: never back to another that failed).
 pub fn plan_revisions<R: Rng>(
     d: &Deployment,
     hash: &str,
     owned: &[&Pod],
     sets: &[ReplicaSet],
+    rollback: bool,
     ctx: &mut PlanContext<R>,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
+    if rollback && !d.spec.paused && deadline_exceeded(d) {
+        let before = sets
+            .iter()
+            .filter(|rs| rs.template_hash() != Some(hash))
+            .filter(|rs| rs.status.as_ref().is_some_and(|s| s.available_replicas > 0))
+            .max_by_key(|rs| rs.revision());
+        if let Some(rs) = before {
+            let mut back = d.clone();
+            back.spec.template = rs.spec.template.clone();
+            back.spec.template.metadata.labels.remove(TEMPLATE_HASH_LABEL);
+            let message = format!(
+                "Rolled back deployment {:?} to revision {}: the rollout did not progress within {}s",
+                d.metadata.name,
+                rs.revision(),
+                d.spec.progress_deadline_seconds.unwrap_or(crate::deployment::DEFAULT_PROGRESS_DEADLINE)
+            );
+            let involved = wasmkube_api::ObjectReference {
+                kind: "Deployment".into(),
+                namespace: d.metadata.namespace.clone(),
+                name: d.metadata.name.clone(),
+                uid: d.metadata.uid.clone(),
+            };
+            let event =
+                crate::actions::event_for(ctx, involved, "Warning", "DeploymentRollback", message, SOURCE);
+            actions.push(Action::UpdateDeployment(Box::new(back)));
+            actions.push(Action::RecordEvent(Box::new(event)));
+        }
+    }
     let newest = sets.iter().map(ReplicaSet::revision).max().unwrap_or(0);
     let counts = |h: &str| {
         let of: Vec<&&Pod> = owned
@@ -102,6 +133,24 @@ pub fn plan_revisions<R: Rng>(
         });
     }
     actions
+}
+
+const SOURCE: &str = "deployment-controller";
+
+/// Whether `d`'s status says its rollout passed its progress deadline.
+fn deadline_exceeded(d: &Deployment) -> bool {
+    let conditions = d.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+}
+
+/// The newest revision's pod template, for a paused Deployment (which keeps running it).
+pub fn newest_template(sets: &[ReplicaSet]) -> Option<wasmkube_api::PodTemplateSpec> {
+    let newest = sets.iter().max_by_key(|rs| rs.revision())?;
+    let mut template = newest.spec.template.clone();
+    template.metadata.labels.remove(TEMPLATE_HASH_LABEL);
+    Some(template)
 }
 
 /// True when no pod of `owned` (stored or on its way) runs `rs`'s template.
@@ -196,7 +245,7 @@ mod tests {
     fn each_template_gets_the_next_revision_and_going_back_renumbers_the_old_one() {
         let (a, b) = (deployment('a'), deployment('b'));
         let hash_a = current_hash(&a, &[]);
-        let first = plan_revisions(&a, &hash_a, &[], &[], &mut ctx());
+        let first = plan_revisions(&a, &hash_a, &[], &[], true, &mut ctx());
         let rs_a = stored(&first[0]);
         assert_eq!((rs_a.revision(), rs_a.metadata.name.clone()), (1, format!("hello-{hash_a}")));
         assert_eq!(rs_a.metadata.owner_references[0].uid, "d-uid");
@@ -205,7 +254,7 @@ mod tests {
         let hash_b = current_hash(&b, std::slice::from_ref(&rs_a));
         assert_ne!(hash_a, hash_b);
         let (pa, pb) = (pod(&hash_a, true), pod(&hash_b, false));
-        let second = plan_revisions(&b, &hash_b, &[&pa, &pb], std::slice::from_ref(&rs_a), &mut ctx());
+        let second = plan_revisions(&b, &hash_b, &[&pa, &pb], std::slice::from_ref(&rs_a), true, &mut ctx());
         let rs_b =
             second.iter().find(|a| matches!(a, Action::CreateReplicaSet(_))).map(stored).expect("created");
         assert_eq!(rs_b.revision(), 2);
@@ -217,7 +266,7 @@ mod tests {
         // Back to a's template (undo): its ReplicaSet, renumbered 3; the hash is a's again.
         let sets = [rs_a.clone(), rs_b];
         assert_eq!(current_hash(&a, &sets), hash_a);
-        let third = plan_revisions(&a, &hash_a, &[], &sets, &mut ctx());
+        let third = plan_revisions(&a, &hash_a, &[], &sets, true, &mut ctx());
         let renumbered = third.iter().find(|x| matches!(x, Action::UpdateReplicaSet(_))).map(stored);
         assert_eq!(
             renumbered.map(|rs| (rs.metadata.name.clone(), rs.revision())),
@@ -230,7 +279,7 @@ mod tests {
         // The stored ReplicaSet's template went through JSON; a field this software defaults
         // (here: an empty env list) reads back equal, whatever the serialized form.
         let d = deployment('a');
-        let rs = stored(&plan_revisions(&d, &current_hash(&d, &[]), &[], &[], &mut ctx())[0]);
+        let rs = stored(&plan_revisions(&d, &current_hash(&d, &[]), &[], &[], true, &mut ctx())[0]);
         let mut json = serde_json::to_value(&rs).expect("json");
         json["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([]);
         let reread: ReplicaSet = serde_json::from_value(json).expect("reads");
@@ -245,7 +294,7 @@ mod tests {
             .map(|r| {
                 let mut old = deployment(char::from(b'a' + r as u8));
                 old.metadata = d.metadata.clone();
-                stored(&plan_revisions(&old, &format!("h{r}"), &[], &[], &mut ctx())[0])
+                stored(&plan_revisions(&old, &format!("h{r}"), &[], &[], true, &mut ctx())[0])
             })
             .map(|mut rs| {
                 let r = rs.metadata.name.trim_start_matches("hello-h").to_string();
@@ -253,7 +302,7 @@ mod tests {
                 rs
             })
             .collect();
-        let actions = plan_revisions(&d, "hz", &[], &sets, &mut ctx());
+        let actions = plan_revisions(&d, "hz", &[], &sets, true, &mut ctx());
         let deleted: Vec<String> = actions
             .iter()
             .filter_map(|a| match a {

@@ -20,7 +20,7 @@ use crate::deployment::{plan_deployment, plan_orphans};
 use crate::events::{EVENT_TTL, EventRecorder, plan_event_gc};
 use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
-use crate::revisions::{current_hash, plan_orphan_revisions, plan_revisions};
+use crate::revisions::{current_hash, newest_template, plan_orphan_revisions, plan_revisions};
 use crate::view::{ClusterView, Dirty};
 
 /// Node lifecycle is judged at least this often (and four times per node grace), so a node
@@ -33,11 +33,14 @@ pub struct ControllerConfig {
     /// How long the leader may be out of touch with a node before it declares it lost
     /// (`--node-grace`).
     pub node_grace: Duration,
+    /// Whether a rollout past its progress deadline is rolled back (`--no-auto-rollback`
+    /// turns it off).
+    pub auto_rollback: bool,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerConfig { node_grace: crate::nodes::NODE_GRACE }
+        ControllerConfig { node_grace: crate::nodes::NODE_GRACE, auto_rollback: true }
     }
 }
 /// Everything is planned again this often, in case a change was somehow missed.
@@ -89,6 +92,7 @@ pub async fn run(
                 (&mut clock, &lost),
                 &mut recorder,
                 &mut caught_up_in,
+                config.auto_rollback,
             )
             .await
             {
@@ -106,7 +110,12 @@ pub async fn run(
                     Some(dirty) => pending.merge(dirty),
                     None => return,
                 },
-                _ = tokio::time::sleep_until(next_tick) => next_tick = tokio::time::Instant::now() + tick,
+                _ = tokio::time::sleep_until(next_tick) => {
+                    next_tick = tokio::time::Instant::now() + tick;
+                    // A rollout under way is looked at again every tick: one that stalls
+                    // changes nothing, and its progress deadline must still be noticed.
+                    pending.merge(view.rolling());
+                }
                 _ = tokio::time::sleep_until(next_resync) => {
                     next_resync = tokio::time::Instant::now() + RESYNC;
                     pending.merge(view.everything());
@@ -118,6 +127,7 @@ pub async fn run(
 }
 
 /// One pass over the work in `dirty` (and whatever changed since it was queued).
+#[allow(clippy::too_many_arguments, reason = "the term's state, each part borrowed on its own")]
 async fn reconcile(
     objects: &Objects,
     view: &mut ClusterView,
@@ -126,6 +136,7 @@ async fn reconcile(
     (clock, lost): (&mut HeartbeatClock, &HashMap<String, Duration>),
     recorder: &mut EventRecorder,
     caught_up_in: &mut u64,
+    rollback: bool,
 ) -> Result<Dirty, String> {
     // Decide over everything committed so far: a new leader may not have applied its
     // predecessor's last writes yet, and acting on an older view would do them twice.
@@ -159,10 +170,20 @@ async fn reconcile(
         match view.deployment(key) {
             Some(d) => {
                 let sets = replica_sets_of(objects.store(), d);
+                // Paused: it keeps running (and scaling) the revision it was at.
+                let paused = match newest_template(&sets) {
+                    Some(template) if d.spec.paused && template != d.spec.template => {
+                        let mut at = d.clone();
+                        at.spec.template = template;
+                        Some(at)
+                    }
+                    _ => None,
+                };
+                let d = paused.as_ref().unwrap_or(d);
                 let hash = current_hash(d, &sets);
                 let owned: Vec<&Pod> = view.owned_pods(d).collect();
                 actions.extend(plan_deployment(d, &hash, owned.iter().copied(), &mut ctx));
-                actions.extend(plan_revisions(d, &hash, &owned, &sets, &mut ctx));
+                actions.extend(plan_revisions(d, &hash, &owned, &sets, rollback, &mut ctx));
             }
             None => gone = true,
         }
@@ -333,6 +354,7 @@ fn write_of(action: Action) -> Result<Write, WriteError> {
         Action::UpdateDeploymentStatus { namespace, name, status } => {
             Write::update_status::<Deployment, _>(Some(&namespace), &name, &status, None)
         }
+        Action::UpdateDeployment(d) => Write::update(&*d)?,
         Action::CreateReplicaSet(rs) => Write::create(&*rs)?,
         Action::UpdateReplicaSet(rs) => Write::update(&*rs)?,
         Action::UpdateReplicaSetStatus { namespace, name, status } => {

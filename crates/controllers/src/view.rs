@@ -128,6 +128,21 @@ impl ClusterView {
         self.deployments.get(key)
     }
 
+    /// The Deployments whose rollout is under way (Progressing, not yet done or failed).
+    pub fn rolling(&self) -> Dirty {
+        let mut dirty = Dirty::default();
+        for (key, d) in self.deployments.iter() {
+            let conditions = d.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+            if conditions.iter().any(|c| {
+                c.type_ == "Progressing"
+                    && matches!(c.reason.as_deref(), Some("ReplicaSetUpdated" | "ProgressDeadlineExceeded"))
+            }) {
+                dirty.deployments.insert(key.clone());
+            }
+        }
+        dirty
+    }
+
     pub fn deployments(&self) -> Vec<Deployment> {
         self.deployments.iter().map(|(_, d)| d.clone()).collect()
     }

@@ -88,6 +88,10 @@ pub struct Flags {
     pub crash_backoff: std::time::Duration,
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub crash_backoff_max: std::time::Duration,
+    /// Leave a rollout that passed its progress deadline as it is (Kubernetes' behaviour)
+    /// instead of going back to the revision before.
+    #[arg(long)]
+    pub no_auto_rollback: bool,
     /// A pod that ran this long has its back-off start over.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub crash_backoff_reset: std::time::Duration,

@@ -151,7 +151,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     {
         let (objects, cache, stopped) = (objects.clone(), cache.clone(), stopped.clone());
-        let config = wasmkube_controllers::ControllerConfig { node_grace: flags.node_grace };
+        let config = wasmkube_controllers::ControllerConfig {
+            node_grace: flags.node_grace,
+            auto_rollback: !flags.no_auto_rollback,
+        };
         tasks.spawn(supervisor.clone().run("controllers", move || {
             wasmkube_controllers::run(objects.clone(), cache.clone(), config, stopped())
         }));

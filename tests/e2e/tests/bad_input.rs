@@ -110,11 +110,11 @@ async fn invalid_manifests_unknown_objects_and_conflicts() -> anyhow::Result<()>
 
     // An unsupported field is refused by name, not dropped.
     let mut bad = manifest(json!({}));
-    bad["spec"]["paused"] = json!(true);
+    bad["spec"]["minReadySeconds"] = json!(5);
     let r = http.post(api(deployments)).bearer_auth(&node.token).json(&bad).send().await?;
     assert_eq!(r.status(), 422);
     let s: Value = r.json().await?;
-    assert!(s["message"].as_str().unwrap_or("").contains("unknown field `paused`"), "{s}");
+    assert!(s["message"].as_str().unwrap_or("").contains("unknown field `minReadySeconds`"), "{s}");
 
     let r = http.post(api(deployments)).bearer_auth(&node.token).body("{not json").send().await?;
     assert_eq!(r.status(), 400);

@@ -81,3 +81,83 @@ async fn a_rollout_under_load_fails_nothing_and_undo_brings_the_old_module_back(
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_never_becomes_ready_is_rolled_back_while_the_old_pods_serve() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let client = node.client();
+    let digest = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
+    let deployment = |ready_path: &str| {
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "guarded"},
+            "spec": {"replicas": 2, "progressDeadlineSeconds": 3,
+                     "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                     "selector": {"matchLabels": {"app": "guarded"}},
+                     "template": {"metadata": {"labels": {"app": "guarded"}},
+                                  "spec": {"containers": [{"name": "app", "image": format!("sha256:{digest}"),
+                                           "readinessProbe": {"httpGet": {"path": ready_path}, "periodSeconds": 1}}]}}}})
+    };
+    client.post_path("/apis/apps/v1/namespaces/default/deployments", &deployment("/status/200")).await?;
+    let service = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "guarded"},
+                                     "spec": {"selector": {"app": "guarded"}}});
+    client.post_path("/api/v1/namespaces/default/services", &service).await?;
+    node.wasmctl_ok(&["rollout", "status", "deployment/guarded", "--timeout", "60s"]);
+
+    // A revision whose pods never pass readiness, under load: rolled back after its 3 s.
+    let load = {
+        let proxy = node.proxy.clone();
+        tokio::spawn(async move { steady_load(&proxy, "guarded", 4, Duration::from_secs(10)).await })
+    };
+    let mut d: Deployment = client.get(Some("default"), "guarded").await?;
+    let bad: Deployment = serde_json::from_value(deployment("/status/500"))?;
+    d.spec.template = bad.spec.template;
+    client.update(&d).await?;
+    let rolled_back = eventually(Duration::from_secs(20), "the DeploymentRollback event", || async {
+        let events: Vec<wasmkube_api::Event> = node.client().list(Some("default")).await.ok()?;
+        events.into_iter().find(|e| e.reason == "DeploymentRollback")
+    })
+    .await?;
+    assert!(rolled_back.message.contains("to revision 1"), "{}", rolled_back.message);
+    let d: Deployment = client.get(Some("default"), "guarded").await?;
+    let probe = d.spec.template.spec.containers[0].readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
+    assert_eq!(
+        probe.and_then(|g| g.path.as_deref()),
+        Some("/status/200"),
+        "the template is the good one again"
+    );
+    node.wasmctl_ok(&["rollout", "status", "deployment/guarded", "--timeout", "60s"]);
+    let load = load.await?;
+    assert!(load.failed.is_empty(), "the old pods served throughout: {:?}", load.failed.first());
+    // The good revision is the newest now; the bad one stays in the history.
+    let numbers: Vec<u64> = revisions(&node).await.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [2, 3]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_deployment_scales_but_rolls_out_nothing_until_resumed() -> anyhow::Result<()> {
+    let node = Wasmlet::start(&[])?;
+    let client = node.client();
+    deploy_example(&node, "hello_http", "held", 2).await?;
+    node.wasmctl_ok(&["rollout", "status", "deployment/held", "--timeout", "60s"]);
+    node.wasmctl_ok(&["rollout", "pause", "deployment/held"]);
+    let other = client.upload_module(std::fs::read(example("misbehave"))?).await?.metadata.name;
+    let mut d: Deployment = client.get(Some("default"), "held").await?;
+    d.spec.template.spec.containers[0].image = format!("sha256:{other}");
+    d.spec.replicas = 3;
+    client.update(&d).await?;
+    // Scaled, on the revision it was at.
+    eventually(Duration::from_secs(20), "3 pods of revision 1", || async {
+        let pods: Vec<wasmkube_api::Pod> = node.client().list(Some("default")).await.ok()?;
+        let images: Vec<&str> = pods.iter().map(|p| p.spec.containers[0].image.as_str()).collect();
+        (images.len() == 3 && !images.iter().any(|i| i.ends_with(&other))).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(revisions(&node).await.len(), 1, "no new revision while paused");
+    node.wasmctl_ok(&["rollout", "resume", "deployment/held"]);
+    node.wasmctl_ok(&["rollout", "status", "deployment/held", "--timeout", "60s"]);
+    let pods: Vec<wasmkube_api::Pod> = client.list(Some("default")).await?;
+    assert!(pods.iter().all(|p| p.spec.containers[0].image.ends_with(&other)), "rolled out once resumed");
+    assert_eq!(revisions(&node).await.len(), 2);
+    Ok(())
+}

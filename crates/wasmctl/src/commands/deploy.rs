@@ -155,6 +155,8 @@ impl Deploy {
                 },
                 strategy: None,
                 revision_history_limit: None,
+                progress_deadline_seconds: None,
+                paused: false,
             },
             status: None,
         })

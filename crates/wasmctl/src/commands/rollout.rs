@@ -30,6 +30,10 @@ enum RolloutCommand {
     },
     /// List the revisions.
     History { resource: String, name: Option<String> },
+    /// Stop rolling out template changes (the current revision keeps running).
+    Pause { resource: String, name: Option<String> },
+    /// Roll out again.
+    Resume { resource: String, name: Option<String> },
     /// Go back to the previous revision, or to --to-revision.
     Undo {
         resource: String,
@@ -89,6 +93,12 @@ impl Rollout {
                 table(&["REVISION", "MODULE", "REPLICAS", "CHANGE-CAUSE"], &rows);
                 Ok(())
             }
+            RolloutCommand::Pause { resource, name } => {
+                set_paused(client, namespace, &deployment_name(&resource, name.as_deref())?, true).await
+            }
+            RolloutCommand::Resume { resource, name } => {
+                set_paused(client, namespace, &deployment_name(&resource, name.as_deref())?, false).await
+            }
             RolloutCommand::Undo { resource, name, to_revision } => {
                 let name = deployment_name(&resource, name.as_deref())?;
                 let mut d: Deployment = client.get(Some(namespace), &name).await?;
@@ -120,6 +130,18 @@ impl Rollout {
             }
         }
     }
+}
+
+async fn set_paused(client: &Client, namespace: &str, name: &str, paused: bool) -> anyhow::Result<()> {
+    let mut d: Deployment = client.get(Some(namespace), name).await?;
+    let word = if paused { "paused" } else { "resumed" };
+    if d.spec.paused == paused {
+        anyhow::bail!("deployment.apps/{name} is already {word}");
+    }
+    d.spec.paused = paused;
+    client.update(&d).await?;
+    crate::out!("deployment.apps/{name} {word}");
+    Ok(())
 }
 
 /// kubectl's `rollout status`: prints each change of where the rollout is until it is done.
