@@ -507,6 +507,7 @@ impl Agent {
                 meter: None,
                 logs: pod.logs().clone(),
                 container: String::new(),
+                owner: None,
             };
             self.registry.insert(key.to_string(), local);
         }

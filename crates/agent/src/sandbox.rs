@@ -156,7 +156,8 @@ impl Agent {
             _ => (None, None),
         };
         let container = pod.spec.containers.first().map(|c| c.name.clone()).unwrap_or_default();
-        self.registry.insert(key.clone(), LocalPod { uid, http, meter, logs, container });
+        let owner = pod.owner_uid().map(str::to_string);
+        self.registry.insert(key.clone(), LocalPod { uid, http, meter, logs, container, owner });
         let (type_, reason, message) = match &sandbox {
             Sandbox::Failed { reason, message, .. } | Sandbox::Rejected { reason, message, .. } => {
                 ("Warning", reason.clone(), message.clone())

@@ -4,7 +4,7 @@
 //! asking every member at once, each within `SCRAPE_TIMEOUT` (a node that does not answer
 //! is left out, as metrics-server leaves out a kubelet it cannot reach).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -50,9 +50,9 @@ impl MetricsSource {
         MetricsSource { cluster, store, sampler, http, peer_token }
     }
 
-    /// This node's report.
-    pub fn local(&self) -> NodeReport {
-        let (node, pods) = self.sampler.current();
+    /// This node's report (of the pods of Deployments `owners` only, when given).
+    pub fn local(&self, owners: Option<&HashSet<String>>) -> NodeReport {
+        let (node, pods) = self.sampler.current(owners);
         let timestamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let me = self.cluster.node_id();
         let name = self.cluster.membership().members.get(&me).map(|m| m.name.clone()).unwrap_or_default();
@@ -105,16 +105,21 @@ impl MetricsSource {
         }
     }
 
-    /// Every member's report, asked all at once; members that fail to answer in time are
-    /// left out (and named in the second list).
-    pub async fn scrape(&self) -> (Vec<NodeReport>, Vec<String>) {
+    /// Every member's report, asked all at once (of the pods of Deployments `owners` only,
+    /// when given: an autoscaler asks for its targets', not for every pod of the cluster);
+    /// members that fail to answer in time are left out (and named in the second list).
+    pub async fn scrape(&self, owners: Option<&HashSet<String>>) -> (Vec<NodeReport>, Vec<String>) {
         let me = self.cluster.node_id();
         let members = self.cluster.membership().members;
-        let asks = members.into_values().map(|member| async move {
-            if member.id == me {
-                return Ok(self.local());
+        let query = owners.map(|o| o.iter().cloned().collect::<Vec<_>>().join(","));
+        let asks = members.into_values().map(|member| {
+            let query = query.clone();
+            async move {
+                if member.id == me {
+                    return Ok(self.local(owners));
+                }
+                self.ask(&member.url, query.as_deref()).await.map_err(|e| format!("{}: {e}", member.name))
             }
-            self.ask(&member.url).await.map_err(|e| format!("{}: {e}", member.name))
         });
         let (mut reports, mut missing) = (Vec::new(), Vec::new());
         for answer in futures::future::join_all(asks).await {
@@ -126,8 +131,11 @@ impl MetricsSource {
         (reports, missing)
     }
 
-    async fn ask(&self, url: &str) -> Result<NodeReport, String> {
-        let url = format!("{}{PEER_METRICS_PATH}", url.trim_end_matches('/'));
+    async fn ask(&self, url: &str, owners: Option<&str>) -> Result<NodeReport, String> {
+        let mut url = format!("{}{PEER_METRICS_PATH}", url.trim_end_matches('/'));
+        if let Some(owners) = owners {
+            url.push_str(&format!("?owners={owners}"));
+        }
         let me = self.cluster.node_id();
         let bytes =
             peer_get(&self.http, &url, &self.peer_token, me, SCRAPE_TIMEOUT, MAX_REPORT_BYTES).await?;

@@ -100,7 +100,16 @@ async fn pass(
     if autoscalers.is_empty() {
         return Vec::new();
     }
-    let (reports, missing) = metrics.scrape().await;
+    // Only the pods of the Deployments autoscaled (not every pod of the cluster, every second).
+    let owners: std::collections::HashSet<String> = autoscalers
+        .iter()
+        .filter_map(|h| {
+            let ns = h.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+            let key = ObjectKey::new("Deployment", Some(ns), &h.spec.scale_target_ref.name);
+            store.get(&key).ok().flatten()?.pointer("/metadata/uid")?.as_str().map(str::to_string)
+        })
+        .collect();
+    let (reports, missing) = metrics.scrape(Some(&owners)).await;
     if !missing.is_empty() {
         tracing::debug!(?missing, "autoscaler: members without metrics this pass");
     }

@@ -183,6 +183,7 @@ struct Snapshot {
 
 struct Seen {
     uid: String,
+    owner: Option<String>,
     container: String,
     serves: bool,
     sample: Sample,
@@ -239,7 +240,7 @@ impl Sampler {
                     (None, None) => return None,
                 };
                 let serves = pod.http.is_some();
-                Some((key, Seen { uid: pod.uid, container: pod.container, serves, sample }))
+                Some((key, Seen { uid: pod.uid, owner: pod.owner, container: pod.container, serves, sample }))
             })
             .collect();
         Snapshot { at: Instant::now(), process_cpu: process_cpu(), pods }
@@ -247,7 +248,8 @@ impl Sampler {
 
     /// Every local pod's usage over about the last `WINDOW` (less for a pod younger than
     /// that, or just after the node started), and the node's.
-    pub fn current(&self) -> (NodeRates, Vec<PodRates>) {
+    /// `owners`: only the pods of these Deployments (by uid), when given.
+    pub fn current(&self, owners: Option<&std::collections::HashSet<String>>) -> (NodeRates, Vec<PodRates>) {
         let now = self.take();
         let ms =
             u64::try_from(now.at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
@@ -258,6 +260,7 @@ impl Sampler {
         let pods = now
             .pods
             .iter()
+            .filter(|(_, seen)| owners.is_none_or(|o| seen.owner.as_ref().is_some_and(|uid| o.contains(uid))))
             .map(|(key, seen)| {
                 let (uid, sample) = (&seen.uid, &seen.sample);
                 // The same pod, and the same counters (not restarted since).

@@ -19,6 +19,9 @@ pub struct LocalPod {
     pub logs: LogBuffer,
     /// Its container's name (for its metrics).
     pub container: String,
+    /// The uid of the Deployment that owns it, if one does (an autoscaler asks for the
+    /// metrics of its target's pods only).
+    pub owner: Option<String>,
 }
 
 #[derive(Clone)]

@@ -141,5 +141,25 @@ async fn pod_and_node_metrics_are_measured_where_pods_run_and_gathered_from_ever
         .send()
         .await?;
     assert_eq!(peer.status(), 401, "the admin token is not the peer token");
+    // A member asks for the pods of some Deployments only (as the autoscaler does).
+    let busy_uid = client.get::<wasmkube_api::Deployment>(Some("default"), "busy").await?.metadata.uid;
+    let peer_token = std::fs::read_to_string(nodes[0].data_dir.join("peer.token"))?.trim().to_string();
+    let mut reported = Vec::new();
+    for (node, from) in [(&nodes[0], "2"), (&nodes[1], "1")] {
+        let url = format!("{}/peer/v1/metrics?owners={}", node.api, busy_uid.clone().unwrap_or_default());
+        let answer = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(&peer_token)
+            .header("x-wasmkube-from", from)
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 200);
+        let report: Value = answer.json().await?;
+        for pod in report["pods"].as_array().cloned().unwrap_or_default() {
+            reported.push(pod["metadata"]["name"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(reported.len(), 1, "busy's pod only: {reported:?}");
+    assert!(reported[0].starts_with("busy-"), "{reported:?}");
     Ok(())
 }

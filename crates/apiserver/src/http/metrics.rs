@@ -15,15 +15,22 @@ use wasmkube_api::{NodeMetrics, PodMetrics, labels_match};
 
 use super::{ApiError, ApiState};
 
-/// `GET /peer/v1/metrics`: this node's report (peer token; members only).
-pub async fn peer_report(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+/// `GET /peer/v1/metrics[?owners=uid,uid]`: this node's report (peer token; members only),
+/// of the pods of those Deployments only when they are named.
+pub async fn peer_report(
+    State(state): State<ApiState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let parts = state.parts();
     if let Err((status, message)) =
         wasmkube_raft::authorize_peer(&parts.cluster, &parts.peer_token, &parts.faults, &headers)
     {
         return (status, message).into_response();
     }
-    Json(parts.metrics.local()).into_response()
+    let owners: Option<std::collections::HashSet<String>> =
+        query.get("owners").map(|o| o.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect());
+    Json(parts.metrics.local(owners.as_ref())).into_response()
 }
 
 /// `GET /apis/metrics.k8s.io/v1beta1`: what the group serves.
@@ -39,7 +46,7 @@ pub async fn discovery() -> Json<Value> {
 
 async fn node_metrics(state: &ApiState) -> Vec<NodeMetrics> {
     let source = &state.parts().metrics;
-    let (reports, missing) = source.scrape().await;
+    let (reports, missing) = source.scrape(None).await;
     if !missing.is_empty() {
         tracing::debug!(?missing, "members left out of the metrics");
     }
@@ -75,7 +82,7 @@ async fn pod_metrics(
     namespace: Option<&str>,
     selector: &BTreeMap<String, String>,
 ) -> Result<Vec<PodMetrics>, ApiError> {
-    let (reports, _) = state.parts().metrics.scrape().await;
+    let (reports, _) = state.parts().metrics.scrape(None).await;
     let mut pods: Vec<PodMetrics> = reports
         .into_iter()
         .flat_map(|r| r.pods)
