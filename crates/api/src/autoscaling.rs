@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 /// to zero (a duration, `90s`; 60 s when not set, as Knative's default).
 pub const SCALE_TO_ZERO_AFTER: &str = "autoscaling.wasmkube.dev/scale-to-zero-after";
 
+/// Set on a Deployment by the node whose proxy woke it from zero (the node's name): the first
+/// pod created for it while it has none prefers that node, so the held requests are served
+/// there without another hop.
+pub const WOKEN_ON: &str = "autoscaling.wasmkube.dev/woken-on";
+
 use crate::kinds::info;
 use crate::validation::{ValidationError, check_name};
 use crate::{Condition, ObjectMeta, Resource};

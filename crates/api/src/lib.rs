@@ -23,7 +23,7 @@ mod workload;
 pub use autoscaling::{
     Behavior, HorizontalPodAutoscaler, HpaSpec, HpaStatus, MetricIdentifier, MetricSpec, MetricStatus,
     MetricTarget, MetricValueStatus, PodsMetricSource, PodsMetricStatus, ResourceMetricSource,
-    ResourceMetricStatus, SCALE_TO_ZERO_AFTER, ScaleTargetRef, ScalingPolicy, ScalingRules, Target,
+    ResourceMetricStatus, SCALE_TO_ZERO_AFTER, ScaleTargetRef, ScalingPolicy, ScalingRules, Target, WOKEN_ON,
 };
 pub use kinds::{KINDS, KindInfo, find_kind, find_kind_by_plural};
 pub use meta::{
@@ -59,6 +59,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEPLOYMENT_LABEL: &str = "wasmkube.io/deployment";
 /// Label carrying the hash of the pod template a pod was created from.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// Annotation on a pod naming the node the scheduler should choose when that node can take
+/// it (the first pod after a scale from zero goes where its first request arrived).
+pub const PREFERRED_NODE_ANNOTATION: &str = "scheduling.wasmkube.dev/preferred-node";
 
 /// The `meta`/`meta_mut` accessors every kind implements the same way.
 #[macro_export]

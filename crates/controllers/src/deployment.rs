@@ -4,7 +4,7 @@
 use rand::Rng;
 use wasmkube_api::{
     Condition, DEPLOYMENT_LABEL, Deployment, DeploymentStatus, ObjectMeta, ObjectReference, OwnerReference,
-    Pod, TEMPLATE_HASH_LABEL,
+    PREFERRED_NODE_ANNOTATION, Pod, TEMPLATE_HASH_LABEL, WOKEN_ON,
 };
 
 use crate::actions::{Action, PlanContext, event_for};
@@ -60,8 +60,16 @@ pub fn plan_deployment<'a, R: Rng>(
     // Grow the current template, within the surge budget while old pods remain.
     let allowed = (want + max_surge).saturating_sub(owned.len());
     let to_create = want.saturating_sub(current.len()).min(allowed).min(BURST_REPLICAS);
-    for _ in 0..to_create {
-        actions.push(Action::CreatePod(Box::new(new_pod(d, &hash, ctx))));
+    for i in 0..to_create {
+        let mut pod = new_pod(d, &hash, ctx);
+        // Woken from zero by a request: its first pod goes where that request waits.
+        if i == 0
+            && owned.is_empty()
+            && let Some(node) = d.metadata.annotations.get(WOKEN_ON)
+        {
+            pod.metadata.annotations.insert(PREFERRED_NODE_ANNOTATION.into(), node.clone());
+        }
+        actions.push(Action::CreatePod(Box::new(pod)));
     }
 
     // Retire old-template pods: unready ones at once, ready ones while enough stay available.
@@ -364,6 +372,34 @@ pub(crate) mod tests {
         assert!(
             actions.iter().any(|a| matches!(a, Action::RecordEvent(e) if e.reason == "ScalingReplicaSet"))
         );
+    }
+
+    #[test]
+    fn the_first_pod_after_a_wake_from_zero_prefers_the_node_that_woke_it() {
+        let mut d = deployment(3, 'a');
+        d.metadata.annotations.insert(WOKEN_ON.into(), "b".into());
+        let mut c = ctx();
+        let preferred = |actions: &[Action]| -> Vec<Option<String>> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::CreatePod(p) => {
+                        Some(p.metadata.annotations.get(PREFERRED_NODE_ANNOTATION).cloned())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let actions = plan_deployment(&d, &template_hash(&d), &[], &mut c);
+        assert_eq!(
+            preferred(&actions),
+            [Some("b".to_string()), None, None],
+            "only the first, the rest spread"
+        );
+        // With a pod running, the annotation left on the Deployment prefers nothing.
+        let running = existing(&d, true, "1", &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), [&running], &mut c);
+        assert_eq!(preferred(&actions), [None, None]);
     }
 
     #[test]

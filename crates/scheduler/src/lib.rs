@@ -5,7 +5,7 @@
 //!
 //! Feasible: Ready, not cordoned, matching the pod's `nodeSelector`, a free pod slot, and room
 //! for the pod's memory and CPU requests within the node's allocatable memory and CPU.
-//! Ranked: fewest replicas of the same owner in the pod's topology domain, then on the node
+//! Ranked: the node the pod prefers (`PREFERRED_NODE_ANNOTATION`) first, then fewest replicas of the same owner in the pod's topology domain, then on the node
 //! (spread), then least allocated (slots, memory or CPU, whichever is fullest). A pod that fits nowhere gets Kubernetes' explanation:
 //! `0/3 nodes are available: 2 Insufficient memory, 1 node(s) didn't match node selector.`
 

@@ -1,13 +1,15 @@
 //! Ranking among the feasible nodes: spread one owner's replicas (across the topology
 //! domains its pods name, then across nodes), then prefer the least allocated node.
 
-use wasmkube_api::{Node, Pod};
+use wasmkube_api::{Node, PREFERRED_NODE_ANNOTATION, Pod};
 
 use crate::{NodeUsage, Spread};
 
 /// Lower is better; compared field by field, the node's name last for determinism.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Score {
+    /// Not the node the pod prefers (`PREFERRED_NODE_ANNOTATION`), when it names one.
+    elsewhere: bool,
     in_domain: usize,
     on_node: usize,
     /// Per mille of the node's pod slots, memory and CPU in use after placing the pod (the
@@ -38,5 +40,6 @@ pub(crate) fn score(pod: &Pod, node: &Node, usage: NodeUsage, nodes: &[Node], sp
     let memory = permille(after.memory, node.allocatable_memory());
     let cpu = permille(after.cpu, node.allocatable_cpu_millis());
     let slots = permille(usage.pods as u64 + 1, node.pod_capacity() as u64);
-    Score { in_domain, on_node: on(node), allocated: memory.max(cpu).max(slots), name }
+    let elsewhere = pod.metadata.annotations.get(PREFERRED_NODE_ANNOTATION).is_some_and(|n| *n != name);
+    Score { elsewhere, in_domain, on_node: on(node), allocated: memory.max(cpu).max(slots), name }
 }

@@ -156,3 +156,21 @@ fn a_topology_key_spreads_across_its_domains() {
     let in_b = placed.iter().filter(|n| *n == "b1").count();
     assert_eq!(in_b, 2, "half the replicas in zone b, which has one node of three: {placed:?}");
 }
+
+#[test]
+fn a_preferred_node_wins_when_it_fits_and_is_passed_over_when_it_does_not() {
+    let nodes = [node("a", "256Mi", 110, &[]), node("b", "256Mi", 110, &[]), node("c", "256Mi", 110, &[])];
+    let mut s = Scheduler::new(&nodes, Usage::new(), Spread::new());
+    let mut p = pod(Some("200Mi"), &[]);
+    p.metadata.annotations.insert(wasmkube_api::PREFERRED_NODE_ANNOTATION.into(), "c".into());
+    // "a" is least allocated and first by name, but the pod prefers "c".
+    assert_eq!(s.place(&p).as_deref(), Ok("c"));
+    // "c" is full now: the preference gives way to a node that fits.
+    assert_eq!(s.place(&p).as_deref(), Ok("a"));
+    // A preferred node that is not Ready is not chosen.
+    let mut down = nodes.clone();
+    down[1].status.as_mut().expect("status").conditions = vec![Condition::new("Ready", false)];
+    let mut s = Scheduler::new(&down, Usage::new(), Spread::new());
+    p.metadata.annotations.insert(wasmkube_api::PREFERRED_NODE_ANNOTATION.into(), "b".into());
+    assert_eq!(s.place(&p).as_deref(), Ok("a"));
+}

@@ -1,6 +1,6 @@
 //! The node's activator (see `wasmkube_proxy::Activator`): a request for a Service with no
 //! ready pod wakes the Deployments that serve it if an autoscaler with `minReplicas: 0`
-//! scaled them to zero, by setting them to one replica; the proxy holds the request until
+//! scaled them to zero, by setting them to one replica (and naming this node, where their first pod then goes when it fits); the proxy holds the request until
 //! that pod is ready. Scaled to zero by hand (no such autoscaler), a Service answers 503 as
 //! before.
 
@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use wasmkube_api::{Deployment, HorizontalPodAutoscaler, Service, ServiceName, labels_match};
+use wasmkube_api::{Deployment, HorizontalPodAutoscaler, Service, ServiceName, WOKEN_ON, labels_match};
 use wasmkube_apiserver::{Objects, Write};
 use wasmkube_store::ObjectKey;
 
@@ -21,12 +21,14 @@ const WOKEN_FOR: Duration = Duration::from_millis(900);
 
 pub struct ScaleFromZero {
     objects: Objects,
+    /// This node's name, put on the Deployments it wakes (`WOKEN_ON`).
+    node: String,
     woken: Mutex<HashMap<String, Instant>>,
 }
 
 impl ScaleFromZero {
-    pub fn new(objects: Objects) -> Self {
-        ScaleFromZero { objects, woken: Mutex::new(HashMap::new()) }
+    pub fn new(objects: Objects, node: &str) -> Self {
+        ScaleFromZero { objects, node: node.to_string(), woken: Mutex::new(HashMap::new()) }
     }
 
     async fn wake(&self, service: &ServiceName) -> bool {
@@ -59,6 +61,7 @@ impl ScaleFromZero {
             }
             let mut woken = deployment.clone();
             woken.spec.replicas = 1;
+            woken.metadata.annotations.insert(WOKEN_ON.into(), self.node.clone());
             match Write::update(&woken) {
                 Ok(write) => match self.objects.write(write).await {
                     Ok(_) => {

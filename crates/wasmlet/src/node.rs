@@ -176,9 +176,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             cluster::sync_peers(transport.clone(), cluster.clone(), seeds.clone(), stopped())
         }));
     }
-    let proxy = ProxyState::new(&node_name)
-        .map_err(anyhow::Error::msg)?
-        .with_activator(std::sync::Arc::new(crate::activate::ScaleFromZero::new(objects.clone())));
+    let proxy = ProxyState::new(&node_name).map_err(anyhow::Error::msg)?.with_activator(std::sync::Arc::new(
+        crate::activate::ScaleFromZero::new(objects.clone(), &node_name),
+    ));
     {
         let (proxy, cache, registry, stopped) =
             (proxy.clone(), cache.clone(), registry.clone(), stopped.clone());

@@ -211,6 +211,12 @@ async fn idle_goes_to_zero_and_the_first_requests_bring_it_back() -> anyhow::Res
         slowest.as_secs_f64() * 1e3
     );
     assert!(replicas(node, "idle").await.is_some_and(|n| n >= 1));
+    // Its first pod went where the requests were held, so they were served without a hop.
+    let pods: Vec<wasmkube_api::Pod> = node.client().list(Some("default")).await?;
+    let first =
+        pods.iter().find(|p| p.metadata.annotations.contains_key(wasmkube_api::PREFERRED_NODE_ANNOTATION));
+    let first = first.ok_or_else(|| anyhow::anyhow!("no pod prefers the woken node: {pods:?}"))?;
+    assert_eq!(first.spec.node_name.as_deref(), Some(nodes[1].name()), "the first pod after zero");
     Ok(())
 }
 
