@@ -13,6 +13,8 @@ pub const METRICS_API_VERSION: &str = "metrics.k8s.io/v1beta1";
 
 /// Requests in flight on average over the window (time-weighted), a quantity (`1500m`).
 pub const CONCURRENCY: &str = "wasmkube.dev/concurrency";
+/// Requests in flight at the end of the window (an instant, not an average: `3`).
+pub const IN_FLIGHT: &str = "wasmkube.dev/in-flight";
 /// Requests ended per second over the window (`2500m`).
 pub const REQUESTS_PER_SECOND: &str = "wasmkube.dev/requests-per-second";
 /// Mean time to answer over the window, in seconds (`250u`: 250 µs).

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use wasmkube_api::metrics::{CONCURRENCY, LATENCY, METRICS_API_VERSION, REQUESTS_PER_SECOND, milli_quantity};
+use wasmkube_api::metrics::{
+    CONCURRENCY, IN_FLIGHT, LATENCY, METRICS_API_VERSION, REQUESTS_PER_SECOND, milli_quantity,
+};
 use wasmkube_api::{ContainerMetrics, NodeMetrics, ObjectMeta, Pod, PodMetrics};
 use wasmkube_raft::{ClusterHandle, peer_get};
 use wasmkube_runtime::metrics::{PodRates, Sampler};
@@ -86,6 +88,7 @@ impl MetricsSource {
         .into();
         if pod.serves {
             usage.insert(CONCURRENCY.into(), milli_quantity(r.concurrency));
+            usage.insert(IN_FLIGHT.into(), r.in_flight.to_string());
             usage.insert(REQUESTS_PER_SECOND.into(), milli_quantity(r.requests_per_second));
             if let Some(latency) = r.latency {
                 usage.insert(LATENCY.into(), format!("{}u", latency.as_micros()));

@@ -75,11 +75,14 @@ async fn steps(node: &Wasmlet) -> anyhow::Result<()> {
         });
     }
     let mut took = Vec::new();
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         clients.store(1, Ordering::Relaxed);
         wait("back to 1 pod", Duration::from_secs(60), async || ready(node, "step").await == 1).await?;
-        // Settled at one: a few seconds of one client.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Settled at one: a few seconds of one client. The wait above ends just after an
+        // autoscaler pass (every second); the step lands at a different point between two
+        // passes each round (0, 0.2, … 0.8 s of a period later), not always at the same one.
+        let phase = Duration::from_secs(1).mul_f64(round as f64 / ROUNDS as f64);
+        tokio::time::sleep(Duration::from_secs(3) + phase).await;
         clients.store(4, Ordering::Relaxed);
         took.push(
             wait("4 pods serving", Duration::from_secs(30), async || ready(node, "step").await >= 4).await?,

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use wasmkube_api::metrics::milli_quantity;
+use wasmkube_api::metrics::{CONCURRENCY, milli_quantity};
 use wasmkube_api::{
     HpaSpec, MetricIdentifier, MetricStatus, MetricValueStatus, PodMetrics, PodsMetricStatus,
     ResourceMetricStatus, ScalingPolicy, ScalingRules, Target,
@@ -20,12 +20,18 @@ use wasmkube_api::{
 
 /// Within this share of the target, the replicas stay as they are.
 pub const TOLERANCE: f64 = 0.1;
+/// Knative's panic threshold: requests in flight at this multiple of what the ready pods are
+/// meant to carry scale up to them at once (see `recommend`).
+pub const PANIC_THRESHOLD: f64 = 2.0;
 
 /// One pod of the target, as the autoscaler sees it.
 pub struct PodView<'a> {
     pub name: &'a str,
     pub ready: bool,
     pub metrics: Option<&'a PodMetrics>,
+    /// Its requests in flight when last measured, even if its `metrics` are not counted yet
+    /// (an instant needs no whole window).
+    pub in_flight: Option<f64>,
     /// Its requests: millicores, bytes.
     pub cpu_request: u64,
     pub memory_request: u64,
@@ -67,9 +73,10 @@ pub fn recommend(target: &Target, current: u32, pods: &[PodView]) -> Result<Reco
     let ratio = used / wanted;
     let status = metric_status(target, used, wanted, counted);
     let within = |r: f64| (r - 1.0).abs() <= TOLERANCE;
+    let panic = panic(target, ratio, pods);
     if missing.is_empty() && unready.is_empty() {
         let replicas = if within(ratio) { current } else { (ratio * counted as f64).ceil() as u32 };
-        return Ok(Recommendation { replicas, status });
+        return Ok(Recommendation { replicas: replicas.max(panic), status });
     }
     // Fill in the pods that did not report: at the target when scaling down, idle when
     // scaling up (and then the unready ones idle too).
@@ -90,9 +97,29 @@ pub fn recommend(target: &Target, current: u32, pods: &[PodView]) -> Result<Reco
     let ratio2 = used2 / wanted2;
     // Filling in may not turn the direction round, nor make the change worth making.
     if within(ratio2) || (ratio2 > 1.0) != (ratio > 1.0) {
-        return Ok(Recommendation { replicas: current, status });
+        return Ok(Recommendation { replicas: current.max(panic), status });
     }
-    Ok(Recommendation { replicas: (ratio2 * counted2 as f64).ceil() as u32, status })
+    Ok(Recommendation { replicas: ((ratio2 * counted2 as f64).ceil() as u32).max(panic), status })
+}
+
+/// Knative's panic mode, for a concurrency target: when the window says the load rose
+/// (`ratio` above the tolerance) and the requests in flight right now are at least
+/// `PANIC_THRESHOLD` times what the ready pods are meant to carry, the replicas those
+/// requests need (0 otherwise). A window average needs a whole window to see a step in load
+/// in full; the instant sees it at once, so a step is met in one scaling, not two or three.
+/// The window must agree, so one burst in an instant moves nothing; scale-down never
+/// follows an instant.
+fn panic(target: &Target, ratio: f64, pods: &[PodView]) -> u32 {
+    let Target::AverageValue { metric, value } = target else { return 0 };
+    if metric != CONCURRENCY || *value <= 0.0 || ratio <= 1.0 + TOLERANCE {
+        return 0;
+    }
+    let in_flight: f64 = pods.iter().filter_map(|p| p.in_flight).sum();
+    let ready = pods.iter().filter(|p| p.ready).count().max(1) as f64;
+    if in_flight < PANIC_THRESHOLD * ready * value {
+        return 0;
+    }
+    (in_flight / value).ceil() as u32
 }
 
 /// What counts as the target for one pod: the target value, or the target share of its
@@ -370,7 +397,8 @@ mod tests {
     }
 
     fn view<'a>(m: Option<&'a PodMetrics>, ready: bool) -> PodView<'a> {
-        PodView { name: "p", ready, metrics: m, cpu_request: 500, memory_request: 64 << 20 }
+        let in_flight = m.and_then(|m| m.usage(wasmkube_api::metrics::IN_FLIGHT));
+        PodView { name: "p", ready, metrics: m, in_flight, cpu_request: 500, memory_request: 64 << 20 }
     }
 
     fn concurrency(v: f64) -> Target {
@@ -427,6 +455,31 @@ mod tests {
         assert_eq!(recommend(&concurrency(10.0), 3, &pods).map(|r| r.replicas), Ok(1));
         // Nobody has reported: no recommendation.
         assert!(recommend(&concurrency(10.0), 1, &[view(None, true)]).is_err());
+    }
+
+    #[test]
+    fn a_step_in_load_seen_in_flight_is_met_at_once_and_a_burst_alone_is_not() {
+        use wasmkube_api::metrics::IN_FLIGHT;
+        // One pod, target 1: the window caught a quarter of a step from 1 to 4 requests in
+        // flight (1.75 on average), the instant sees all 4: 4 pods now, not 2 now and 4 later.
+        let stepped = metrics(&[(CONCURRENCY, "1750m"), (IN_FLIGHT, "4")]);
+        assert_eq!(recommend(&concurrency(1.0), 1, &[view(Some(&stepped), true)]).map(|r| r.replicas), Ok(4));
+        // Pods too young to count still count in flight: 1 ready pod and 2 starting carry 6.
+        let (old, young) = (metrics(&[(CONCURRENCY, "2"), (IN_FLIGHT, "2")]), metrics(&[(IN_FLIGHT, "2")]));
+        let mut starting = view(None, false);
+        starting.in_flight = young.usage(IN_FLIGHT);
+        let pods = [view(Some(&old), true), starting, view(Some(&young), false)];
+        assert_eq!(recommend(&concurrency(1.0), 3, &pods).map(|r| r.replicas), Ok(6));
+        // A burst in the instant with a steady window moves nothing.
+        let burst = metrics(&[(CONCURRENCY, "1"), (IN_FLIGHT, "5")]);
+        assert_eq!(recommend(&concurrency(1.0), 1, &[view(Some(&burst), true)]).map(|r| r.replicas), Ok(1));
+        // Below the panic threshold (twice what the ready pods carry), the window decides.
+        let risen = metrics(&[(CONCURRENCY, "15"), (IN_FLIGHT, "19")]);
+        assert_eq!(recommend(&concurrency(10.0), 1, &[view(Some(&risen), true)]).map(|r| r.replicas), Ok(2));
+        // Nor is a fall ever followed on an instant: the window asks 1 pod, the instant none.
+        let fallen = metrics(&[(CONCURRENCY, "500m"), (IN_FLIGHT, "0")]);
+        let pods = [view(Some(&fallen), true), view(Some(&fallen), true)];
+        assert_eq!(recommend(&concurrency(1.0), 2, &pods).map(|r| r.replicas), Ok(1));
     }
 
     fn spec(min: u32, max: u32, behavior: Option<Behavior>) -> HpaSpec {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmkube_api::metrics::{CONCURRENCY, REQUESTS_PER_SECOND};
+use wasmkube_api::metrics::{CONCURRENCY, IN_FLIGHT, REQUESTS_PER_SECOND};
 use wasmkube_api::{
     Condition, DEFAULT_NAMESPACE, Deployment, Event, HorizontalPodAutoscaler, HpaStatus, ObjectReference,
     Pod, PodMetrics, Resource, labels_match,
@@ -179,16 +179,20 @@ fn evaluate(
     };
     let views: Vec<PodView> = pods
         .iter()
-        .map(|p| PodView {
-            name: &p.metadata.name,
-            ready: p.is_ready(),
-            // Measured over a whole window, else not yet: a pod younger than the window
-            // would count the load it took over from the others a second time.
-            metrics: metrics
+        .map(|p| {
+            let measured = metrics
                 .get(&(ns.clone(), p.metadata.name.clone()))
-                .filter(|m| m.metadata.uid == p.metadata.uid && window_of(m) >= FULL_WINDOW),
-            cpu_request: p.cpu_request_millis(),
-            memory_request: p.memory_request(),
+                .filter(|m| m.metadata.uid == p.metadata.uid);
+            PodView {
+                name: &p.metadata.name,
+                ready: p.is_ready(),
+                // Measured over a whole window, else not yet: a pod younger than the window
+                // would count the load it took over from the others a second time.
+                metrics: measured.filter(|m| window_of(m) >= FULL_WINDOW),
+                in_flight: measured.and_then(|m| m.usage(IN_FLIGHT)),
+                cpu_request: p.cpu_request_millis(),
+                memory_request: p.memory_request(),
+            }
         })
         .collect();
 
