@@ -40,10 +40,13 @@ fn owned_by<'a>(d: &Deployment, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<
 
 /// Plans one Deployment against the pods that exist (borrowed: a Deployment of 10,000
 /// replicas is planned without copying them).
-/// `hash` is the pod-template-hash of its template (`revisions::current_hash`).
+/// `hash` is the pod-template-hash of its template (`revisions::current_hash`), `revision`
+/// the ReplicaSet that keeps it (`revisions::revision_owner`): the controller of the pods
+/// it creates.
 pub fn plan_deployment<'a, R: Rng>(
     d: &Deployment,
     hash: &str,
+    revision: Option<&OwnerReference>,
     pods: impl IntoIterator<Item = &'a Pod>,
     ctx: &mut PlanContext<R>,
 ) -> Vec<Action> {
@@ -61,7 +64,7 @@ pub fn plan_deployment<'a, R: Rng>(
     let allowed = (want + max_surge).saturating_sub(owned.len());
     let to_create = want.saturating_sub(current.len()).min(allowed).min(BURST_REPLICAS);
     for i in 0..to_create {
-        let mut pod = new_pod(d, &hash, ctx);
+        let mut pod = new_pod(d, &hash, revision, ctx);
         // Woken from zero by a request: its first pod goes where that request waits.
         if i == 0
             && owned.is_empty()
@@ -282,7 +285,15 @@ fn reference(d: &Deployment) -> ObjectReference {
     }
 }
 
-fn new_pod<R: Rng>(d: &Deployment, hash: &str, ctx: &mut PlanContext<R>) -> Pod {
+/// A pod of `d`'s template `hash`, controlled by its ReplicaSet (`revision`) as Kubernetes'
+/// are; it names its Deployment too (not as controller), by which the control plane finds
+/// a Deployment's pods, spreads them and reads their metrics across revisions.
+fn new_pod<R: Rng>(
+    d: &Deployment,
+    hash: &str,
+    revision: Option<&OwnerReference>,
+    ctx: &mut PlanContext<R>,
+) -> Pod {
     let template = &d.spec.template;
     let mut labels = template.metadata.labels.clone();
     labels.insert(TEMPLATE_HASH_LABEL.into(), hash.to_string());
@@ -296,7 +307,12 @@ fn new_pod<R: Rng>(d: &Deployment, hash: &str, ctx: &mut PlanContext<R>) -> Pod 
             labels,
             annotations: template.metadata.annotations.clone(),
             creation_timestamp: Some(ctx.now.clone()),
-            owner_references: vec![owned_by_deployment(d)],
+            owner_references: match revision {
+                Some(rs) => {
+                    vec![rs.clone(), OwnerReference { controller: Some(false), ..owned_by_deployment(d) }]
+                }
+                None => vec![owned_by_deployment(d)],
+            },
             ..ObjectMeta::named(d.metadata.namespace.as_deref(), &name)
         },
         spec: template.spec.clone(),
@@ -348,7 +364,7 @@ pub(crate) mod tests {
     }
 
     fn existing(d: &Deployment, ready: bool, rv: &str, ctx: &mut PlanContext<StdRng>) -> Pod {
-        let mut p = new_pod(d, &template_hash(d), ctx);
+        let mut p = new_pod(d, &template_hash(d), None, ctx);
         p.metadata.resource_version = Some(rv.into());
         p.status = Some(PodStatus { conditions: vec![Condition::new("Ready", ready)], ..Default::default() });
         p
@@ -363,7 +379,7 @@ pub(crate) mod tests {
     #[test]
     fn creates_missing_replicas_owned_and_labelled() {
         let d = deployment(5, 'a');
-        let actions = plan_deployment(&d, &template_hash(&d), &[], &mut ctx());
+        let actions = plan_deployment(&d, &template_hash(&d), None, &[], &mut ctx());
         assert_eq!(count(&actions), (5, 0));
         let Some(Action::CreatePod(p)) = actions.first() else { panic!("first action creates a pod") };
         assert_eq!(p.metadata.owner_references[0].uid, "d-uid");
@@ -372,6 +388,30 @@ pub(crate) mod tests {
         assert!(
             actions.iter().any(|a| matches!(a, Action::RecordEvent(e) if e.reason == "ScalingReplicaSet"))
         );
+    }
+
+    #[test]
+    fn pods_are_controlled_by_their_replica_set_and_name_their_deployment() {
+        let d = deployment(2, 'a');
+        let rs = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "hello-abc".into(),
+            uid: "rs-uid".into(),
+            controller: Some(true),
+        };
+        let actions = plan_deployment(&d, &template_hash(&d), Some(&rs), &[], &mut ctx());
+        let Some(Action::CreatePod(p)) = actions.first() else { panic!("first action creates a pod") };
+        let controller: Vec<&str> = p
+            .metadata
+            .owner_references
+            .iter()
+            .filter(|o| o.controller == Some(true))
+            .map(|o| o.kind.as_str())
+            .collect();
+        assert_eq!(controller, ["ReplicaSet"], "one controller, its ReplicaSet");
+        assert_eq!(p.owner_uid(), Some("d-uid"), "and its Deployment, found across revisions");
+        assert_eq!(owned_by(&d, [p.as_ref()]).len(), 1);
     }
 
     #[test]
@@ -390,7 +430,7 @@ pub(crate) mod tests {
                 })
                 .collect()
         };
-        let actions = plan_deployment(&d, &template_hash(&d), &[], &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), None, &[], &mut c);
         assert_eq!(
             preferred(&actions),
             [Some("b".to_string()), None, None],
@@ -398,7 +438,7 @@ pub(crate) mod tests {
         );
         // With a pod running, the annotation left on the Deployment prefers nothing.
         let running = existing(&d, true, "1", &mut c);
-        let actions = plan_deployment(&d, &template_hash(&d), [&running], &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), None, [&running], &mut c);
         assert_eq!(preferred(&actions), [None, None]);
     }
 
@@ -406,12 +446,21 @@ pub(crate) mod tests {
     fn one_pass_creates_or_deletes_at_most_a_burst() {
         let mut c = ctx();
         let huge = deployment(wasmkube_api::MAX_REPLICAS, 'a');
-        assert_eq!(count(&plan_deployment(&huge, &template_hash(&huge), &[], &mut c)), (BURST_REPLICAS, 0));
+        assert_eq!(
+            count(&plan_deployment(&huge, &template_hash(&huge), None, &[], &mut c)),
+            (BURST_REPLICAS, 0)
+        );
         let big = deployment(2 * BURST_REPLICAS as u32, 'a');
         let pods: Vec<Pod> =
             (0..2 * BURST_REPLICAS).map(|i| existing(&big, true, &i.to_string(), &mut c)).collect();
         assert_eq!(
-            count(&plan_deployment(&deployment(0, 'a'), &template_hash(&deployment(0, 'a')), &pods, &mut c)),
+            count(&plan_deployment(
+                &deployment(0, 'a'),
+                &template_hash(&deployment(0, 'a')),
+                None,
+                &pods,
+                &mut c
+            )),
             (0, BURST_REPLICAS)
         );
     }
@@ -421,9 +470,9 @@ pub(crate) mod tests {
         let d = deployment(3, 'a');
         let mut c = ctx();
         let stored = existing(&d, true, "5", &mut c);
-        let mut on_the_way = new_pod(&d, &template_hash(&d), &mut c);
+        let mut on_the_way = new_pod(&d, &template_hash(&d), None, &mut c);
         on_the_way.metadata.resource_version = None;
-        let actions = plan_deployment(&d, &template_hash(&d), [&stored, &on_the_way], &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), None, [&stored, &on_the_way], &mut c);
         assert_eq!(count(&actions), (1, 0), "only the third replica is created");
         let status = actions.iter().find_map(|a| match a {
             Action::UpdateDeploymentStatus { status, .. } => Some(status.clone()),
@@ -447,7 +496,7 @@ pub(crate) mod tests {
             reason: Some("OutOfmemory".into()),
             ..Default::default()
         });
-        let actions = plan_deployment(&d, &template_hash(&d), [&running, &refused], &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), None, [&running, &refused], &mut c);
         assert_eq!(count(&actions), (1, 1), "{actions:?}");
         let deleted = actions.iter().find_map(|a| match a {
             Action::DeletePod { name, .. } => Some(name.clone()),
@@ -490,26 +539,26 @@ pub(crate) mod tests {
             existing(&d, false, "2", &mut c),
             existing(&d, true, "3", &mut c),
         ];
-        let actions = plan_deployment(&d, &template_hash(&d), &pods, &mut c);
+        let actions = plan_deployment(&d, &template_hash(&d), None, &pods, &mut c);
         assert_eq!(count(&actions), (0, 1));
         assert!(actions.iter().any(|a| matches!(a, Action::DeletePod { resource_version: 2, .. })));
 
         let mut settled = d.clone();
         let two = &pods[..1].iter().chain(&pods[2..]).cloned().collect::<Vec<_>>();
         // The status a pass over the two reports, conditions and all, once written...
-        let reported = plan_deployment(&settled, &template_hash(&settled), two, &mut c).into_iter().find_map(
-            |a| match a {
+        let reported = plan_deployment(&settled, &template_hash(&settled), None, two, &mut c)
+            .into_iter()
+            .find_map(|a| match a {
                 Action::UpdateDeploymentStatus { status, .. } => Some(status),
                 _ => None,
-            },
-        );
+            });
         let reported: DeploymentStatus = reported.expect("a status");
         assert_eq!((reported.replicas, reported.updated_replicas, reported.available_replicas), (2, 2, 2));
         let progressing = reported.conditions.iter().find(|c| c.type_ == "Progressing");
         assert_eq!(progressing.and_then(|c| c.reason.as_deref()), Some("NewReplicaSetAvailable"));
         settled.status = Some(reported);
         assert!(
-            plan_deployment(&settled, &template_hash(&settled), two, &mut c).is_empty(),
+            plan_deployment(&settled, &template_hash(&settled), None, two, &mut c).is_empty(),
             "a converged deployment needs nothing"
         );
     }
@@ -522,10 +571,11 @@ pub(crate) mod tests {
         let mut c = ctx();
         let pods = [existing(&d, false, "1", &mut c), existing(&d, false, "2", &mut c)];
         let progressing = |d: &Deployment, pods: &[Pod], c: &mut PlanContext<StdRng>| {
-            let status = plan_deployment(d, &template_hash(d), pods, c).into_iter().find_map(|a| match a {
-                Action::UpdateDeploymentStatus { status, .. } => Some(status),
-                _ => None,
-            });
+            let status =
+                plan_deployment(d, &template_hash(d), None, pods, c).into_iter().find_map(|a| match a {
+                    Action::UpdateDeploymentStatus { status, .. } => Some(status),
+                    _ => None,
+                });
             status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Progressing"))
         };
         // Since a minute ago at 0 of 2 (the context's clock is 2026-01-01T00:00:00Z).
@@ -561,7 +611,7 @@ pub(crate) mod tests {
         let new = deployment(4, 'b');
         assert_ne!(template_hash(&old), template_hash(&new));
         // maxSurge 1, maxUnavailable 1: one new pod, one old pod retired.
-        assert_eq!(count(&plan_deployment(&new, &template_hash(&new), &pods, &mut c)), (1, 1));
+        assert_eq!(count(&plan_deployment(&new, &template_hash(&new), None, &pods, &mut c)), (1, 1));
     }
 
     #[test]

@@ -32,6 +32,23 @@ pub fn current_hash(d: &Deployment, sets: &[ReplicaSet]) -> String {
         .unwrap_or_else(|| template_hash(d))
 }
 
+/// The ReplicaSet that keeps template `hash`, as the owner of its pods: stored (`sets`) or
+/// about to be (`planned`, from `plan_revisions`).
+pub fn revision_owner(hash: &str, sets: &[ReplicaSet], planned: &[Action]) -> Option<OwnerReference> {
+    let new = planned.iter().filter_map(|a| match a {
+        Action::CreateReplicaSet(rs) => Some(rs.as_ref()),
+        _ => None,
+    });
+    let rs = sets.iter().chain(new).find(|rs| rs.template_hash() == Some(hash))?;
+    Some(OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.metadata.name.clone(),
+        uid: rs.metadata.uid.clone()?,
+        controller: Some(true),
+    })
+}
+
 /// The writes that keep `d`'s ReplicaSets (`sets`, those it owns) true to its pods (`owned`,
 /// on the way ones included) with `hash` the current template's; and, when `rollback` and
 /// its rollout has passed its progress deadline, the Deployment back at the revision
@@ -250,6 +267,14 @@ mod tests {
         assert_eq!((rs_a.revision(), rs_a.metadata.name.clone()), (1, format!("hello-{hash_a}")));
         assert_eq!(rs_a.metadata.owner_references[0].uid, "d-uid");
         assert!(rs_a.runs(&a.spec.template));
+        // Its pods' controller, planned and stored alike.
+        let owner = revision_owner(&hash_a, &[], &first).expect("the planned ReplicaSet");
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ReplicaSet", rs_a.metadata.uid.as_deref().unwrap_or(""))
+        );
+        assert_eq!(revision_owner(&hash_a, std::slice::from_ref(&rs_a), &[]), Some(owner));
+        assert_eq!(revision_owner("other", std::slice::from_ref(&rs_a), &first), None);
         // A new template: revision 2; the old one keeps its pods' count.
         let hash_b = current_hash(&b, std::slice::from_ref(&rs_a));
         assert_ne!(hash_a, hash_b);

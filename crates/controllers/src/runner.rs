@@ -20,7 +20,9 @@ use crate::deployment::{plan_deployment, plan_orphans};
 use crate::events::{EVENT_TTL, EventRecorder, plan_event_gc};
 use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
-use crate::revisions::{current_hash, newest_template, plan_orphan_revisions, plan_revisions};
+use crate::revisions::{
+    current_hash, newest_template, plan_orphan_revisions, plan_revisions, revision_owner,
+};
 use crate::view::{ClusterView, Dirty};
 
 /// Node lifecycle is judged at least this often (and four times per node grace), so a node
@@ -182,8 +184,10 @@ async fn reconcile(
                 let d = paused.as_ref().unwrap_or(d);
                 let hash = current_hash(d, &sets);
                 let owned: Vec<&Pod> = view.owned_pods(d).collect();
-                actions.extend(plan_deployment(d, &hash, owned.iter().copied(), &mut ctx));
-                actions.extend(plan_revisions(d, &hash, &owned, &sets, rollback, &mut ctx));
+                let revisions = plan_revisions(d, &hash, &owned, &sets, rollback, &mut ctx);
+                let revision = revision_owner(&hash, &sets, &revisions);
+                actions.extend(plan_deployment(d, &hash, revision.as_ref(), owned.iter().copied(), &mut ctx));
+                actions.extend(revisions);
             }
             None => gone = true,
         }

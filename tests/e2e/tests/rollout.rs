@@ -69,6 +69,20 @@ async fn a_rollout_under_load_fails_nothing_and_undo_brings_the_old_module_back(
     .await?;
     let answer = wasmkube_e2e::proxy_get(&node.proxy, "web", "/", &[]).await;
     assert!(answer.body.contains("Hello from wasmkube"), "{}", answer.body);
+    // Each pod is controlled by its revision's ReplicaSet, as Kubernetes' are.
+    let sets: Vec<ReplicaSet> = client.list(Some("default")).await?;
+    let pods: Vec<wasmkube_api::Pod> = client.list(Some("default")).await?;
+    assert_eq!(pods.len(), 3);
+    for pod in &pods {
+        let controller = pod.metadata.owner_references.iter().find(|o| o.controller == Some(true));
+        let rs = controller
+            .and_then(|c| sets.iter().find(|rs| rs.metadata.uid.as_deref() == Some(c.uid.as_str())));
+        let rs = rs.ok_or_else(|| anyhow::anyhow!("{} has no ReplicaSet controller", pod.metadata.name))?;
+        assert_eq!(
+            (rs.revision(), rs.template_hash()),
+            (3, pod.metadata.labels.get("pod-template-hash").map(String::as_str))
+        );
+    }
 
     // ReplicaSets are the controller's; and they go with their Deployment.
     let refused =
