@@ -13,6 +13,9 @@ pub enum Action {
         name: String,
         resource_version: u64,
     },
+    /// A pod's owner references as given (adopted by its ReplicaSet), if it is still at the
+    /// version it was read at.
+    AdoptPod(Box<Pod>),
     /// Bind an existing pod to `node`.
     BindPod {
         pod: Box<Pod>,

@@ -265,6 +265,14 @@ fn delete(p: &Pod) -> Action {
     }
 }
 
+/// The owner references of a pod of `d`: its ReplicaSet as controller (when known), and `d`.
+pub(crate) fn pod_owners(d: &Deployment, revision: Option<&OwnerReference>) -> Vec<OwnerReference> {
+    match revision {
+        Some(rs) => vec![rs.clone(), OwnerReference { controller: Some(false), ..owned_by_deployment(d) }],
+        None => vec![owned_by_deployment(d)],
+    }
+}
+
 /// `d` as the controlling owner of what it makes (its pods, its ReplicaSets).
 pub(crate) fn owned_by_deployment(d: &Deployment) -> OwnerReference {
     OwnerReference {
@@ -307,12 +315,7 @@ fn new_pod<R: Rng>(
             labels,
             annotations: template.metadata.annotations.clone(),
             creation_timestamp: Some(ctx.now.clone()),
-            owner_references: match revision {
-                Some(rs) => {
-                    vec![rs.clone(), OwnerReference { controller: Some(false), ..owned_by_deployment(d) }]
-                }
-                None => vec![owned_by_deployment(d)],
-            },
+            owner_references: pod_owners(d, revision),
             ..ObjectMeta::named(d.metadata.namespace.as_deref(), &name)
         },
         spec: template.spec.clone(),

@@ -32,6 +32,36 @@ pub fn current_hash(d: &Deployment, sets: &[ReplicaSet]) -> String {
         .unwrap_or_else(|| template_hash(d))
 }
 
+/// Pods whose stored ReplicaSet (by their hash) is not their controller — made by a version
+/// before pods had one, or named a ReplicaSet whose create lost a race — adopted by it, as
+/// Kubernetes' ReplicaSet controller adopts the pods its selector matches; at most
+/// `BURST_REPLICAS` per pass. Only bound, live, stored pods (a pod being placed or deleted
+/// is written by that first).
+fn plan_adoption(d: &Deployment, owned: &[&Pod], sets: &[ReplicaSet]) -> Vec<Action> {
+    let owners: std::collections::HashMap<&str, OwnerReference> = sets
+        .iter()
+        .filter_map(|rs| {
+            let hash = rs.template_hash()?;
+            Some((hash, revision_owner(hash, std::slice::from_ref(rs), &[])?))
+        })
+        .collect();
+    owned
+        .iter()
+        .filter(|p| p.metadata.resource_version.is_some() && p.spec.node_name.is_some() && !p.is_terminal())
+        .filter_map(|p| {
+            let owner = owners.get(p.metadata.labels.get(TEMPLATE_HASH_LABEL)?.as_str())?;
+            let controller = p.metadata.owner_references.iter().find(|o| o.controller == Some(true));
+            if controller.is_some_and(|c| c.kind == owner.kind && c.uid == owner.uid) {
+                return None;
+            }
+            let mut adopted = (*p).clone();
+            adopted.metadata.owner_references = crate::deployment::pod_owners(d, Some(owner));
+            Some(Action::AdoptPod(Box::new(adopted)))
+        })
+        .take(crate::deployment::BURST_REPLICAS)
+        .collect()
+}
+
 /// The ReplicaSet that keeps template `hash`, as the owner of its pods: stored (`sets`) or
 /// about to be (`planned`, from `plan_revisions`).
 pub fn revision_owner(hash: &str, sets: &[ReplicaSet], planned: &[Action]) -> Option<OwnerReference> {
@@ -137,6 +167,7 @@ pub fn plan_revisions<R: Rng>(
             });
         }
     }
+    actions.extend(plan_adoption(d, owned, sets));
     // History: old revisions without pods beyond the limit go, oldest first.
     let limit = d.spec.revision_history_limit.unwrap_or(REVISION_HISTORY) as usize;
     let mut old: Vec<&ReplicaSet> =
@@ -309,6 +340,43 @@ mod tests {
         json["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([]);
         let reread: ReplicaSet = serde_json::from_value(json).expect("reads");
         assert_eq!(current_hash(&d, &[reread]), current_hash(&d, &[rs]));
+    }
+
+    #[test]
+    fn pods_their_replica_set_does_not_control_are_adopted_once() {
+        let d = deployment('a');
+        let hash = current_hash(&d, &[]);
+        let rs = stored(&plan_revisions(&d, &hash, &[], &[], true, &mut ctx())[0]);
+        let owner = revision_owner(&hash, std::slice::from_ref(&rs), &[]).expect("owner");
+        let bound = |refs: Vec<OwnerReference>| {
+            let mut p = pod(&hash, true);
+            p.spec.node_name = Some("a".into());
+            p.metadata.owner_references = refs;
+            p
+        };
+        // Made by an earlier version (its Deployment as controller), one naming a ReplicaSet
+        // never stored, one already its ReplicaSet's, and one not placed yet.
+        let legacy = bound(vec![crate::deployment::owned_by_deployment(&d)]);
+        let mut lost = owner.clone();
+        lost.uid = "never-stored".into();
+        let dangling = bound(crate::deployment::pod_owners(&d, Some(&lost)));
+        let adopted = bound(crate::deployment::pod_owners(&d, Some(&owner)));
+        let mut unbound = legacy.clone();
+        unbound.spec.node_name = None;
+        let pods = [&legacy, &dangling, &adopted, &unbound];
+        let actions = plan_revisions(&d, &hash, &pods, std::slice::from_ref(&rs), true, &mut ctx());
+        let adoptions: Vec<&Pod> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::AdoptPod(p) => Some(p.as_ref()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(adoptions.len(), 2, "the legacy and the dangling pod: {actions:?}");
+        for p in adoptions {
+            assert_eq!(p.metadata.owner_references, crate::deployment::pod_owners(&d, Some(&owner)));
+            assert_eq!(p.owner_uid(), Some("d-uid"));
+        }
     }
 
     #[test]

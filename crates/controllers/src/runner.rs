@@ -351,6 +351,7 @@ fn write_of(action: Action) -> Result<Write, WriteError> {
         Action::DeletePod { namespace, name, resource_version } => {
             Write::delete(Pod::KIND, Some(&namespace), &name, Some(resource_version))
         }
+        Action::AdoptPod(pod) => Write::update(&*pod)?,
         Action::BindPod { mut pod, node } => {
             pod.spec.node_name = Some(node);
             Write::update(&*pod)?

@@ -83,6 +83,28 @@ async fn a_rollout_under_load_fails_nothing_and_undo_brings_the_old_module_back(
             (3, pod.metadata.labels.get("pod-template-hash").map(String::as_str))
         );
     }
+    // A pod whose controller is not its ReplicaSet (as a pod made before pods had one) is
+    // adopted by it again.
+    let d: Deployment = client.get(Some("default"), "web").await?;
+    let legacy = eventually(Duration::from_secs(10), "a pod with its Deployment as controller", || async {
+        // Read afresh: its node may have written its status since.
+        let mut pod: wasmkube_api::Pod = client.get(Some("default"), &pods[0].metadata.name).await.ok()?;
+        pod.metadata.owner_references = vec![wasmkube_api::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: d.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+        }];
+        client.update(&pod).await.ok()
+    })
+    .await?;
+    eventually(Duration::from_secs(10), "adopted by its ReplicaSet", || async {
+        let pod: wasmkube_api::Pod = client.get(Some("default"), &legacy.metadata.name).await.ok()?;
+        let controller = pod.metadata.owner_references.iter().find(|o| o.controller == Some(true))?;
+        (controller.kind == "ReplicaSet" && pod.metadata.uid == legacy.metadata.uid).then_some(())
+    })
+    .await?;
 
     // ReplicaSets are the controller's; and they go with their Deployment.
     let refused =
