@@ -60,6 +60,12 @@ async fn deploy_scale_kill_restart() -> anyhow::Result<()> {
     assert_eq!(after, two, "the same two pods came back");
     let d: wasmkube_api::Deployment = node.client().get(Some("default"), "hello").await?;
     assert_eq!(d.spec.replicas, 2);
+    // Deployed again without --replicas (a new env: a new revision), it keeps its count, as
+    // `kubectl apply` of a manifest without replicas does.
+    let out = node.wasmctl_ok(&["deploy", &wasm, "--name", "hello", "--env", "GREETING=again", "--wait"]);
+    assert!(out.contains("deployment.apps/hello configured") && out.contains("ready: 2 replicas"), "{out}");
+    let d: wasmkube_api::Deployment = node.client().get(Some("default"), "hello").await?;
+    assert_eq!((d.spec.replicas, d.spec.template.spec.containers[0].env.len()), (2, 1));
 
     node.wasmctl_ok(&["delete", "deployment", "hello"]);
     eventually(Duration::from_secs(20), "pods garbage-collected", || {

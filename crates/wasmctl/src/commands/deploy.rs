@@ -21,8 +21,10 @@ pub struct Deploy {
     /// Name of the deployment and service (default: the file stem).
     #[arg(long)]
     name: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    replicas: u32,
+    /// Replicas (default: 1 for a new Deployment; an existing one keeps its count, as
+    /// `kubectl apply` of a manifest without replicas does — an autoscaler's, say).
+    #[arg(long)]
+    replicas: Option<u32>,
     /// Memory limit per instance (e.g. 64Mi).
     #[arg(long)]
     memory: Option<String>,
@@ -81,24 +83,25 @@ impl Deploy {
         }
         let deployment = self.deployment(&name, namespace, &module.spec.digest)?;
         let started = Instant::now();
-        match client.get::<Deployment>(Some(namespace), &name).await {
+        let replicas = match client.get::<Deployment>(Some(namespace), &name).await {
             Ok(mut existing) => {
-                existing.spec.replicas = deployment.spec.replicas;
+                existing.spec.replicas = self.replicas.unwrap_or(existing.spec.replicas);
                 existing.spec.template = deployment.spec.template;
                 client.update(&existing).await?;
                 crate::out!("deployment.apps/{name} configured");
+                existing.spec.replicas
             }
             Err(e) if e.code() == Some(404) => {
                 client.create(&deployment).await?;
                 crate::out!("deployment.apps/{name} created");
+                deployment.spec.replicas
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         if self.wait {
             wait_ready(client, namespace, &name, self.timeout).await?;
             crate::out!(
-                "deployment.apps/{name} ready: {} replicas in {} ms",
-                self.replicas,
+                "deployment.apps/{name} ready: {replicas} replicas in {} ms",
                 started.elapsed().as_millis()
             );
             if module.spec.world == "http" {
@@ -138,7 +141,7 @@ impl Deploy {
             kind: "Deployment".into(),
             metadata: ObjectMeta { labels: labels.clone(), ..ObjectMeta::named(Some(namespace), name) },
             spec: DeploymentSpec {
-                replicas: self.replicas,
+                replicas: self.replicas.unwrap_or(1),
                 selector: LabelSelector { match_labels: labels.clone() },
                 template: PodTemplateSpec {
                     metadata: ObjectMeta { labels, ..Default::default() },
