@@ -290,6 +290,10 @@ fn evaluate(
     if desired != current {
         let mut scaled = deployment.clone();
         scaled.spec.replicas = desired;
+        if desired == 0 {
+            // Where a request last woke it is no guide to where the next one will.
+            scaled.metadata.annotations.remove(wasmkube_api::WOKEN_ON);
+        }
         match Write::update(&scaled) {
             Ok(write) => {
                 let uid = hpa.metadata.uid.clone().unwrap_or_default();

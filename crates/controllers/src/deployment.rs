@@ -65,10 +65,12 @@ pub fn plan_deployment<'a, R: Rng>(
     let to_create = want.saturating_sub(current.len()).min(allowed).min(BURST_REPLICAS);
     for i in 0..to_create {
         let mut pod = new_pod(d, &hash, revision, ctx);
-        // Woken from zero by a request: its first pod goes where that request waits.
+        // Woken from zero by a request: its first pod goes where that request waits — unless
+        // a pod of it ended there (that node refused it: the replacement goes elsewhere).
         if i == 0
             && owned.is_empty()
             && let Some(node) = d.metadata.annotations.get(WOKEN_ON)
+            && !ended.iter().any(|p| p.spec.node_name.as_ref() == Some(node))
         {
             pod.metadata.annotations.insert(PREFERRED_NODE_ANNOTATION.into(), node.clone());
         }
@@ -439,6 +441,12 @@ pub(crate) mod tests {
             [Some("b".to_string()), None, None],
             "only the first, the rest spread"
         );
+        // A pod of it that ended on that node (refused there): its replacement goes anywhere.
+        let mut refused = existing(&d, false, "1", &mut c);
+        refused.spec.node_name = Some("b".into());
+        refused.status = Some(PodStatus { phase: Some("Failed".into()), ..Default::default() });
+        let actions = plan_deployment(&d, &template_hash(&d), None, [&refused], &mut c);
+        assert_eq!(preferred(&actions), [None, None, None]);
         // With a pod running, the annotation left on the Deployment prefers nothing.
         let running = existing(&d, true, "1", &mut c);
         let actions = plan_deployment(&d, &template_hash(&d), None, [&running], &mut c);

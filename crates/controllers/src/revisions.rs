@@ -35,9 +35,13 @@ pub fn current_hash(d: &Deployment, sets: &[ReplicaSet]) -> String {
 /// Pods whose stored ReplicaSet (by their hash) is not their controller — made by a version
 /// before pods had one, or named a ReplicaSet whose create lost a race — adopted by it, as
 /// Kubernetes' ReplicaSet controller adopts the pods its selector matches; at most
-/// `BURST_REPLICAS` per pass. Only bound, live, stored pods (a pod being placed or deleted
-/// is written by that first).
-fn plan_adoption(d: &Deployment, owned: &[&Pod], sets: &[ReplicaSet]) -> Vec<Action> {
+/// `budget` (what is left of the pass's share, taken down by what is planned here). Only
+/// bound, live, stored pods (a pod being placed or deleted is written by that first). Owner
+/// references of other kinds are kept.
+pub fn plan_adoption(d: &Deployment, owned: &[&Pod], sets: &[ReplicaSet], budget: &mut usize) -> Vec<Action> {
+    if *budget == 0 {
+        return Vec::new();
+    }
     let owners: std::collections::HashMap<&str, OwnerReference> = sets
         .iter()
         .filter_map(|rs| {
@@ -45,7 +49,7 @@ fn plan_adoption(d: &Deployment, owned: &[&Pod], sets: &[ReplicaSet]) -> Vec<Act
             Some((hash, revision_owner(hash, std::slice::from_ref(rs), &[])?))
         })
         .collect();
-    owned
+    let adoptions: Vec<Action> = owned
         .iter()
         .filter(|p| p.metadata.resource_version.is_some() && p.spec.node_name.is_some() && !p.is_terminal())
         .filter_map(|p| {
@@ -54,12 +58,20 @@ fn plan_adoption(d: &Deployment, owned: &[&Pod], sets: &[ReplicaSet]) -> Vec<Act
             if controller.is_some_and(|c| c.kind == owner.kind && c.uid == owner.uid) {
                 return None;
             }
+            let others = p.metadata.owner_references.iter().filter(|o| {
+                o.controller != Some(true)
+                    && !(o.kind == "Deployment" && d.metadata.uid.as_deref() == Some(&o.uid))
+            });
+            let mut refs = crate::deployment::pod_owners(d, Some(owner));
+            refs.extend(others.cloned());
             let mut adopted = (*p).clone();
-            adopted.metadata.owner_references = crate::deployment::pod_owners(d, Some(owner));
+            adopted.metadata.owner_references = refs;
             Some(Action::AdoptPod(Box::new(adopted)))
         })
-        .take(crate::deployment::BURST_REPLICAS)
-        .collect()
+        .take(*budget)
+        .collect();
+    *budget -= adoptions.len();
+    adoptions
 }
 
 /// The ReplicaSet that keeps template `hash`, as the owner of its pods: stored (`sets`) or
@@ -167,7 +179,6 @@ pub fn plan_revisions<R: Rng>(
             });
         }
     }
-    actions.extend(plan_adoption(d, owned, sets));
     // History: old revisions without pods beyond the limit go, oldest first.
     let limit = d.spec.revision_history_limit.unwrap_or(REVISION_HISTORY) as usize;
     let mut old: Vec<&ReplicaSet> =
@@ -356,7 +367,13 @@ mod tests {
         };
         // Made by an earlier version (its Deployment as controller), one naming a ReplicaSet
         // never stored, one already its ReplicaSet's, and one not placed yet.
-        let legacy = bound(vec![crate::deployment::owned_by_deployment(&d)]);
+        let other = OwnerReference {
+            kind: "Other".into(),
+            uid: "o".into(),
+            controller: Some(false),
+            ..owner.clone()
+        };
+        let legacy = bound(vec![crate::deployment::owned_by_deployment(&d), other.clone()]);
         let mut lost = owner.clone();
         lost.uid = "never-stored".into();
         let dangling = bound(crate::deployment::pod_owners(&d, Some(&lost)));
@@ -364,7 +381,11 @@ mod tests {
         let mut unbound = legacy.clone();
         unbound.spec.node_name = None;
         let pods = [&legacy, &dangling, &adopted, &unbound];
-        let actions = plan_revisions(&d, &hash, &pods, std::slice::from_ref(&rs), true, &mut ctx());
+        let mut budget = 10;
+        let actions = plan_adoption(&d, &pods, std::slice::from_ref(&rs), &mut budget);
+        assert_eq!(budget, 8, "two of the pass's share taken");
+        let mut none_left = 0;
+        assert!(plan_adoption(&d, &pods, std::slice::from_ref(&rs), &mut none_left).is_empty());
         let adoptions: Vec<&Pod> = actions
             .iter()
             .filter_map(|a| match a {
@@ -373,10 +394,11 @@ mod tests {
             })
             .collect();
         assert_eq!(adoptions.len(), 2, "the legacy and the dangling pod: {actions:?}");
-        for p in adoptions {
-            assert_eq!(p.metadata.owner_references, crate::deployment::pod_owners(&d, Some(&owner)));
-            assert_eq!(p.owner_uid(), Some("d-uid"));
-        }
+        let mut expected = crate::deployment::pod_owners(&d, Some(&owner));
+        assert_eq!(adoptions[1].metadata.owner_references, expected);
+        expected.push(other);
+        assert_eq!(adoptions[0].metadata.owner_references, expected, "a reference of another kind is kept");
+        assert!(adoptions.iter().all(|p| p.owner_uid() == Some("d-uid")));
     }
 
     #[test]

@@ -16,12 +16,12 @@ use wasmkube_cache::SharedCache;
 use wasmkube_raft::ProposeError;
 
 use crate::actions::{Action, PlanContext};
-use crate::deployment::{plan_deployment, plan_orphans};
+use crate::deployment::{BURST_REPLICAS, plan_deployment, plan_orphans};
 use crate::events::{EVENT_TTL, EventRecorder, plan_event_gc};
 use crate::nodes::{HeartbeatClock, plan_node_lifecycle};
 use crate::placement::plan_placement;
 use crate::revisions::{
-    current_hash, newest_template, plan_orphan_revisions, plan_revisions, revision_owner,
+    current_hash, newest_template, plan_adoption, plan_orphan_revisions, plan_revisions, revision_owner,
 };
 use crate::view::{ClusterView, Dirty};
 
@@ -168,6 +168,9 @@ async fn reconcile(
         nodes.iter().filter(|n| !n.is_ready()).flat_map(|n| view.pods_on(&n.metadata.name)).collect();
     let mut actions = plan_node_lifecycle(&nodes, &on_unready, clock, lost, now, &mut ctx);
     let mut gone = false;
+    // Adoptions are a pass's share however many Deployments need them (after an upgrade,
+    // every pod of every Deployment does).
+    let mut adoptions = BURST_REPLICAS;
     for key in &work.deployments {
         match view.deployment(key) {
             Some(d) => {
@@ -186,16 +189,22 @@ async fn reconcile(
                 let owned: Vec<&Pod> = view.owned_pods(d).collect();
                 let revisions = plan_revisions(d, &hash, &owned, &sets, rollback, &mut ctx);
                 let revision = revision_owner(&hash, &sets, &revisions);
+                // A new ReplicaSet: one of the same name may be left by a Deployment deleted
+                // and made again before a pass saw it gone.
+                gone |= revisions.iter().any(|a| matches!(a, Action::CreateReplicaSet(_)));
                 actions.extend(plan_deployment(d, &hash, revision.as_ref(), owned.iter().copied(), &mut ctx));
                 actions.extend(revisions);
+                actions.extend(plan_adoption(d, &owned, &sets, &mut adoptions));
             }
             None => gone = true,
         }
     }
-    // A Deployment deleted: its revisions go with it.
+    // A Deployment deleted: its revisions go with it — first in the pass's writes, so a new
+    // Deployment's ReplicaSet of the same name is made in the same pass.
     if gone {
         let alive = view.deployments().into_iter().filter_map(|d| d.metadata.uid).collect();
-        actions.extend(plan_orphan_revisions(&all_replica_sets(objects.store()), &alive));
+        let orphaned = plan_orphan_revisions(&all_replica_sets(objects.store()), &alive);
+        actions.splice(0..0, orphaned);
     }
     let orphans: Vec<Pod> = view.without_owner(&work.pods).cloned().collect();
     if !orphans.is_empty() {

@@ -6,6 +6,13 @@ use std::time::Duration;
 use wasmkube_api::{Deployment, ReplicaSet};
 use wasmkube_e2e::{Wasmlet, deploy_example, eventually, example, steady_load};
 
+/// The first `n` pods a pods watch (`resp`) reports ADDED, as they were created.
+async fn added_pods(resp: reqwest::Response, n: usize) -> anyhow::Result<Vec<wasmkube_api::Pod>> {
+    let added =
+        wasmkube_e2e::watch_events(resp, n, Duration::from_secs(20), |e| e["type"] == "ADDED").await?;
+    Ok(added.into_iter().filter_map(|e| serde_json::from_value(e["object"].clone()).ok()).collect())
+}
+
 async fn revisions(node: &Wasmlet) -> Vec<(u64, String)> {
     let mut sets: Vec<ReplicaSet> = node.client().list(Some("default")).await.unwrap_or_default();
     sets.sort_by_key(ReplicaSet::revision);
@@ -34,6 +41,14 @@ async fn a_rollout_under_load_fails_nothing_and_undo_brings_the_old_module_back(
     assert_eq!(first[0].0, 1);
     let hello = first[0].1.clone();
 
+    // Pods as they are created, from here on.
+    let listed = client.get_path("/api/v1/namespaces/default/pods").await?;
+    let rv = listed["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let watch = reqwest::Client::new()
+        .get(format!("{}/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}", node.api))
+        .bearer_auth(&node.token)
+        .send()
+        .await?;
     // A new module under load: no request fails on the way.
     let load = {
         let proxy = node.proxy.clone();
@@ -51,6 +66,19 @@ async fn a_rollout_under_load_fails_nothing_and_undo_brings_the_old_module_back(
     assert_eq!(revisions(&node).await, [(1, hello.clone()), (2, format!("sha256:{other}"))]);
     let history = node.wasmctl_ok(&["rollout", "history", "deployment/web"]);
     assert!(history.contains("REVISION") && history.lines().count() == 4, "{history}");
+    // Each new pod was created controlled by the new revision's ReplicaSet (not adopted
+    // later), though that ReplicaSet was made in the same pass.
+    let rs2: Vec<ReplicaSet> = client.list(Some("default")).await?;
+    let rs2 = rs2.iter().find(|rs| rs.revision() == 2).and_then(|rs| rs.metadata.uid.clone());
+    for pod in added_pods(watch, 3).await? {
+        let controller = pod.metadata.owner_references.iter().find(|o| o.controller == Some(true));
+        assert_eq!(
+            controller.map(|c| (c.kind.as_str(), Some(c.uid.clone()))),
+            Some(("ReplicaSet", rs2.clone())),
+            "{}",
+            pod.metadata.name
+        );
+    }
     let d: Deployment = client.get(Some("default"), "web").await?;
     let progressing = d.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"));
     assert_eq!(progressing.and_then(|c| c.reason.as_deref()), Some("NewReplicaSetAvailable"));
@@ -113,6 +141,32 @@ async fn a_rollout_under_load_fails_nothing_and_undo_brings_the_old_module_back(
     node.wasmctl_ok(&["delete", "deployment", "web"]);
     eventually(Duration::from_secs(20), "its ReplicaSets deleted", || async {
         revisions(&node).await.is_empty().then_some(())
+    })
+    .await?;
+
+    // Made again at once (an old ReplicaSet of the same name may still be there when the
+    // new one is made): one revision, owned by the new Deployment, controlling its pods.
+    let web = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "app", "image": hello}]}}}});
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    client.post_path(deployments, &web).await?;
+    node.wasmctl_ok(&["delete", "deployment", "web"]);
+    client.post_path(deployments, &web).await?;
+    let d: Deployment = client.get(Some("default"), "web").await?;
+    eventually(Duration::from_secs(20), "the new Deployment's revision controls its pods", || async {
+        let sets: Vec<ReplicaSet> = client.list(Some("default")).await.ok()?;
+        let pods: Vec<wasmkube_api::Pod> = client.list(Some("default")).await.ok()?;
+        let [rs] = sets.as_slice() else { return None };
+        let owned = rs.metadata.owner_references.iter().any(|o| Some(&o.uid) == d.metadata.uid.as_ref());
+        let controlled = pods.iter().filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == rs.metadata.uid.as_ref())
+        });
+        (owned && rs.revision() == 1 && pods.len() == 3 && controlled.count() == 3).then_some(())
     })
     .await?;
     Ok(())

@@ -2,27 +2,11 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 use wasmkube_e2e::Wasmlet;
 
 async fn read_events(resp: reqwest::Response, n: usize) -> anyhow::Result<Vec<Value>> {
-    let mut stream = resp.bytes_stream();
-    let mut buf = Vec::new();
-    let mut events = Vec::new();
-    let read = async {
-        while events.len() < n {
-            let Some(chunk) = stream.next().await else { break };
-            buf.extend_from_slice(&chunk?);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                events.push(serde_json::from_slice(&line)?);
-            }
-        }
-        anyhow::Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(10), read).await??;
-    Ok(events)
+    wasmkube_e2e::watch_events(resp, n, Duration::from_secs(10), |_| true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,11 @@ impl Deploy {
                 existing.spec.template = deployment.spec.template;
                 client.update(&existing).await?;
                 crate::out!("deployment.apps/{name} configured");
+                if existing.spec.replicas == 0 {
+                    crate::out!(
+                        "deployment.apps/{name} is at 0 replicas (scaled to zero): the new template runs from its next pod"
+                    );
+                }
                 existing.spec.replicas
             }
             Err(e) if e.code() == Some(404) => {
