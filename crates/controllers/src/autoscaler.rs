@@ -22,6 +22,7 @@ use wasmkube_api::{
 };
 use wasmkube_apiserver::metrics::MetricsSource;
 use wasmkube_apiserver::{Objects, Write};
+use wasmkube_cache::{Reflector, SharedCache};
 use wasmkube_store::{ObjectKey, ObjectStore};
 
 use crate::autoscale::{History, PodView, decide, recommend};
@@ -47,11 +48,19 @@ struct Tracked {
     written: Option<(HpaStatus, Instant)>,
 }
 
-/// Runs the autoscalers while this node leads, until `shutdown` resolves.
-pub async fn run(objects: Objects, metrics: MetricsSource, shutdown: impl Future<Output = ()>) {
+/// Runs the autoscalers while this node leads, until `shutdown` resolves. Pods are read
+/// from the node's shared cache (`cache`), followed only while some autoscaler exists: a
+/// pass looks at its targets' pods without parsing every pod of the cluster again.
+pub async fn run(
+    objects: Objects,
+    cache: SharedCache,
+    metrics: MetricsSource,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let leader = objects.cluster().leader();
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
+    let mut pods: Option<Reflector<Pod>> = None;
     let mut every = tokio::time::interval(PERIOD);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -62,9 +71,10 @@ pub async fn run(objects: Objects, metrics: MetricsSource, shutdown: impl Future
         if !leader.borrow().is_leader {
             // A new leader starts from what it reads (as Kubernetes' controller does).
             tracked.clear();
+            pods = None;
             continue;
         }
-        for (write, scaling) in pass(objects.store(), &metrics, &mut tracked).await {
+        for (write, scaling) in pass(objects.store(), &cache, &mut pods, &metrics, &mut tracked).await {
             match objects.write(write).await {
                 Ok(_) => {
                     if let Some((uid, change, replicas)) = scaling
@@ -86,6 +96,8 @@ type Planned = (Write, Option<(String, i64, u32)>);
 
 async fn pass(
     store: &ObjectStore,
+    cache: &SharedCache,
+    pods: &mut Option<Reflector<Pod>>,
     metrics: &MetricsSource,
     tracked: &mut HashMap<String, Tracked>,
 ) -> Vec<Planned> {
@@ -98,8 +110,16 @@ async fn pass(
     };
     tracked.retain(|uid, _| autoscalers.iter().any(|h| h.metadata.uid.as_deref() == Some(uid)));
     if autoscalers.is_empty() {
+        *pods = None;
         return Vec::new();
     }
+    let pods = match pods {
+        Some(pods) => {
+            pods.drain();
+            pods
+        }
+        None => pods.insert(Reflector::new(cache, Reflector::all()).0),
+    };
     // Only the pods of the Deployments autoscaled (not every pod of the cluster, every second).
     let owners: std::collections::HashSet<String> = autoscalers
         .iter()
@@ -128,7 +148,7 @@ async fn pass(
             replicas: u32::MAX,
             written: None,
         });
-        writes.extend(evaluate(hpa, store, &by_pod, !missing.is_empty(), state, now));
+        writes.extend(evaluate(hpa, store, pods, &by_pod, !missing.is_empty(), state, now));
     }
     writes
 }
@@ -146,6 +166,7 @@ pub fn idle_window(hpa: &HorizontalPodAutoscaler) -> Duration {
 fn evaluate(
     hpa: &HorizontalPodAutoscaler,
     store: &ObjectStore,
+    pods: &Reflector<Pod>,
     metrics: &HashMap<(String, String), PodMetrics>,
     partial: bool,
     state: &mut Tracked,
@@ -168,15 +189,13 @@ fn evaluate(
     let current = deployment.spec.replicas;
     conditions.set("AbleToScale", true, "ReadyForNewScale", "recommended size matches current size".into());
 
-    let pods: Vec<Pod> = match store.list("Pod", Some(&ns)) {
-        Ok((items, _)) => items
-            .into_iter()
-            .filter_map(|v| serde_json::from_value::<Pod>(v).ok())
-            .filter(|p| p.owner_uid() == deployment.metadata.uid.as_deref() && !p.is_terminal())
-            .filter(|p| labels_match(&deployment.spec.selector.match_labels, &p.metadata.labels))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let pods: Vec<&Pod> = pods
+        .iter()
+        .map(|(_, p)| p)
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|p| p.owner_uid() == deployment.metadata.uid.as_deref() && !p.is_terminal())
+        .filter(|p| labels_match(&deployment.spec.selector.match_labels, &p.metadata.labels))
+        .collect();
     let views: Vec<PodView> = pods
         .iter()
         .map(|p| {

@@ -1,6 +1,7 @@
 //! Pod metrics at their source. Every pod keeps counters that only grow (CPU time run,
 //! requests answered, the time they took, the time-weighted requests in flight) and its
-//! linear memory in use; the node samples them every `SAMPLE_EVERY` and reports usage as
+//! linear memory in use; the node samples the pods whose metrics are read every
+//! `SAMPLE_EVERY` (all of them every `SAMPLE_IDLE`) and reports usage as
 //! rates over the last `WINDOW`, as the kubelet's resource metrics do (over 1 s rather than
 //! 15 s: a wasm pod starts in microseconds, so an autoscaler can afford to react fast).
 //!
@@ -8,7 +9,7 @@
 //! still in flight) in the window, divided by the window, so a pod that serves one 100 ms
 //! request every 200 ms has a concurrency of 0.5 whatever the instant it is looked at.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -176,6 +177,8 @@ pub struct NodeRates {
 
 struct Snapshot {
     at: Instant,
+    /// Of every pod (else of some owners' only).
+    full: bool,
     process_cpu: Option<Duration>,
     /// By `namespace/name`.
     pods: HashMap<String, Seen>,
@@ -183,102 +186,162 @@ struct Snapshot {
 
 struct Seen {
     uid: String,
-    owner: Option<String>,
     container: String,
     serves: bool,
     sample: Sample,
+}
+
+/// Whose metrics were read lately, so the sampler knows what to sample.
+#[derive(Default)]
+struct Demand {
+    /// When every pod's were last read (the metrics API, `wasmctl top`).
+    all: Option<Instant>,
+    /// When each Deployment's (by uid) were last read (the autoscaler's targets).
+    owners: HashMap<String, Instant>,
+}
+
+/// Owners remembered at most (a query names at most this many; older ones are forgotten).
+const MAX_OWNERS: usize = 10_000;
+
+impl Demand {
+    fn note(&mut self, owners: Option<&HashSet<String>>, now: Instant) {
+        match owners {
+            None => self.all = Some(now),
+            Some(owners) => {
+                for uid in owners.iter().take(MAX_OWNERS) {
+                    self.owners.insert(uid.clone(), now);
+                }
+            }
+        }
+        self.owners.retain(|_, at| now.saturating_duration_since(*at) < DEMAND_LASTS);
+        if self.owners.len() > MAX_OWNERS {
+            self.owners.clear();
+        }
+    }
+
+    /// What to sample now: every pod (`None`), or these owners' pods.
+    fn wanted(&self, now: Instant) -> Option<HashSet<String>> {
+        if self.all.is_some_and(|at| now.saturating_duration_since(at) < DEMAND_LASTS) {
+            return None;
+        }
+        Some(
+            self.owners
+                .iter()
+                .filter(|(_, at)| now.saturating_duration_since(**at) < DEMAND_LASTS)
+                .map(|(uid, _)| uid.clone())
+                .collect(),
+        )
+    }
 }
 
 /// The node's recent samples of its pods.
 pub struct Sampler {
     registry: SandboxRegistry,
     past: Mutex<VecDeque<Snapshot>>,
-    started: Instant,
-    /// When metrics were last read, in milliseconds since `started` (`u64::MAX`: never).
-    read_at_ms: AtomicU64,
+    demand: Mutex<Demand>,
 }
 
 impl Sampler {
     pub fn new(registry: SandboxRegistry) -> Arc<Self> {
-        Arc::new(Sampler {
-            registry,
-            past: Mutex::new(VecDeque::new()),
-            started: Instant::now(),
-            read_at_ms: AtomicU64::new(u64::MAX),
-        })
+        Arc::new(Sampler { registry, past: Mutex::new(VecDeque::new()), demand: Mutex::default() })
     }
 
-    /// Samples every `SAMPLE_EVERY` while metrics are read, else every `SAMPLE_IDLE`, for
-    /// as long as the task runs.
+    /// Samples, for as long as the task runs, every `SAMPLE_EVERY` the pods whose metrics
+    /// were read within `DEMAND_LASTS` (every pod after a read of all; only an autoscaler's
+    /// targets' after its reads: a node with 10,000 pods does not go over them all twice a
+    /// second for one autoscaler of one pod), and every pod every `SAMPLE_IDLE`.
     pub async fn run(self: Arc<Self>) {
+        let mut last_full: Option<Instant> = None;
         loop {
-            let read_at = self.read_at_ms.load(Ordering::Relaxed);
-            let demanded = read_at != u64::MAX
-                && self.started.elapsed().saturating_sub(Duration::from_millis(read_at)) < DEMAND_LASTS;
-            let now = self.take();
-            {
-                let mut past = self.past.lock().unwrap_or_else(|p| p.into_inner());
-                // Keep what the window needs: the newest snapshot at least WINDOW old, and later.
-                while past.len() >= 2 && past[1].at + WINDOW <= now.at {
-                    past.pop_front();
+            let now = Instant::now();
+            let wanted = self.demand.lock().unwrap_or_else(|p| p.into_inner()).wanted(now);
+            let full_due = last_full.is_none_or(|at| now.saturating_duration_since(at) >= SAMPLE_IDLE);
+            let snapshot = match wanted {
+                _ if full_due => Some(self.take(None)),
+                None => Some(self.take(None)),
+                Some(owners) if !owners.is_empty() => Some(self.take(Some(&owners))),
+                Some(_) => None,
+            };
+            if let Some(snapshot) = snapshot {
+                if snapshot.full {
+                    last_full = Some(snapshot.at);
                 }
-                past.push_back(now);
+                self.keep(snapshot);
             }
-            tokio::time::sleep(if demanded { SAMPLE_EVERY } else { SAMPLE_IDLE }).await;
+            tokio::time::sleep(SAMPLE_EVERY).await;
         }
     }
 
-    fn take(&self) -> Snapshot {
+    /// Keeps `snapshot`, and what a window may still need: from the newest full snapshot at
+    /// least `WINDOW` before it on (every pod is in that one; older ones add nothing).
+    fn keep(&self, snapshot: Snapshot) {
+        let mut past = self.past.lock().unwrap_or_else(|p| p.into_inner());
+        let cutoff = past.iter().rposition(|s| s.full && s.at + WINDOW <= snapshot.at);
+        if let Some(cutoff) = cutoff {
+            past.drain(..cutoff);
+        }
+        past.push_back(snapshot);
+    }
+
+    /// The pods of `owners` (Deployment uids), or every pod.
+    fn take(&self, owners: Option<&HashSet<String>>) -> Snapshot {
         let pods = self
             .registry
-            .list()
-            .into_iter()
-            .filter_map(|(key, pod)| {
+            .filter_map(|key, pod| {
+                if let Some(owners) = owners
+                    && !pod.owner.as_ref().is_some_and(|uid| owners.contains(uid))
+                {
+                    return None;
+                }
                 let sample = match (&pod.http, &pod.meter) {
                     (Some(http), _) => http.sample(),
                     (None, Some(meter)) => meter.sample(),
                     (None, None) => return None,
                 };
-                let serves = pod.http.is_some();
-                Some((key, Seen { uid: pod.uid, owner: pod.owner, container: pod.container, serves, sample }))
+                let seen = Seen {
+                    uid: pod.uid.clone(),
+                    container: pod.container.clone(),
+                    serves: pod.http.is_some(),
+                    sample,
+                };
+                Some((key.to_string(), seen))
             })
+            .into_iter()
             .collect();
-        Snapshot { at: Instant::now(), process_cpu: process_cpu(), pods }
+        Snapshot { at: Instant::now(), full: owners.is_none(), process_cpu: process_cpu(), pods }
     }
 
     /// Every local pod's usage over about the last `WINDOW` (less for a pod younger than
-    /// that, or just after the node started), and the node's.
+    /// that, more for one not sampled since), and the node's.
     /// `owners`: only the pods of these Deployments (by uid), when given.
-    pub fn current(&self, owners: Option<&std::collections::HashSet<String>>) -> (NodeRates, Vec<PodRates>) {
-        let now = self.take();
-        let ms =
-            u64::try_from(now.at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
-        self.read_at_ms.store(ms.min(u64::MAX - 1), Ordering::Relaxed);
+    pub fn current(&self, owners: Option<&HashSet<String>>) -> (NodeRates, Vec<PodRates>) {
+        let now = self.take(owners);
+        self.demand.lock().unwrap_or_else(|p| p.into_inner()).note(owners, now.at);
         let past = self.past.lock().unwrap_or_else(|p| p.into_inner());
-        // The newest snapshot at least WINDOW old, else the oldest there is.
-        let base = past.iter().rev().find(|s| s.at + WINDOW <= now.at).or_else(|| past.front());
+        let window_start = now.at.checked_sub(WINDOW).unwrap_or(now.at);
         let pods = now
             .pods
             .iter()
-            .filter(|(_, seen)| owners.is_none_or(|o| seen.owner.as_ref().is_some_and(|uid| o.contains(uid))))
             .map(|(key, seen)| {
                 let (uid, sample) = (&seen.uid, &seen.sample);
-                // The same pod, and the same counters (not restarted since).
-                let old = base
-                    .and_then(|b| b.pods.get(key))
-                    .filter(|old| old.uid == *uid && old.sample.since == sample.since);
+                // The newest sample of the same pod, and the same counters (not restarted
+                // since), at least WINDOW old.
+                let old = past.iter().rev().filter(|s| s.at + WINDOW <= now.at).find_map(|s| {
+                    s.pods.get(key).filter(|old| old.uid == *uid && old.sample.since == sample.since)
+                });
                 let rates = match old {
                     Some(old) => Rates::between(&old.sample, sample),
-                    // New since the window began: its counters were zero before it was born,
-                    // so it reports over the same window as the others (a young pod's life
-                    // so far, as a rate, would count the load it took over a second time).
-                    None => {
-                        let start = base.map_or(sample.since, |b| b.at.min(sample.since));
-                        Rates::between(
-                            &Sample { at: start, since: sample.since, ..Sample::default() },
-                            sample,
-                        )
-                    }
+                    // Not sampled that long ago: its counters were zero before it was born, so
+                    // it reports over the same window as the others (a young pod's life so
+                    // far, as a rate, would count the load it took over a second time).
+                    None => Rates::between(
+                        &Sample {
+                            at: window_start.min(sample.since),
+                            since: sample.since,
+                            ..Sample::default()
+                        },
+                        sample,
+                    ),
                 };
                 PodRates {
                     key: key.clone(),
@@ -289,6 +352,8 @@ impl Sampler {
                 }
             })
             .collect();
+        // The newest snapshot at least WINDOW old, else the oldest there is.
+        let base = past.iter().rev().find(|s| s.at + WINDOW <= now.at).or_else(|| past.front());
         let window = base.map_or(Duration::ZERO, |b| now.at.saturating_duration_since(b.at));
         let cpu = match (base.and_then(|b| b.process_cpu), now.process_cpu) {
             (Some(old), Some(new)) if !window.is_zero() => {

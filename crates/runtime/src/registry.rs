@@ -58,6 +58,12 @@ impl SandboxRegistry {
         pods.iter().map(|(key, pod)| (key.clone(), pod.clone())).collect()
     }
 
+    /// What `f` makes of each local pod it accepts, read under one lock (no pod is cloned).
+    pub fn filter_map<T>(&self, mut f: impl FnMut(&str, &LocalPod) -> Option<T>) -> Vec<T> {
+        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        pods.iter().filter_map(|(key, pod)| f(key, pod)).collect()
+    }
+
     /// Changes whenever a pod is added or removed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()

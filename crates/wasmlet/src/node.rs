@@ -217,9 +217,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         identity.peer_token.clone(),
     );
     {
-        let (objects, metrics, stopped) = (objects.clone(), metrics.clone(), stopped.clone());
+        let (objects, cache, metrics, stopped) =
+            (objects.clone(), cache.clone(), metrics.clone(), stopped.clone());
         tasks.spawn(supervisor.clone().run("autoscaler", move || {
-            wasmkube_controllers::autoscaler::run(objects.clone(), metrics.clone(), stopped())
+            wasmkube_controllers::autoscaler::run(objects.clone(), cache.clone(), metrics.clone(), stopped())
         }));
     }
 
