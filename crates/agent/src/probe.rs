@@ -162,7 +162,8 @@ impl Probes {
     }
 
     /// One probe: Ok for a status from 200 to 399, as Kubernetes counts it; None when the
-    /// pod had no free slot for it.
+    /// node had no free instance slot for it. It waits for a slot of the pod's own within its
+    /// timeout: a pod whose every slot is held by requests that do not end fails it.
     async fn check(&self, probe: &Probe) -> Option<Result<(), String>> {
         let headers: Vec<(String, String)> =
             probe.headers().iter().map(|h| (h.name.clone(), h.value.clone())).collect();

@@ -215,9 +215,12 @@ impl HttpPod {
         self.serve(admission, req).await
     }
 
-    /// A GET of `path` with no body, as a probe sends it (in a concurrency slot of the pod's
-    /// and an instance slot of the node's when both are free: `Overloaded` otherwise),
-    /// answered with its status code.
+    /// A GET of `path` with no body, as a probe sends it, answered with its status code. It
+    /// waits for one of the pod's concurrency slots, as a probe waits on a busy server (the
+    /// caller's timeout bounds the wait: a pod whose every slot is held by requests that do
+    /// not end fails it, while a busy pod's slots free up within it — a released slot goes
+    /// to a waiting probe before any new request); it does not wait for one of the node's
+    /// instance slots (`Overloaded` then).
     pub async fn get(&self, path: &str, headers: &[(String, String)]) -> Result<u16, RequestError> {
         let mut request = hyper::Request::get(path);
         if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
@@ -233,7 +236,8 @@ impl HttpPod {
         // A probe does not queue for one of the node's instance slots either: a node busy
         // starting thousands of instances says nothing of this pod's health.
         let overloaded = || RequestError::Overloaded(self.spec.pod.clone());
-        let mut admission = self.try_admit().ok_or_else(overloaded)?;
+        let pod = self.concurrency.clone().acquire_owned().await.map_err(|_| overloaded())?;
+        let mut admission = Admission { pod, instance: None };
         admission.instance =
             Some(self.runtime.instance_slots.clone().try_acquire_owned().map_err(|_| overloaded())?);
         // Not counted as a request: probes are not traffic (an autoscaler would never see

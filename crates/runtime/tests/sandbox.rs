@@ -121,6 +121,46 @@ async fn a_pod_at_its_concurrency_limit_refuses_before_sending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_waits_for_a_busy_pods_slot_and_times_out_on_a_hung_ones() {
+    let config = RuntimeConfig {
+        pod_concurrency: 1,
+        request_timeout: Duration::from_secs(5),
+        ..RuntimeConfig::default()
+    };
+    let (_rt, pod) = http_pod(config, "misbehave", 16 << 20);
+    let held_by = |path: &'static str| {
+        let busy = pod.clone();
+        tokio::spawn(async move { busy.handle(get(path)).await })
+    };
+    // Taken once the request is in flight (trying to admit another here would race it).
+    let taken = async || {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pod.outstanding() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    // Busy: its only slot holds a 200 ms request; the probe waits for it and is answered.
+    let short = held_by("/sleep?ms=200");
+    taken().await;
+    let answered = tokio::time::timeout(Duration::from_secs(1), pod.get("/", &[])).await;
+    assert!(matches!(answered, Ok(Ok(200))), "{answered:?}");
+    assert!(short.await.is_ok_and(|r| r.is_ok()));
+    // Hung: its only slot holds a request that spins until its 5 s deadline; the probe gets
+    // no answer within its timeout (it is not skipped as if the pod were fine).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pod.try_admit().is_none() && Instant::now() < deadline {
+        // The short request's instance lets go of the slot once it has ended.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let _spinning = held_by("/spin");
+    taken().await;
+    let started = Instant::now();
+    let hung = tokio::time::timeout(Duration::from_millis(300), pod.get("/", &[])).await;
+    assert!(hung.is_err(), "no answer from a hung pod: {hung:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_gives_up_before_the_answer_stops_the_instance() {
     // A probe's own timeout (1 s) is far below the request deadline (30 s): the spinning
     // instance must not keep the pod's only slot until then.
