@@ -67,8 +67,9 @@ pub struct HttpPod {
     born: Instant,
     /// Sum of the answered requests' times to answer (for their mean latency).
     answered_ns: AtomicU64,
-    /// The time-weighted requests in flight (see `sample`).
-    busy: std::sync::Mutex<crate::metrics::Busy>,
+    /// The time-weighted requests in flight (see `sample`), each until its instance ends
+    /// (a streaming answer is in flight until its body is done, not only until its head).
+    busy: Arc<std::sync::Mutex<crate::metrics::Busy>>,
 }
 
 impl HttpPod {
@@ -93,7 +94,7 @@ impl HttpPod {
             timeout,
             born: Instant::now(),
             answered_ns: AtomicU64::new(0),
-            busy: std::sync::Mutex::default(),
+            busy: Arc::default(),
             runtime,
             proxy,
             spec,
@@ -242,7 +243,7 @@ impl HttpPod {
             Some(self.runtime.instance_slots.clone().try_acquire_owned().map_err(|_| overloaded())?);
         // Not counted as a request: probes are not traffic (an autoscaler would never see
         // a probed pod idle).
-        let response = self.invoke(request, admission).await?;
+        let response = self.invoke(request, admission, None).await?;
         Ok(response.status().as_u16())
     }
 
@@ -257,7 +258,8 @@ impl HttpPod {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let _in_flight = InFlight::enter(self);
-        let result = self.invoke(req, admission).await;
+        let busy = Load::enter(self);
+        let result = self.invoke(req, admission, Some(busy)).await;
         match &result {
             Err(RequestError::Trap(message)) => {
                 *self.last_trap.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
@@ -272,10 +274,13 @@ impl HttpPod {
         result
     }
 
+    /// `busy`: the request's share of the pod's time-weighted load, let go when its
+    /// instance ends (none for a probe: probes are not traffic).
     async fn invoke<B>(
         &self,
         req: hyper::Request<B>,
         admission: Admission,
+        busy: Option<Load>,
     ) -> Result<PodResponse, RequestError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -302,7 +307,7 @@ impl HttpPod {
         // The instance runs in its own task: it may keep streaming the body after it has
         // handed back the response head. The permits live as long as the instance.
         let task = tokio::spawn(async move {
-            let _held = (slot, permit);
+            let _held = (slot, permit, busy);
             // On one of the pod's cores while it runs (see `cpu::on_core`).
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -377,6 +382,8 @@ pub struct Admission {
 
 /// A request in flight, from its start until it is answered (or fails): counted in
 /// `outstanding`, and its time in the pod's concurrency (`HttpPod::sample`).
+/// A request until its answer's head: the load balancer's outstanding count, and its time
+/// to answer.
 struct InFlight<'a> {
     pod: &'a HttpPod,
     started_ns: u64,
@@ -385,7 +392,6 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     fn enter(pod: &'a HttpPod) -> Self {
         let started_ns = pod.nanos_since_born(Instant::now());
-        pod.busy_lock().enter(started_ns);
         pod.outstanding.fetch_add(1, Ordering::Relaxed);
         InFlight { pod, started_ns }
     }
@@ -394,8 +400,27 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let now_ns = self.pod.nanos_since_born(Instant::now());
-        self.pod.busy_lock().leave(now_ns);
         self.pod.answered_ns.fetch_add(now_ns.saturating_sub(self.started_ns), Ordering::Relaxed);
         self.pod.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request until its instance ends, in the pod's time-weighted load (concurrency).
+struct Load {
+    busy: Arc<std::sync::Mutex<crate::metrics::Busy>>,
+    born: Instant,
+}
+
+impl Load {
+    fn enter(pod: &HttpPod) -> Self {
+        pod.busy_lock().enter(pod.nanos_since_born(Instant::now()));
+        Load { busy: pod.busy.clone(), born: pod.born }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let now_ns = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).leave(now_ns);
     }
 }

@@ -161,6 +161,25 @@ async fn a_probe_waits_for_a_busy_pods_slot_and_times_out_on_a_hung_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_answer_is_in_flight_until_its_body_is_done() {
+    let (_rt, pod) = http_pod(RuntimeConfig::default(), "misbehave", 16 << 20);
+    let sent = Instant::now();
+    let response = pod.handle(get("/stream?ms=400")).await.expect("a head");
+    assert!(sent.elapsed() < Duration::from_millis(300), "the head comes first");
+    // Its head is out, its body is not: still in flight.
+    assert_eq!(pod.sample().in_flight, 1);
+    let body = response.into_body().collect().await.expect("a body").to_bytes();
+    assert_eq!(&body[..], b"start\nend\n");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pod.sample().in_flight > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sample = pod.sample();
+    assert_eq!(sample.in_flight, 0, "done once its instance ended");
+    assert!(sample.busy_ns >= 400_000_000, "busy for the whole body: {} ns", sample.busy_ns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_gives_up_before_the_answer_stops_the_instance() {
     // A probe's own timeout (1 s) is far below the request deadline (30 s): the spinning
     // instance must not keep the pod's only slot until then.

@@ -4,8 +4,9 @@
 //! `/residue?mb=N` reports how many bytes of a fresh N MiB allocation are not zero and then
 //! dirties them (a fresh instance must never see a previous one's memory), `/count` bumps a
 //! static counter (a fresh instance always answers 1), `/sleep?ms=N` answers after N ms
-//! (waiting in the host, using no CPU: a request of known length), anything else answers
-//! `ok`.
+//! (waiting in the host, using no CPU: a request of known length), `/stream?ms=N` sends its
+//! head and a first line at once and the last line N ms later (a streaming answer),
+//! anything else answers `ok`.
 
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -16,6 +17,9 @@ wasi::http::proxy::export!(Misbehave);
 impl wasi::exports::http::incoming_handler::Guest for Misbehave {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        if let Some(ms) = path.strip_prefix("/stream?ms=") {
+            return stream(ms.parse().unwrap_or(100), response_out);
+        }
         let mut status = 200;
         let reply = if path.starts_with("/spin") {
             spin()
@@ -49,6 +53,19 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
         }
         let _ = OutgoingBody::finish(body, None);
     }
+}
+
+/// The head and a first line now, the last line `ms` later.
+fn stream(ms: u64, response_out: ResponseOutparam) {
+    let response = OutgoingResponse::new(Fields::new());
+    let Ok(body) = response.body() else { return };
+    ResponseOutparam::set(response_out, Ok(response));
+    if let Ok(stream) = body.write() {
+        let _ = stream.blocking_write_and_flush(b"start\n");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let _ = stream.blocking_write_and_flush(b"end\n");
+    }
+    let _ = OutgoingBody::finish(body, None);
 }
 
 static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
