@@ -95,6 +95,28 @@ async fn three_nodes(wasm: &Path) -> anyhow::Result<()> {
     );
     println!("  all Running after {:.1} s   (target < 10 s)", running.as_secs_f64());
     println!("  fewest Ready nodes seen meanwhile: {min_ready}/3");
+    // An autoscaler of all 10,000 (bounds that keep it there): the leader gathers every
+    // pod's metrics from every member each second.
+    let pids: Vec<u32> = nodes.iter().filter_map(Wasmlet::pid).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = cpu_of(&pids, Duration::from_secs(5))?;
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "big"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "big"},
+                 "minReplicas": REPLICAS, "maxReplicas": REPLICAS,
+                 "metrics": [{"type": "Pods", "pods": {"metric": {"name": "concurrency"},
+                              "target": {"type": "AverageValue", "averageValue": "10"}}}]}});
+    nodes[0]
+        .client()
+        .post_path("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers", &hpa)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let autoscaled = cpu_of(&pids, Duration::from_secs(5))?;
+    let share = |v: &[f64]| v.iter().map(|c| format!("{:.1}", c * 100.0)).collect::<Vec<_>>().join(" / ");
+    println!(
+        "  CPU of nodes a / b / c (% of a core), the 10,000 pods idle: {}; with an autoscaler of them: {}",
+        share(&idle),
+        share(&autoscaled)
+    );
     Ok(())
 }
 
@@ -160,7 +182,12 @@ async fn one_node(wasm: &Path, seconds: u64, connections: usize) -> anyhow::Resu
 
 /// CPU time the process used over `window`, as a share of one core.
 fn idle_cpu(pid: u32, window: Duration) -> anyhow::Result<f64> {
-    let ticks = || -> anyhow::Result<u64> {
+    Ok(cpu_of(&[pid], window)?.first().copied().unwrap_or(0.0))
+}
+
+/// CPU time each process used over the same `window`, as a share of one core.
+fn cpu_of(pids: &[u32], window: Duration) -> anyhow::Result<Vec<f64>> {
+    let ticks = |pid: u32| -> anyhow::Result<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // After the command name (which may hold spaces) come state, ppid, …: utime and
         // stime are the 12th and 13th of those.
@@ -169,11 +196,15 @@ fn idle_cpu(pid: u32, window: Duration) -> anyhow::Result<f64> {
         let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
         Ok(field(11) + field(12))
     };
-    let before = ticks()?;
+    let before = pids.iter().map(|p| ticks(*p)).collect::<anyhow::Result<Vec<u64>>>()?;
     std::thread::sleep(window);
-    let used = ticks()? - before;
+    let after = pids.iter().map(|p| ticks(*p)).collect::<anyhow::Result<Vec<u64>>>()?;
     // Linux reports CPU time in clock ticks of 1/100 s.
-    Ok(used as f64 / 100.0 / window.as_secs_f64())
+    Ok(before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(*b) as f64 / 100.0 / window.as_secs_f64())
+        .collect())
 }
 
 fn rss_mib(pid: u32) -> anyhow::Result<f64> {
