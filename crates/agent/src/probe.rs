@@ -3,8 +3,10 @@
 //! http pod a probe is a GET to its component inside the node, no network hop. Readiness
 //! decides the pod's Ready condition (so whether every proxy sends it traffic); a liveness
 //! (or startup) probe that fails `failureThreshold` times in a row has the agent restart the
-//! pod's instance. A probe the pod has no free slot for is skipped, not failed: a busy pod
-//! is not a dead one.
+//! pod's instance. A probe waits, within its timeout, for a slot of the pod's own (a busy
+//! pod frees one in time; a pod whose every slot is held by requests that never end does
+//! not, and fails it); with no free instance slot on the node it is skipped, not failed: a
+//! busy node says nothing of one pod's health.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
