@@ -113,13 +113,6 @@ async fn pass(
         *pods = None;
         return Vec::new();
     }
-    let pods = match pods {
-        Some(pods) => {
-            pods.drain();
-            pods
-        }
-        None => pods.insert(Reflector::new(cache, Reflector::all()).0),
-    };
     // Only the pods of the Deployments autoscaled (not every pod of the cluster, every second).
     let owners: std::collections::HashSet<String> = autoscalers
         .iter()
@@ -138,6 +131,21 @@ async fn pass(
         .flat_map(|r| r.pods)
         .map(|p| ((p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone()), p))
         .collect();
+    // The pods as they are after the scrape (which may take a while), by owner: one look
+    // at each pod per pass however many autoscalers there are.
+    let pods = match pods {
+        Some(pods) => {
+            pods.drain();
+            pods
+        }
+        None => pods.insert(Reflector::new(cache, Reflector::all()).0),
+    };
+    let mut by_owner: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for (_, pod) in pods.iter() {
+        if let Some(owner) = pod.owner_uid().filter(|uid| owners.contains(*uid)) {
+            by_owner.entry(owner).or_default().push(pod);
+        }
+    }
     let now = Instant::now();
     let mut writes = Vec::new();
     for hpa in &autoscalers {
@@ -148,7 +156,7 @@ async fn pass(
             replicas: u32::MAX,
             written: None,
         });
-        writes.extend(evaluate(hpa, store, pods, &by_pod, !missing.is_empty(), state, now));
+        writes.extend(evaluate(hpa, store, &by_owner, &by_pod, !missing.is_empty(), state, now));
     }
     writes
 }
@@ -166,7 +174,7 @@ pub fn idle_window(hpa: &HorizontalPodAutoscaler) -> Duration {
 fn evaluate(
     hpa: &HorizontalPodAutoscaler,
     store: &ObjectStore,
-    pods: &Reflector<Pod>,
+    pods: &HashMap<&str, Vec<&Pod>>,
     metrics: &HashMap<(String, String), PodMetrics>,
     partial: bool,
     state: &mut Tracked,
@@ -189,11 +197,12 @@ fn evaluate(
     let current = deployment.spec.replicas;
     conditions.set("AbleToScale", true, "ReadyForNewScale", "recommended size matches current size".into());
 
-    let pods: Vec<&Pod> = pods
-        .iter()
-        .map(|(_, p)| p)
-        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|p| p.owner_uid() == deployment.metadata.uid.as_deref() && !p.is_terminal())
+    let owned = deployment.metadata.uid.as_deref().and_then(|uid| pods.get(uid));
+    let pods: Vec<&Pod> = owned
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()) && !p.is_terminal())
         .filter(|p| labels_match(&deployment.spec.selector.match_labels, &p.metadata.labels))
         .collect();
     let views: Vec<PodView> = pods

@@ -50,6 +50,9 @@ pub struct HttpPod {
     logs: LogBuffer,
     concurrency: Arc<Semaphore>,
     outstanding: AtomicUsize,
+    /// Requests admitted (holding a concurrency slot) that wait for one of the node's
+    /// instance slots: a probe finding every slot taken then learns the node is busy.
+    waiting_for_instance: AtomicUsize,
     served: AtomicU64,
     failed: AtomicU64,
     /// Requests whose instance trapped, and the last trap's message.
@@ -101,6 +104,7 @@ impl HttpPod {
             logs,
             concurrency,
             outstanding: AtomicUsize::new(0),
+            waiting_for_instance: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             traps: AtomicU64::new(0),
@@ -221,7 +225,8 @@ impl HttpPod {
     /// caller's timeout bounds the wait: a pod whose every slot is held by requests that do
     /// not end fails it, while a busy pod's slots free up within it — a released slot goes
     /// to a waiting probe before any new request); it does not wait for one of the node's
-    /// instance slots (`Overloaded` then).
+    /// instance slots, nor for a pod slot while some of the pod's requests wait for one
+    /// (`Overloaded` then: the node is busy, which says nothing of this pod).
     pub async fn get(&self, path: &str, headers: &[(String, String)]) -> Result<u16, RequestError> {
         let mut request = hyper::Request::get(path);
         if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
@@ -237,7 +242,13 @@ impl HttpPod {
         // A probe does not queue for one of the node's instance slots either: a node busy
         // starting thousands of instances says nothing of this pod's health.
         let overloaded = || RequestError::Overloaded(self.spec.pod.clone());
-        let pod = self.concurrency.clone().acquire_owned().await.map_err(|_| overloaded())?;
+        let pod = match self.concurrency.clone().try_acquire_owned() {
+            Ok(pod) => pod,
+            // Every slot is taken while some wait for the node's instance slots: the node
+            // is busy, which says nothing of this pod (skipped, as below).
+            Err(_) if self.waiting_for_instance.load(Ordering::Relaxed) > 0 => return Err(overloaded()),
+            Err(_) => self.concurrency.clone().acquire_owned().await.map_err(|_| overloaded())?,
+        };
         let mut admission = Admission { pod, instance: None };
         admission.instance =
             Some(self.runtime.instance_slots.clone().try_acquire_owned().map_err(|_| overloaded())?);
@@ -290,13 +301,18 @@ impl HttpPod {
         let Admission { pod: permit, instance } = admission;
         let slot = match instance {
             Some(slot) => slot,
-            None => self
-                .runtime
-                .instance_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?,
+            None => {
+                self.waiting_for_instance.fetch_add(1, Ordering::Relaxed);
+                let _waited = Defer(|| {
+                    self.waiting_for_instance.fetch_sub(1, Ordering::Relaxed);
+                });
+                self.runtime
+                    .instance_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| RequestError::Overloaded(self.spec.pod.clone()))?
+            }
         };
         let (mut store, usage, deadline) = self.new_store();
         let (tx, rx) = oneshot::channel();
@@ -307,7 +323,7 @@ impl HttpPod {
         // The instance runs in its own task: it may keep streaming the body after it has
         // handed back the response head. The permits live as long as the instance.
         let task = tokio::spawn(async move {
-            let _held = (slot, permit, busy);
+            let _held = (slot, permit);
             // On one of the pod's cores while it runs (see `cpu::on_core`).
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -320,6 +336,8 @@ impl HttpPod {
                     Ok(outcome) => outcome,
                     Err(_) => Err(wasmtime::Trap::Interrupt.into()),
                 };
+            // Its load ends with its run, not with the teardown below.
+            drop(busy);
             // Returning an instance's memory (up to its limit, all touched by a memory
             // bomb) takes a while: not on a thread that serves requests, and on one of the
             // pod's cores (that work is the pod's).
@@ -383,7 +401,7 @@ pub struct Admission {
 /// A request in flight, from its start until it is answered (or fails): counted in
 /// `outstanding`, and its time in the pod's concurrency (`HttpPod::sample`).
 /// A request until its answer's head: the load balancer's outstanding count, and its time
-/// to answer.
+/// to answer (its share of the pod's concurrency is `Load`, until its instance ends).
 struct InFlight<'a> {
     pod: &'a HttpPod,
     started_ns: u64,
@@ -422,5 +440,14 @@ impl Drop for Load {
     fn drop(&mut self) {
         let now_ns = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.busy.lock().unwrap_or_else(|p| p.into_inner()).leave(now_ns);
+    }
+}
+
+/// Runs its closure when dropped (a counter put back however the scope ends).
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
     }
 }

@@ -27,6 +27,12 @@ fn spec(memory_limit: u64, env: &[(&str, &str)]) -> SandboxSpec {
 
 fn http_pod(config: RuntimeConfig, wasm: &str, memory_limit: u64) -> (Arc<Runtime>, Arc<HttpPod>) {
     let runtime = Runtime::new(config).expect("runtime");
+    let pod = http_pod_on(&runtime, wasm, memory_limit);
+    (runtime, pod)
+}
+
+/// Another pod on `runtime` (the node's instance slots are shared).
+fn http_pod_on(runtime: &Arc<Runtime>, wasm: &str, memory_limit: u64) -> Arc<HttpPod> {
     let module = runtime.prepare(wasm, &example(wasm)).expect("prepare");
     let pod = HttpPod::new(
         runtime.clone(),
@@ -35,7 +41,7 @@ fn http_pod(config: RuntimeConfig, wasm: &str, memory_limit: u64) -> (Arc<Runtim
         LogBuffer::new(4096),
     )
     .expect("http pod");
-    (runtime, Arc::new(pod))
+    Arc::new(pod)
 }
 
 fn get(path: &str) -> hyper::Request<Empty<Bytes>> {
@@ -158,6 +164,36 @@ async fn a_probe_waits_for_a_busy_pods_slot_and_times_out_on_a_hung_ones() {
     let hung = tokio::time::timeout(Duration::from_millis(300), pod.get("/", &[])).await;
     assert!(hung.is_err(), "no answer from a hung pod: {hung:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_is_skipped_not_failed_when_the_pods_slots_wait_for_a_busy_node() {
+    // One instance slot on the node, held by a spinning request; the pod's only slot is held
+    // by a request waiting for an instance slot: the node is busy, the pod is not hung.
+    let config = RuntimeConfig {
+        pod_concurrency: 1,
+        max_instances: 1,
+        request_timeout: Duration::from_secs(3),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(config).expect("runtime");
+    let other = http_pod_on(&runtime, "misbehave", 16 << 20);
+    let pod = http_pod_on(&runtime, "misbehave", 16 << 20);
+    let spinning = other.clone();
+    let _spin = tokio::spawn(async move { spinning.handle(get("/spin")).await });
+    let until = Instant::now() + Duration::from_secs(2);
+    while other.outstanding() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let queued = pod.clone();
+    let _queued = tokio::spawn(async move { queued.handle(get("/")).await });
+    while pod.outstanding() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // In flight, and on to its wait for an instance slot.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let probed = tokio::time::timeout(Duration::from_millis(300), pod.get("/", &[])).await;
+    assert!(matches!(probed, Ok(Err(RequestError::Overloaded(_)))), "skipped: {probed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
